@@ -1,0 +1,114 @@
+"""5-hour usage blocks, as ccusage defines them.
+
+A block starts at its first request's time floored to the UTC hour; a request more than 5 h after
+the block start, or more than 5 h after the previous request, starts a new block. A silence longer
+than 5 h between blocks is shown as a gap block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.reports import BLOCK_MS, HOUR_MS, Group, Query, iso, usd
+from exporter.ledger import Ledger
+
+
+@dataclass
+class Block:
+    start: int
+    group: Group = field(default_factory=Group)
+    times: list[int] = field(default_factory=list)
+
+    @property
+    def end(self) -> int:
+        return self.start + BLOCK_MS
+
+
+def split_blocks(times_and_rows: Iterable[tuple[int, str, str, str, tuple[int | None, ...]]]) -> list[Block]:
+    """Groups time-ordered requests into blocks (gaps are not materialised here)."""
+    blocks: list[Block] = []
+    for ts, model, category, label, values in times_and_rows:
+        current = blocks[-1] if blocks else None
+        if current is None or ts - current.start > BLOCK_MS or ts - current.times[-1] > BLOCK_MS:
+            current = Block(start=ts - ts % HOUR_MS)
+            blocks.append(current)
+        current.times.append(ts)
+        current.group.add(model, category, label, values)
+    return blocks
+
+
+def block_rows(ledger: Ledger, q: Query) -> list[Block]:
+    start, end = q.bounds()
+    label = q.by
+    rows = ledger.db.execute(
+        f"SELECT ts, model, category, {label}, input, output, cache_write_5m + cache_write_1h,"
+        f" cache_read, {q.cost}, 1, CASE WHEN {q.cost} IS NULL THEN input + output + cache_read"
+        " + cache_write_5m + cache_write_1h ELSE 0 END"
+        " FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts",
+        (start, end),
+    )
+    return split_blocks((r[0], r[1], r[2], str(r[3]), tuple(r[4:])) for r in rows)
+
+
+def report(ledger: Ledger, q: Query, now_ms: int) -> dict[str, Any]:
+    """`report blocks` as JSON data, in ccusage's shape plus our own fields."""
+    out: list[dict[str, Any]] = []
+    previous: Block | None = None
+    for block in block_rows(ledger, q):
+        if previous is not None and block.times[0] - previous.times[-1] > BLOCK_MS:
+            out.append(_gap(previous.times[-1] + BLOCK_MS, block.times[0]))
+        out.append(_block_json(block, now_ms, q.by))
+        previous = block
+    return {"blocks": out}
+
+
+def _gap(start: int, end: int) -> dict[str, Any]:
+    zero = {"inputTokens": 0, "outputTokens": 0, "cacheCreationInputTokens": 0, "cacheReadInputTokens": 0}
+    return {
+        "id": f"gap-{iso(start)}", "startTime": iso(start), "endTime": iso(end), "actualEndTime": None,
+        "isActive": False, "isGap": True, "entries": 0, "tokenCounts": zero, "totalTokens": 0,
+        "costUSD": 0.0, "models": [], "burnRate": None, "projection": None,
+    }  # fmt: skip
+
+
+def burn(block: Block, now_ms: int) -> tuple[dict[str, float] | None, dict[str, Any] | None]:
+    """Burn rate over the block's active span and the projection to its end, for an active block."""
+    s = block.group.sums
+    minutes = (block.times[-1] - block.times[0]) / 60_000
+    if not is_active(block, now_ms) or minutes <= 0:
+        return None, None
+    rate = {
+        "tokensPerMinute": s.total_tokens / minutes,
+        "tokensPerMinuteForIndicator": (s.input + s.output) / minutes,
+        "costPerHour": usd(s.cost) / minutes * 60,
+    }
+    remaining = max(0.0, (block.end - now_ms) / 60_000)
+    projection = {
+        "totalTokens": round(s.total_tokens + rate["tokensPerMinute"] * remaining),
+        "totalCost": round(usd(s.cost) + rate["costPerHour"] / 60 * remaining, 2),
+        "remainingMinutes": round(remaining),
+    }
+    return rate, projection
+
+
+def is_active(block: Block, now_ms: int) -> bool:
+    return now_ms - block.times[-1] < BLOCK_MS and now_ms < block.end
+
+
+def _block_json(block: Block, now_ms: int, by: str) -> dict[str, Any]:
+    s = block.group.sums
+    rate, projection = burn(block, now_ms)
+    body = block.group.to_json(by)
+    return {
+        "id": iso(block.start), "startTime": iso(block.start), "endTime": iso(block.end),
+        "actualEndTime": iso(block.times[-1]), "isActive": is_active(block, now_ms), "isGap": False,
+        "entries": s.requests,
+        "tokenCounts": {"inputTokens": s.input, "outputTokens": s.output,
+                        "cacheCreationInputTokens": s.cache_creation, "cacheReadInputTokens": s.cache_read},
+        "totalTokens": s.total_tokens, "costUSD": usd(s.cost), "models": sorted(block.group.models),
+        "burnRate": rate, "projection": projection,
+        **{k: v for k, v in body.items() if k in ("requests", "costByCategory", "unpricedTokens",
+                                                 "modelBreakdowns", "breakdownBy", "breakdowns")},
+    }  # fmt: skip

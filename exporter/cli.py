@@ -1,0 +1,207 @@
+"""The `claude-usage-exporter` command: each subcommand parses, builds settings, calls one function."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from exporter import __version__
+
+F = Callable[..., Any]
+
+
+def common(func: F) -> F:
+    """Options every command shares; each has an environment variable (see `config.ENV`)."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML config file."),
+        click.option("--state-dir", type=click.Path(path_type=Path), help="Where the ledger lives."),
+        click.option(
+            "--claude-dir", "claude_dirs", multiple=True, type=click.Path(path_type=Path),
+            help="Claude Code config dir to read (repeatable). Default: $CLAUDE_CONFIG_DIR, else"
+            " ~/.config/claude and ~/.claude.",
+        ),
+        click.option("--timezone", "-z", help="IANA time zone for dates. Default: the machine's."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load(config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
+         timezone: str | None, **more: object) -> Any:  # fmt: skip
+    from exporter.app import App
+    from exporter.config import ConfigError, config_file_from, load_settings
+
+    flags: dict[str, object] = {
+        "state_dir": state_dir,
+        "timezone": timezone,
+        "sources.transcripts.roots": list(claude_dirs) or None,
+        **more,
+    }
+    env = dict(os.environ)
+    try:
+        settings = load_settings(config_file_from(config_file, env), env, flags)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+    return App(settings, env)
+
+
+def refreshed(app: Any) -> Any:
+    """Ingests what is new (with a progress bar on a long first ingest) and returns the ledger."""
+    from exporter.ledger import LedgerError
+
+    try:
+        with _progress() as progress:
+            result = app.refresh(progress)
+        for error in result.errors[:20]:
+            click.echo(f"warning: {error}", err=True)
+        return app.ledger, result
+    except LedgerError as err:
+        raise click.ClickException(str(err)) from None
+
+
+class _progress:
+    """A rich progress bar on stderr, shown only when a terminal waits on a long ingest."""
+
+    def __enter__(self) -> Callable[[int, int], None] | None:
+        self.bar: Any = None
+        if not sys.stderr.isatty():
+            return None
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None and total >= 64 << 20:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True, console=None)
+            self.bar.start()
+            self.task = self.bar.add_task("reading transcripts", total=total)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def emit(data: object) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="claude-usage-exporter")
+def main() -> None:
+    """What Claude Code use costs, and why: ledger, reports and Prometheus metrics."""
+
+
+def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            pass
+    raise click.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["daily", "weekly", "monthly", "session", "blocks"]))
+@click.option("--since", callback=_day, help="First local day, YYYY-MM-DD.")
+@click.option("--until", callback=_day, help="Last local day, YYYY-MM-DD.")
+@click.option("--json", "as_json", is_flag=True, help="JSON in ccusage's shape, plus our own fields.")
+@click.option("--by", type=click.Choice(["model", "category", "interaction", "project", "agent"]),
+              default="model", show_default=True, help="Label to break each row down by.")  # fmt: skip
+@click.option("--breakdown", is_flag=True, help="Show the breakdown rows in the table.")
+@click.option("--mode", type=click.Choice(["calculate", "reported"]), default=None,
+              help="Cost from token prices, or as the source reported it where it did.")  # fmt: skip
+@click.option("--start-of-week", type=click.Choice(["monday", "sunday"]), default="sunday", show_default=True)
+@common
+def report(kind: str, since: date | None, until: date | None, as_json: bool, by: str, breakdown: bool,
+           mode: str | None, start_of_week: str, **opts: Any) -> None:  # fmt: skip
+    """Usage and cost per day, week, month, session or 5-hour block."""
+    from exporter import blocks, reports
+
+    if since and until and since > until:
+        raise click.BadParameter("--since is after --until")
+    app = load(**opts, **{"pricing.mode": mode})
+    ledger, result = refreshed(app)
+    if result.files == 0 and not ledger.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone():
+        looked = ", ".join(str(r / "projects") for r in app.roots)
+        raise click.ClickException(
+            f"no Claude Code transcripts found (looked in {looked}); set CLAUDE_CONFIG_DIR or --claude-dir"
+        )
+    week_start = reports.WEEKDAYS.index(start_of_week)
+    q = reports.Query(app.settings.zone, since, until, by, app.settings.pricing.mode, week_start)
+    if kind == "session":
+        data = reports.sessions(ledger, q)
+    elif kind == "blocks":
+        data = blocks.report(ledger, q, int(time.time() * 1000))
+    else:
+        data = reports.periods(ledger, kind, q)
+    if as_json:
+        emit(data)
+    else:
+        from exporter.render import print_report
+
+        print_report(kind, data, by, breakdown)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@common
+def explain(path: Path, as_json: bool, **opts: Any) -> None:
+    """One row per request of a transcript: tokens, cost, classification, duplicates."""
+    from exporter.explain import explain_file
+
+    app = load(**opts)
+    ledger, _ = refreshed(app)
+    rows = explain_file(path, ledger, app.enrich)
+    if as_json:
+        emit(rows)
+    else:
+        from exporter.render import print_explain
+
+        print_explain(rows)
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@common
+def pricing(model: str | None, as_json: bool, **opts: Any) -> None:
+    """The prices in use (USD per million tokens) and where they come from."""
+    from exporter.render import print_pricing, quote_json
+
+    pricer = load(**opts).pricer
+    quotes = pricer.known_models() if model is None else [pricer.describe(model)]
+    if model is not None and quotes[0] is None:
+        raise click.ClickException(f"no price known for {model!r}: its tokens are counted as unpriced")
+    if as_json:
+        emit([quote_json(q) for q in quotes])
+    else:
+        print_pricing(quotes)
+
+
+@main.command("check-config")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+def check_config(file: Path | None) -> None:
+    """Validates a config file (default: $CLAUDE_USAGE_EXPORTER_CONFIG) and lists every error."""
+    from exporter.config import ConfigError, check_config, config_file_from
+
+    path = file or config_file_from(None, dict(os.environ))
+    if path is None:
+        raise click.UsageError("no config file given (argument or CLAUDE_USAGE_EXPORTER_CONFIG)")
+    try:
+        click.echo(check_config(path))
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None

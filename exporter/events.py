@@ -1,0 +1,93 @@
+"""The usage event: one billable API request, as every source reports it and the ledger keeps it.
+
+Immutable plain data; units are in the names (tokens are counts, times are aware UTC datetimes,
+money is Decimal USD).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+AGENTS = ("main", "subagent", "auxiliary")
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token counts of one request; `input` is the uncached input only, as Anthropic reports it."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+
+    @property
+    def cache_write(self) -> int:
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write
+
+    @property
+    def context(self) -> int:
+        """Everything the model read for this request: uncached input, cache reads and writes."""
+        return self.input + self.cache_read + self.cache_write
+
+    def merge(self, other: Tokens) -> Tokens:
+        # Copies of one response may carry provisional (smaller) usage: keep the largest per field.
+        return Tokens(
+            max(self.input, other.input),
+            max(self.output, other.output),
+            max(self.cache_read, other.cache_read),
+            max(self.cache_write_5m, other.cache_write_5m),
+            max(self.cache_write_1h, other.cache_write_1h),
+        )
+
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
+        return (self.input, self.output, self.cache_read, self.cache_write_5m, self.cache_write_1h)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One billable API request as a source saw it (possibly one of several copies)."""
+
+    key: str  # dedupe key: message.id, else request id, else a hash of the line
+    request_id: str | None
+    timestamp: datetime  # aware, UTC
+    session_id: str
+    project: str  # last path component of the working directory; never a path
+    model: str
+    agent: str  # one of AGENTS
+    tokens: Tokens
+    web_search_requests: int = 0
+    tools: frozenset[str] = field(default_factory=frozenset)
+    speed: str = "standard"
+    source: str = "transcripts"
+    reported_cost: Decimal | None = None
+    compaction: bool = False
+
+    @property
+    def model_family(self) -> str:
+        return model_family(self.model)
+
+
+_FAMILY = re.compile(r"(opus|sonnet|haiku)", re.IGNORECASE)
+
+
+def model_family(model: str) -> str:
+    """`opus`, `sonnet`, `haiku` or `other`: a bounded label for any model id."""
+    found = _FAMILY.search(model)
+    return found.group(1).lower() if found else "other"
+
+
+def project_name(cwd: str | None) -> str:
+    """The last path component of a working directory (POSIX or Windows), or `unknown`."""
+    if not cwd:
+        return "unknown"
+    name = re.split(r"[\\/]", cwd.rstrip("/\\"))[-1]
+    return name or "unknown"

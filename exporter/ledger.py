@@ -1,0 +1,313 @@
+"""The ledger: one SQLite row per billable request, merged from every copy seen, plus read offsets.
+
+A batch of events commits together with the file offsets and line counts it consumed, so a crash
+replays at most one batch and the merge (per-field maximum) absorbs the replay. Money is stored as
+integer nano-dollars so sums are exact.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+from exporter.events import Tokens, UsageEvent, model_family
+from exporter.sources.files import FileState
+
+NANOS = Decimal(1_000_000_000)
+
+# Each entry migrates the schema from version i to i + 1; released entries never change.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE requests (
+        key TEXT PRIMARY KEY,
+        request_id TEXT,
+        ts INTEGER NOT NULL,            -- epoch milliseconds, UTC, earliest copy
+        session_id TEXT NOT NULL,
+        project TEXT NOT NULL,
+        model TEXT NOT NULL,
+        model_family TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+        cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL,
+        web_search INTEGER NOT NULL,
+        tools TEXT NOT NULL,            -- sorted tool names, comma-separated
+        speed TEXT NOT NULL,
+        source TEXT NOT NULL,
+        compaction INTEGER NOT NULL,
+        interaction TEXT NOT NULL,
+        category TEXT NOT NULL,
+        cost INTEGER,                   -- nano-USD from token prices; NULL = unpriced model
+        reported_cost INTEGER,          -- nano-USD as the source reported it, if it did
+        copies INTEGER NOT NULL         -- lines merged into this request
+    ) WITHOUT ROWID;
+    CREATE INDEX requests_ts ON requests (ts);
+    CREATE INDEX requests_session ON requests (session_id, ts);
+    CREATE TABLE files (
+        dev INTEGER NOT NULL, ino INTEGER NOT NULL, offset INTEGER NOT NULL, head TEXT NOT NULL,
+        PRIMARY KEY (dev, ino)
+    );
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A ledger row: the merge of every copy of one request."""
+
+    key: str
+    request_id: str | None
+    ts: int
+    session_id: str
+    project: str
+    model: str
+    agent: str
+    tokens: Tokens
+    web_search: int
+    tools: frozenset[str]
+    speed: str
+    source: str
+    compaction: bool
+    reported_cost: int | None
+    copies: int = 1
+    interaction: str = ""
+    category: str = ""
+    cost: int | None = None
+
+    @property
+    def model_family(self) -> str:
+        return model_family(self.model)
+
+    @classmethod
+    def from_event(cls, e: UsageEvent) -> Request:
+        return cls(
+            key=e.key,
+            request_id=e.request_id,
+            ts=to_ms(e.timestamp),
+            session_id=e.session_id,
+            project=e.project,
+            model=e.model,
+            agent=e.agent,
+            tokens=e.tokens,
+            web_search=e.web_search_requests,
+            tools=e.tools,
+            speed=e.speed,
+            source=e.source,
+            compaction=e.compaction,
+            reported_cost=to_nanos(e.reported_cost),
+        )
+
+    def merge(self, other: Request) -> Request:
+        """Both copies of one request: token maxima, tool union, identity of the earliest copy."""
+        first, later = (other, self) if other.ts < self.ts else (self, other)
+        return replace(
+            first,
+            tokens=self.tokens.merge(other.tokens),
+            web_search=max(self.web_search, other.web_search),
+            tools=self.tools | other.tools,
+            compaction=self.compaction or other.compaction,
+            reported_cost=_max_opt(self.reported_cost, other.reported_cost),
+            copies=self.copies + other.copies,
+            request_id=first.request_id or later.request_id,
+        )
+
+
+Enrich = Callable[[Request], Request]  # sets cost, interaction and category of a merged request
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def to_nanos(usd: Decimal | None) -> int | None:
+    return None if usd is None else int((usd * NANOS).to_integral_value(ROUND_HALF_EVEN))
+
+
+def _max_opt(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+_COLUMNS = (
+    "key, request_id, ts, session_id, project, model, model_family, agent, input, output, cache_read,"
+    " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction,"
+    " category, cost, reported_cost, copies"
+)
+
+
+def _row(r: Request) -> tuple[object, ...]:
+    return (
+        r.key, r.request_id, r.ts, r.session_id, r.project, r.model, r.model_family, r.agent,
+        *r.tokens.as_tuple(), r.web_search, ",".join(sorted(r.tools)), r.speed, r.source,
+        int(r.compaction), r.interaction, r.category, r.cost, r.reported_cost, r.copies,
+    )  # fmt: skip
+
+
+def _request(row: sqlite3.Row | tuple[object, ...]) -> Request:
+    (key, request_id, ts, session_id, project, model, _family, agent, i, o, cr, c5, c1h, web, tools,
+     speed, source, compaction, interaction, category, cost, reported, copies) = row  # fmt: skip
+    return Request(
+        key=str(key), request_id=request_id, ts=int(ts), session_id=str(session_id),  # type: ignore[arg-type, call-overload]
+        project=str(project), model=str(model), agent=str(agent),
+        tokens=Tokens(int(i), int(o), int(cr), int(c5), int(c1h)),  # type: ignore[call-overload]
+        web_search=int(web), tools=frozenset(str(tools).split(",")) - {""},  # type: ignore[call-overload]
+        speed=str(speed), source=str(source), compaction=bool(compaction),
+        reported_cost=reported, copies=int(copies), interaction=str(interaction),  # type: ignore[arg-type, call-overload]
+        category=str(category), cost=cost,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or written (permissions, disk, a newer schema)."""
+
+
+class Ledger:
+    """The SQLite ledger in a state dir. Safe to share between processes (WAL + busy timeout)."""
+
+    FILE = "ledger.sqlite3"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / self.FILE
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as err:
+            raise LedgerError(f"cannot open the ledger at {self.path}: {err}") from err
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise LedgerError(
+                f"{self.path} has schema version {version}, newer than this release knows"
+                f" ({len(MIGRATIONS)}): upgrade claude-usage-exporter"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            # executescript commits whatever is pending, so the transaction is part of the script.
+            self.db.executescript(
+                f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+            )
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    # --- reading state -------------------------------------------------------------------------
+
+    def file_states(self) -> dict[tuple[int, int], FileState]:
+        rows = self.db.execute("SELECT dev, ino, offset, head FROM files")
+        return {(d, i): FileState(d, i, o, h) for d, i, o, h in rows}
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, value FROM counters"))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def existing(self, keys: Iterable[str]) -> dict[str, Request]:
+        found: dict[str, Request] = {}
+        batch = list(keys)
+        for start in range(0, len(batch), 500):
+            part = batch[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(f"SELECT {_COLUMNS} FROM requests WHERE key IN ({marks})", part):
+                found[row[0]] = _request(row)
+        return found
+
+    def requests(self, where: str = "", params: Iterable[object] = ()) -> Iterator[Request]:
+        sql = f"SELECT {_COLUMNS} FROM requests {where}"
+        return (_request(row) for row in self.db.execute(sql, tuple(params)))
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        events: Iterable[UsageEvent],
+        enrich: Enrich,
+        files: Iterable[FileState] = (),
+        counts: Counter[str] | None = None,
+        source: str = "transcripts",
+    ) -> Counter[str]:
+        """Merges a batch into the ledger in one transaction; returns the line outcomes.
+
+        Every event counts as `usage` when its request is new, else as `duplicate`.
+        """
+        outcomes: Counter[str] = Counter(counts or {})
+        merged: dict[str, Request] = {}
+        for event in events:
+            incoming = Request.from_event(event)
+            known = merged.get(event.key)
+            merged[event.key] = incoming if known is None else known.merge(incoming)
+        with self.transaction():
+            stored = self.existing(merged)
+            rows = []
+            for key, request in merged.items():
+                old = stored.get(key)
+                new = request if old is None else old.merge(request)
+                outcomes["usage"] += old is None
+                outcomes["duplicate"] += request.copies - (old is None)
+                rows.append(_row(enrich(new)))
+            marks = ",".join("?" * 23)
+            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({marks})", rows)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files (dev, ino, offset, head) VALUES (?, ?, ?, ?)",
+                [(f.dev, f.ino, f.offset, f.head) for f in files],
+            )
+            self._add_counters({f"lines.{source}.{k}": v for k, v in outcomes.items()})
+        return outcomes
+
+    def _add_counters(self, values: dict[str, int]) -> None:
+        self.db.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [(k, v) for k, v in values.items() if v],
+        )
+
+    def add_counters(self, values: dict[str, int]) -> None:
+        with self.transaction():
+            self._add_counters(values)
+
+    def forget_files(self, keep: set[tuple[int, int]]) -> None:
+        """Drops offsets of files that are gone; their requests stay (counters never go down)."""
+        with self.transaction():
+            gone = [k for k in self.file_states() if k not in keep]
+            self.db.executemany("DELETE FROM files WHERE dev = ? AND ino = ?", gone)
+
+    def reprice(self, fingerprint: str, enrich: Enrich) -> int:
+        """Re-derives cost and labels of every request when the price data or rules changed."""
+        if self.meta("fingerprint") == fingerprint:
+            return 0
+        with self.transaction():
+            rows = [_row(enrich(r)) for r in self.requests()]
+            marks = ",".join("?" * 23)
+            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({marks})", rows)
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('fingerprint', ?)", (fingerprint,)
+            )
+        return len(rows)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")

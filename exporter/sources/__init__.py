@@ -1,0 +1,1 @@
+"""Usage sources: one module per source."""

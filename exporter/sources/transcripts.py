@@ -1,0 +1,198 @@
+"""Transcript source: parses Claude Code session lines into usage events.
+
+Parsing is pure (bytes in, events and outcome counts out); finding and tailing files lives in
+`exporter.sources.files`. Claude Code's format is not ours, so parsing is lenient: anything that
+cannot be used ends as a counted outcome, never as an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from exporter.events import Tokens, UsageEvent, project_name
+
+SOURCE = "transcripts"
+OUTCOMES = ("usage", "skipped", "malformed", "duplicate")
+
+# Most bytes are tool results and file snapshots; only lines holding this can carry usage.
+USAGE_MARK = b'"usage"'
+# No real request has more tokens than this in one field; larger numbers are corruption.
+MAX_TOKENS = 100_000_000
+
+
+class Malformed(ValueError):
+    """A line that looks like usage but cannot be used."""
+
+
+def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEvent]:
+    """Events of a run of complete lines; lines that give no event are counted in `counts`.
+
+    Lines that do give one end as `usage` or `duplicate`, which only the ledger can tell apart.
+    """
+    data = bytes(buf)
+    lines = data.count(b"\n")
+    if data and not data.endswith(b"\n"):
+        lines += 1
+    events: list[UsageEvent] = []
+    examined = 0
+    pos = data.find(USAGE_MARK)
+    while pos != -1:
+        start = data.rfind(b"\n", 0, pos) + 1
+        end = data.find(b"\n", pos)
+        if end == -1:
+            end = len(data)
+        examined += 1
+        for line in split_merged(data[start:end]):
+            outcome = parse_line(line)
+            if isinstance(outcome, UsageEvent):
+                events.append(outcome)
+            else:
+                counts[outcome] += 1
+        pos = data.find(USAGE_MARK, end)
+    counts["skipped"] += lines - examined
+    return events
+
+
+def split_merged(line: bytes) -> list[bytes]:
+    """One physical line, or the records of a line where two writes were glued together.
+
+    Leading NUL padding (a crash while the file was being extended) is dropped.
+    """
+    line = line.strip(b"\x00\r\t ")
+    if b"}{" not in line:
+        return [line]
+    try:
+        orjson.loads(line)
+        return [line]
+    except orjson.JSONDecodeError:
+        parts = line.split(b"}{")
+        return [
+            (b"" if i == 0 else b"{") + part + (b"" if i == len(parts) - 1 else b"}")
+            for i, part in enumerate(parts)
+        ]
+
+
+def parse_line(line: bytes) -> UsageEvent | str:
+    """A usage event, or the outcome (`skipped` / `malformed`) of a line that is not one."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "malformed" if b'"assistant"' in line else "skipped"
+    if not isinstance(record, dict) or record.get("type") != "assistant":
+        return "skipped"
+    message = record.get("message")
+    if not isinstance(message, dict) or "usage" not in message:
+        return "skipped"
+    if message.get("model") == "<synthetic>":  # a locally generated API-error line, zero usage
+        return "skipped"
+    try:
+        return _event(record, message, line)
+    except Malformed:
+        return "malformed"
+
+
+def _event(record: dict[str, Any], message: dict[str, Any], line: bytes) -> UsageEvent:
+    usage = message["usage"]
+    model = message.get("model")
+    if not isinstance(usage, dict) or not isinstance(model, str) or not model:
+        raise Malformed
+    content = message.get("content")
+    blocks = content if isinstance(content, list) else []
+    tools = frozenset(
+        b["name"]
+        for b in blocks
+        if isinstance(b, dict) and b.get("type") == "tool_use" and isinstance(b.get("name"), str)
+    )
+    server = usage.get("server_tool_use")
+    web_searches = _count(server, "web_search_requests") if isinstance(server, dict) else 0
+    speed = usage.get("speed")
+    return UsageEvent(
+        key=_key(message, record, line),
+        request_id=_str(record.get("requestId")),
+        timestamp=_timestamp(record.get("timestamp")),
+        session_id=_str(record.get("sessionId")) or "unknown",
+        project=project_name(_str(record.get("cwd"))),
+        model=model,
+        agent="subagent" if record.get("isSidechain") is True or "agentId" in record else "main",
+        tokens=_tokens(usage),
+        web_search_requests=web_searches,
+        tools=tools,
+        speed=speed if isinstance(speed, str) and speed else "standard",
+        source=SOURCE,
+        reported_cost=_cost(record.get("costUSD")),
+        compaction=record.get("isCompactSummary") is True,
+    )
+
+
+def _key(message: dict[str, Any], record: dict[str, Any], line: bytes) -> str:
+    # message.id is shared by every copy of a response (blocks, forks, side-question replays);
+    # requestId is the fallback; with neither, only a byte-identical re-read is the same request.
+    for candidate in (message.get("id"), record.get("requestId")):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return "line:" + hashlib.blake2b(line, digest_size=16).hexdigest()
+
+
+def _tokens(usage: dict[str, Any]) -> Tokens:
+    cache_write = _count(usage, "cache_creation_input_tokens")
+    split = usage.get("cache_creation")
+    if isinstance(split, dict):
+        five = _count(split, "ephemeral_5m_input_tokens")
+        hour = _count(split, "ephemeral_1h_input_tokens")
+        # Older versions lack the split; a partial split leaves the rest at the 5-minute rate.
+        five += max(0, cache_write - five - hour)
+    else:
+        five, hour = cache_write, 0
+    return Tokens(
+        input=_count(usage, "input_tokens"),
+        output=_count(usage, "output_tokens"),
+        cache_read=_count(usage, "cache_read_input_tokens"),
+        cache_write_5m=five,
+        cache_write_1h=hour,
+    )
+
+
+def _count(obj: dict[str, Any], name: str) -> int:
+    value = obj.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Malformed
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise Malformed
+    if not 0 <= value <= MAX_TOKENS:
+        raise Malformed
+    return int(value)
+
+
+def _timestamp(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise Malformed
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise Malformed from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _cost(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        cost = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return cost if cost.is_finite() and cost >= 0 else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

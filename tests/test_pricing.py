@@ -1,0 +1,291 @@
+"""Pricing: hand-computed costs against the genai-prices 0.2.3 bundled data, overrides, and agreement
+with genai-prices' own calculator. Rates in comments are USD per million tokens."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporter.events import Tokens
+from exporter.pricing import Override, Pricer, Quote, Rates
+
+D = Decimal
+SONNET_45 = "claude-sonnet-4-5-20250929"
+SONNET_45_RATES = Rates(D(3), D(15), D("0.3"), D("3.75"), D(6))
+SONNET_45_LONG = Rates(D(6), D("22.5"), D("0.6"), D("7.5"), D(12))
+
+
+def opus_premium(pattern: str) -> Override:
+    # e.g. a cloud provider's price for Opus 4.8: three times the list rates
+    return Override(pattern, D(15), D(75), D("1.5"), D("18.75"), D(30))
+
+
+def test_sonnet_45_prices_uncached_input_output_cache_reads_and_both_cache_writes():
+    tokens = Tokens(input=1_000, output=2_000, cache_read=50_000, cache_write_5m=10_000, cache_write_1h=4_000)
+    # 1000*3 + 2000*15 + 50000*0.3 + 10000*3.75 + 4000*6 = 3000+30000+15000+37500+24000 = 109500 / 1e6
+    assert Pricer().price(SONNET_45, tokens) == D("0.1095")
+
+
+def test_opus_48_prices_at_its_list_rates():
+    tokens = Tokens(
+        input=2_000, output=5_000, cache_read=100_000, cache_write_5m=20_000, cache_write_1h=3_000
+    )
+    # 2000*5 + 5000*25 + 100000*0.5 + 20000*6.25 + 3000*10 = 10000+125000+50000+125000+30000 = 340000 / 1e6
+    assert Pricer().price("claude-opus-4-8", tokens) == D("0.34")
+
+
+def test_haiku_45_prices_at_its_list_rates():
+    tokens = Tokens(input=10_000, output=1_000, cache_read=40_000, cache_write_5m=5_000, cache_write_1h=2_000)
+    # 10000*1 + 1000*5 + 40000*0.1 + 5000*1.25 + 2000*2 = 10000+5000+4000+6250+4000 = 29250 / 1e6
+    assert Pricer().price("claude-haiku-4-5-20251001", tokens) == D("0.02925")
+
+
+def test_sonnet_above_200k_input_prices_the_whole_request_at_the_long_context_rate():
+    # context = 1 + 150000 + 40000 + 10000 = 200001 > 200k, so every token moves to 6/22.5/0.6/7.5/12:
+    # 1*6 + 1000*22.5 + 150000*0.6 + 40000*7.5 + 10000*12 = 6+22500+90000+300000+120000 = 532506 / 1e6
+    tokens = Tokens(input=1, output=1_000, cache_read=150_000, cache_write_5m=40_000, cache_write_1h=10_000)
+    assert Pricer().price(SONNET_45, tokens) == D("0.532506")
+
+
+def test_sonnet_at_exactly_200k_input_stays_at_the_base_rate_and_output_does_not_count():
+    # context = 150000 + 40000 + 10000 = 200000, not above the threshold (total with output is 201000):
+    # 1000*15 + 150000*0.3 + 40000*3.75 + 10000*6 = 15000+45000+150000+60000 = 270000 / 1e6
+    tokens = Tokens(input=0, output=1_000, cache_read=150_000, cache_write_5m=40_000, cache_write_1h=10_000)
+    assert Pricer().price(SONNET_45, tokens) == D("0.27")
+
+
+def test_web_searches_cost_ten_dollars_a_thousand_on_top_of_tokens():
+    # 100*5 / 1e6 = 0.0005, plus 3 * 10 / 1000 = 0.03
+    assert Pricer().price("claude-haiku-4-5", Tokens(output=100), web_search_requests=3) == D("0.0305")
+
+
+def test_web_searches_keep_their_price_in_a_long_context_request():
+    # 250000*6 / 1e6 = 1.5, plus 2 * 10 / 1000 = 0.02
+    assert Pricer().price(SONNET_45, Tokens(input=250_000), web_search_requests=2) == D("1.52")
+
+
+def test_sonnet_4_has_no_long_context_tier_in_the_bundled_data():
+    # 300000*3 / 1e6 = 0.9, base rate although above 200k (genai-prices 0.2.3 models no 4.0 tier)
+    assert Pricer().price("claude-sonnet-4-20250514", Tokens(input=300_000)) == D("0.9")
+
+
+def test_an_override_wins_over_the_bundled_data_for_models_matching_its_glob():
+    pricer = Pricer([opus_premium("claude-opus-4-8*")])
+    tokens = Tokens(input=1_000, output=1_000)
+    # 1000*15 + 1000*75 = 90000 / 1e6; the unmatched Opus 4.7 keeps its list 1000*5 + 1000*25
+    assert pricer.price("claude-opus-4-8", tokens) == D("0.09")
+    assert pricer.price("claude-opus-4-8-20261001", tokens) == D("0.09")
+    assert pricer.price("CLAUDE-OPUS-4-8", tokens) == D("0.09")
+    assert pricer.price("claude-opus-4-7", tokens) == D("0.03")
+
+
+def test_the_first_matching_override_wins():
+    cheap = Override("claude-opus-*", D(1), D(1), D(1), D(1), D(1))
+    pricer = Pricer([cheap, opus_premium("claude-opus-4-8*")])
+    # 1000*1 + 1000*1 = 2000 / 1e6
+    assert pricer.price("claude-opus-4-8", Tokens(input=1_000, output=1_000)) == D("0.002")
+
+
+def test_an_override_prices_a_model_the_bundled_data_does_not_know():
+    pricer = Pricer([Override("claude-mystery-*", D(2), D(8), D("0.2"), D("2.5"), D(4))])
+    # 1000*2 + 500*8 = 6000 / 1e6
+    assert pricer.price("claude-mystery-9", Tokens(input=1_000, output=500)) == D("0.006")
+
+
+def test_an_override_with_a_long_context_tier_prices_the_whole_request_above_its_threshold():
+    # For the Sonnet 4.0 1M-context beta, which the bundled data lacks.
+    sonnet_4 = Override(
+        "claude-sonnet-4-2025*", D(3), D(15), D("0.3"), D("3.75"), D(6), 200_000, SONNET_45_LONG
+    )
+    pricer = Pricer([sonnet_4])
+    # above: 250000*6 + 2000*22.5 = 1500000+45000 = 1545000 / 1e6
+    assert pricer.price("claude-sonnet-4-20250514", Tokens(input=250_000, output=2_000)) == D("1.545")
+    # at the threshold: 200000*3 + 2000*15 = 600000+30000 = 630000 / 1e6
+    assert pricer.price("claude-sonnet-4-20250514", Tokens(input=200_000, output=2_000)) == D("0.63")
+
+
+def test_an_override_tier_needs_both_its_threshold_and_its_rates():
+    with pytest.raises(ValueError, match="long_context and its threshold go together"):
+        Override("claude-*", D(1), D(1), D(1), D(1), D(1), long_context_threshold=200_000)
+
+
+def test_rates_must_be_finite_and_non_negative():
+    with pytest.raises(ValueError, match="finite non-negative"):
+        Rates(D(1), D(-1), D(1), D(1), D(1))
+    with pytest.raises(ValueError, match="finite non-negative"):
+        Rates(D(1), D(1), D("NaN"), D(1), D(1))
+
+
+def test_an_unknown_model_gets_no_price_rather_than_an_invented_one():
+    pricer = Pricer([opus_premium("claude-opus-*")])
+    assert pricer.price("claude-mystery-9", Tokens(input=1_000, output=1_000)) is None
+    assert pricer.price("<synthetic>", Tokens()) is None
+    assert pricer.describe("claude-mystery-9") is None
+
+
+def test_zero_tokens_cost_zero():
+    assert Pricer().price(SONNET_45, Tokens()) == D(0)
+    assert Pricer([opus_premium("claude-opus-4-8")]).price("claude-opus-4-8", Tokens()) == D(0)
+
+
+def test_costs_are_exact_decimals_with_no_float_rounding():
+    pricer = Pricer([Override("m", D("0.1"), D("0.2"), D(0), D(0), D(0))])
+    # 3*0.1 + 3*0.2 = 0.9 / 1e6, where floats would give 9.000000000000001e-07
+    assert pricer.price("m", Tokens(input=3, output=3)) == D("0.0000009")
+
+
+def test_fast_mode_uses_the_premium_rates_genai_prices_has_for_opus_48():
+    # 1000*10 + 1000*50 = 60000 / 1e6 (standard would be 0.03)
+    assert Pricer().price("claude-opus-4-8", Tokens(input=1_000, output=1_000), speed="fast") == D("0.06")
+
+
+def test_fast_mode_on_opus_46_is_priced_as_standard_as_genai_prices_has_no_premium_for_it():
+    # 1000*5 + 1000*25 = 30000 / 1e6
+    assert Pricer().price("claude-opus-4-6", Tokens(input=1_000, output=1_000), speed="fast") == D("0.03")
+
+
+def test_opus_46_long_context_tier_applies_only_to_requests_before_2026_03_13():
+    pricer = Pricer()
+    tokens = Tokens(input=300_000)
+    # before: 300000*10 / 1e6; from 2026-03-13 (UTC) on, and by default: 300000*5 / 1e6
+    assert pricer.price("claude-opus-4-6", tokens, at=datetime(2026, 3, 12, 23, 59, tzinfo=UTC)) == D(3)
+    assert pricer.price("claude-opus-4-6", tokens, at=datetime(2026, 3, 13, tzinfo=UTC)) == D("1.5")
+    assert pricer.price("claude-opus-4-6", tokens) == D("1.5")
+
+
+def test_describe_gives_the_bundled_rates_their_tier_and_the_package_version_as_source():
+    assert Pricer().describe(SONNET_45) == Quote(
+        model="claude-sonnet-4-5",
+        name="Claude Sonnet 4.5",
+        rates=SONNET_45_RATES,
+        source="genai-prices 0.2.3",
+        long_context_threshold=200_000,
+        long_context=SONNET_45_LONG,
+    )
+
+
+def test_describe_names_the_matching_override_pattern_as_source():
+    assert Pricer([opus_premium("claude-opus-4-8*")]).describe("claude-opus-4-8") == Quote(
+        model="claude-opus-4-8*",
+        name="claude-opus-4-8*",
+        rates=Rates(D(15), D(75), D("1.5"), D("18.75"), D(30)),
+        source="override: claude-opus-4-8*",
+    )
+
+
+def test_a_model_is_looked_up_once_and_its_quote_reused():
+    pricer = Pricer()
+    assert pricer.describe(SONNET_45) is pricer.describe(SONNET_45)
+
+
+def test_known_models_lists_overrides_first_then_every_bundled_anthropic_model():
+    quotes = Pricer([opus_premium("claude-opus-4-8*")]).known_models()
+    assert [(q.model, q.source) for q in quotes[:2]] == [
+        ("claude-opus-4-8*", "override: claude-opus-4-8*"),
+        ("claude-2", "genai-prices 0.2.3"),
+    ]
+    assert [q.model for q in quotes[1:]] == [
+        "claude-2",
+        "claude-3-5-haiku-latest",
+        "claude-3-5-sonnet",
+        "claude-3-7-sonnet-latest",
+        "claude-3-haiku",
+        "claude-3-opus-latest",
+        "claude-3-sonnet",
+        "claude-fable-5",
+        "claude-fable-5-1",
+        "claude-fable-5-2",
+        "claude-haiku-4-5",
+        "claude-haiku-5-5",
+        "claude-mythos-5-2",
+        "claude-opus-4-0",
+        "claude-opus-4-1",
+        "claude-opus-4-5",
+        "claude-opus-4-6",
+        "claude-opus-4-7",
+        "claude-opus-4-8",
+        "claude-opus-5",
+        "claude-opus-5-5",
+        "claude-sonnet-4-0",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
+        "claude-sonnet-5",
+        "claude-sonnet-5-5",
+        "claude-v1",
+    ]
+
+
+def test_fingerprint_changes_with_the_overrides_and_is_stable_otherwise():
+    plain = Pricer().fingerprint
+    one = Pricer([opus_premium("claude-opus-4-8*")]).fingerprint
+    assert Pricer().fingerprint == plain
+    assert Pricer([opus_premium("claude-opus-4-8*")]).fingerprint == one
+    assert one != plain
+    assert Pricer([opus_premium("claude-opus-4-7*")]).fingerprint not in {plain, one}
+    cheaper = Override("claude-opus-4-8*", D(14), D(75), D("1.5"), D("18.75"), D(30))
+    assert Pricer([cheaper]).fingerprint not in {plain, one}
+
+
+def test_source_and_version_name_the_price_data():
+    pricer = Pricer()
+    assert (pricer.source, pricer.version) == ("genai-prices", "0.2.3")
+
+
+def test_overrides_fingerprint_and_version_do_not_import_genai_prices():
+    # The warm report path must not pay genai-prices' ~340 ms import.
+    code = (
+        "import sys\n"
+        "from decimal import Decimal as D\n"
+        "from exporter.events import Tokens\n"
+        "from exporter.pricing import Override, Pricer\n"
+        "p = Pricer([Override('claude-*', D(1), D(1), D(1), D(1), D(1))])\n"
+        "assert p.price('claude-opus-4-8', Tokens(input=1)) == D('0.000001')\n"
+        "print(p.fingerprint, p.version, 'genai_prices' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[1:] == ["0.2.3", "False"]
+
+
+MIXES = [
+    Tokens(),
+    Tokens(input=1_000, output=2_000, cache_read=50_000, cache_write_5m=10_000, cache_write_1h=4_000),
+    Tokens(input=9, output=7, cache_read=99_990, cache_write_5m=0, cache_write_1h=1),  # context exactly 100k
+    Tokens(input=1, output=1_000, cache_read=150_000, cache_write_5m=40_000, cache_write_1h=10_000),
+    Tokens(input=0, output=1_000, cache_read=150_000, cache_write_5m=40_000, cache_write_1h=10_000),
+    Tokens(input=700_000, output=64_000, cache_read=200_000, cache_write_5m=50_000, cache_write_1h=25_000),
+]
+WHEN = [datetime(2025, 6, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)]
+
+
+@pytest.mark.parametrize("speed", ["standard", "fast"])
+def test_every_bundled_claude_model_costs_what_genai_prices_own_calculator_says(speed):
+    # genai-prices counts input as the total (cache included) and the 5 m write as its generic cache write.
+    from genai_prices import Usage, calc_price
+
+    pricer = Pricer()
+    for quote in pricer.known_models():
+        for tokens in MIXES:
+            for at in WHEN:
+                usage = Usage(
+                    input_tokens=tokens.context,
+                    output_tokens=tokens.output,
+                    cache_read_tokens=tokens.cache_read,
+                    cache_write_tokens=tokens.cache_write,
+                    cache_write_1h_tokens=tokens.cache_write_1h,
+                    web_searches=2,
+                )
+                theirs = calc_price(
+                    usage,
+                    quote.model,
+                    provider_id="anthropic",
+                    genai_request_timestamp=at,
+                    price_context=None if speed == "standard" else {"speed": speed},
+                ).total_price
+                ours = pricer.price(quote.model, tokens, web_search_requests=2, speed=speed, at=at)
+                assert (quote.model, tokens, at, ours) == (quote.model, tokens, at, theirs)
