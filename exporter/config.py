@@ -114,7 +114,7 @@ Rate = Annotated[Decimal, Field(ge=0)]  # USD per million tokens
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class TranscriptsSettings(_Strict):
@@ -133,8 +133,8 @@ class OtlpSettings(_Strict):
 
 
 class Sources(_Strict):
-    transcripts: TranscriptsSettings = TranscriptsSettings()
-    otlp: OtlpSettings = OtlpSettings()
+    transcripts: TranscriptsSettings = Field(default_factory=TranscriptsSettings)
+    otlp: OtlpSettings = Field(default_factory=OtlpSettings)
 
 
 class WebSettings(_Strict):
@@ -181,7 +181,7 @@ class Budget(_Strict):
     name: str = Field(min_length=1)
     window: Literal["day", "week", "month"]
     limit_usd: Decimal = Field(gt=0)
-    filter: BudgetFilter = BudgetFilter()
+    filter: BudgetFilter = Field(default_factory=BudgetFilter)
 
 
 def _duplicate_names(budgets: object) -> list[tuple[tuple[int | str, ...], str]]:
@@ -212,7 +212,7 @@ class OtlpPushSettings(_Strict):
 
 
 class ExportSettings(_Strict):
-    otlp_push: OtlpPushSettings = OtlpPushSettings()
+    otlp_push: OtlpPushSettings = Field(default_factory=OtlpPushSettings)
 
 
 class ClassifySettings(_Strict):
@@ -225,13 +225,13 @@ class ClassifySettings(_Strict):
 class Settings(_Strict):
     timezone: ZoneName = Field(default_factory=lambda: default_timezone(os.environ))
     state_dir: UserPath = Field(default_factory=lambda: default_state_dir(os.environ))
-    sources: Sources = Sources()
-    web: WebSettings = WebSettings()
-    labels: LabelSettings = LabelSettings()
-    pricing: PricingSettings = PricingSettings()
+    sources: Sources = Field(default_factory=Sources)
+    web: WebSettings = Field(default_factory=WebSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
     budgets: Annotated[tuple[Budget, ...], AfterValidator(_unique_names)] = ()
-    export: ExportSettings = ExportSettings()
-    classify: ClassifySettings = ClassifySettings()
+    export: ExportSettings = Field(default_factory=ExportSettings)
+    classify: ClassifySettings = Field(default_factory=ClassifySettings)
     settle: Duration = timedelta(seconds=0.5)
 
     @property
@@ -378,9 +378,11 @@ def _overrides(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str,
     """Dotted path -> (value, where it came from); flags win over the environment."""
     found: dict[str, tuple[object, str]] = {}
     for name, path in ENV_VARS.items():
-        if path != "config_file" and env.get(name):
-            items = [p.strip() for p in env[name].split(",") if p.strip()]
-            found[path] = (items if path in _LIST_PATHS else env[name], name)
+        value: object = env.get(name, "").strip()
+        if path in _LIST_PATHS:
+            value = [p.strip() for p in str(value).split(",") if p.strip()]
+        if value and path != "config_file":
+            found[path] = (value, name)
     for path, value in flags.items():
         if value is not None and value != () and value != []:
             found[path] = (value, f"{path} (flag)")

@@ -1,0 +1,198 @@
+"""Parsing of Claude Code transcript lines: one case per real-world quirk."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from exporter.events import Tokens, UsageEvent
+from exporter.sources.transcripts import parse_chunk, parse_line, split_merged
+
+USAGE = {
+    "input_tokens": 10,
+    "cache_creation_input_tokens": 9907,
+    "cache_read_input_tokens": 22820,
+    "output_tokens": 135,
+    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 9907},
+    "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+    "service_tier": "standard",
+    "speed": "standard",
+}
+
+
+def line(**changes: object) -> bytes:
+    """A Claude Code 2.1 assistant line (shape as the CLI writes it); keys set to None are removed."""
+    message: dict[str, object] = {
+        "id": "msg_011CeDq",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5-20251001",
+        "content": [{"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "pytest"}}],
+        "stop_reason": "tool_use",
+        "usage": dict(USAGE),
+    }
+    record: dict[str, object] = {
+        "parentUuid": "8acc",
+        "isSidechain": False,
+        "type": "assistant",
+        "uuid": "dc35",
+        "timestamp": "2026-08-20T10:21:56.612Z",
+        "sessionId": "9c42ba52",
+        "requestId": "req_011CeDq",
+        "version": "2.1.233",
+        "cwd": "/home/dev/acme-api",
+        "message": message,
+    }
+    for key, value in changes.items():
+        target = message if key in message or key.startswith("m_") else record
+        key = key.removeprefix("m_")
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return orjson.dumps(record)
+
+
+def test_an_assistant_line_becomes_one_usage_event() -> None:
+    event = parse_line(line())
+    assert event == UsageEvent(
+        key="msg_011CeDq",
+        request_id="req_011CeDq",
+        timestamp=datetime(2026, 8, 20, 10, 21, 56, 612000, tzinfo=UTC),
+        session_id="9c42ba52",
+        project="acme-api",
+        model="claude-haiku-4-5-20251001",
+        agent="main",
+        tokens=Tokens(input=10, output=135, cache_read=22820, cache_write_5m=0, cache_write_1h=9907),
+        web_search_requests=0,
+        tools=frozenset({"Bash"}),
+        speed="standard",
+        source="transcripts",
+    )
+
+
+def _tokens(raw: bytes) -> Tokens:
+    event = parse_line(raw)
+    assert isinstance(event, UsageEvent)
+    return event.tokens
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        # Before the split object existed, every cache write was a 5-minute write.
+        (
+            {"input_tokens": 3, "output_tokens": 4, "cache_creation_input_tokens": 50},
+            Tokens(3, 4, 0, 50, 0),
+        ),
+        # A split that does not add up leaves the remainder at the 5-minute rate.
+        (
+            {"cache_creation_input_tokens": 50, "cache_creation": {"ephemeral_1h_input_tokens": 20}},
+            Tokens(0, 0, 0, 30, 20),
+        ),
+        # Missing fields are zero; integral floats are accepted.
+        ({"output_tokens": 7.0}, Tokens(0, 7, 0, 0, 0)),
+    ],
+)
+def test_token_fields_are_read_leniently(usage: dict[str, object], expected: Tokens) -> None:
+    assert _tokens(line(m_usage=usage)) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "outcome"),
+    [
+        # Only assistant lines carry usage; tool results repeat a subagent's usage (trap 5).
+        (orjson.dumps({"type": "user", "toolUseResult": {"usage": USAGE}, "message": {"role": "user"}}),
+         "skipped"),  # fmt: skip
+        (orjson.dumps({"type": "summary", "summary": "usage notes"}), "skipped"),
+        # Locally generated API-error lines (trap 6 of FORMATS §1 says model <synthetic>).
+        (line(m_model="<synthetic>", m_usage={"input_tokens": 0, "output_tokens": 0}), "skipped"),
+        (line(m_usage=None), "skipped"),
+        # Wrong types, negative and absurd numbers: corruption, not usage.
+        (line(m_usage="lots"), "malformed"),
+        (line(m_usage={**USAGE, "output_tokens": "135"}), "malformed"),
+        (line(m_usage={**USAGE, "output_tokens": -1}), "malformed"),
+        (line(m_usage={**USAGE, "output_tokens": 1.5}), "malformed"),
+        (line(m_usage={**USAGE, "output_tokens": True}), "malformed"),
+        (line(m_usage={**USAGE, "input_tokens": 10**12}), "malformed"),
+        (line(m_model=None), "malformed"),
+        (line(m_model=42), "malformed"),
+        (line(timestamp=None), "malformed"),
+        (line(timestamp="yesterday"), "malformed"),
+        # A line cut off mid-write, and a NaN (not JSON at all).
+        (line()[:80], "malformed"),
+        (line().replace(b'"output_tokens":135', b'"output_tokens":NaN'), "malformed"),
+        (b"\xff\xfe\x00garbage usage", "skipped"),
+        (b"[1, 2, 3]", "skipped"),
+    ],
+)
+def test_lines_that_are_not_usable_usage_get_an_outcome(raw: bytes, outcome: str) -> None:
+    assert parse_line(raw) == outcome
+
+
+def test_a_subagent_line_is_attributed_to_the_subagent() -> None:
+    event = parse_line(line(isSidechain=True, agentId="a46e908f"))
+    assert isinstance(event, UsageEvent)
+    assert event.agent == "subagent"
+
+
+def test_without_message_id_the_request_id_is_the_key() -> None:
+    event = parse_line(line(m_id=None))
+    assert isinstance(event, UsageEvent)
+    assert event.key == "req_011CeDq"
+
+
+def test_without_any_id_only_an_identical_line_shares_the_key() -> None:
+    # Claude Code before 1.0.9: no requestId, a top-level costUSD.
+    old = line(m_id=None, requestId=None, costUSD=0.0123)
+    first, again = parse_line(old), parse_line(old)
+    other = parse_line(line(m_id=None, requestId=None, costUSD=0.0123, timestamp="2026-08-20T10:22:00Z"))
+    assert isinstance(first, UsageEvent) and isinstance(again, UsageEvent) and isinstance(other, UsageEvent)
+    assert first.key == again.key != other.key
+    assert first.reported_cost == Decimal("0.0123")
+
+
+def test_web_searches_and_speed_are_read() -> None:
+    usage = {**USAGE, "server_tool_use": {"web_search_requests": 3}, "speed": "fast"}
+    event = parse_line(line(m_usage=usage))
+    assert isinstance(event, UsageEvent)
+    assert (event.web_search_requests, event.speed) == (3, "fast")
+
+
+def test_a_missing_working_directory_gives_an_unknown_project() -> None:
+    event = parse_line(line(cwd=None))
+    assert isinstance(event, UsageEvent)
+    assert event.project == "unknown"
+
+
+def test_two_records_glued_on_one_line_are_both_read() -> None:
+    glued = line() + line(m_id="msg_2", requestId="req_2")
+    assert [orjson.loads(part)["requestId"] for part in split_merged(glued)] == ["req_011CeDq", "req_2"]
+    counts: Counter[str] = Counter()
+    assert [e.key for e in parse_chunk(glued + b"\n", counts)] == ["msg_011CeDq", "msg_2"]
+
+
+def test_nul_padding_before_a_line_is_ignored() -> None:
+    counts: Counter[str] = Counter()
+    events = parse_chunk(b"\x00" * 64 + line() + b"\n", counts)
+    assert [e.key for e in events] == ["msg_011CeDq"]
+    assert counts == Counter()
+
+
+def test_every_line_of_a_chunk_gets_counted() -> None:
+    chunk = b"\n".join([
+        orjson.dumps({"type": "file-history-snapshot", "snapshot": {"x": "y" * 1000}}),
+        line(),
+        line(m_content=[{"type": "text", "text": "hi"}]),  # the same response's next block
+        line()[:-20],  # cut off mid-write
+        b"",
+        line(m_model="<synthetic>"),
+    ]) + b"\n"  # fmt: skip
+    counts: Counter[str] = Counter()
+    events = parse_chunk(chunk, counts)
+    assert len(events) == 2
+    assert counts == Counter({"skipped": 3, "malformed": 1})
