@@ -2,45 +2,77 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from exporter.classify import Classifier
-from exporter.config import PriceOverride, Settings, claude_roots
 from exporter.ingest import IngestResult, Progress, ingest
 from exporter.ledger import Ledger, Request, to_nanos
 from exporter.pricing import Override, Pricer, Rates
 
+if TYPE_CHECKING:
+    from exporter.config import PriceOverride, Settings
+
+
+@dataclass(frozen=True)
+class Core:
+    """What ingest and reports need. Built from the full settings, or, when there is no config file
+    or environment at all, straight from flags and defaults (pydantic costs a warm report ~0.1 s).
+    """
+
+    state_dir: Path
+    roots: tuple[Path, ...]
+    timezone: str
+    pricing_mode: str = "calculate"
+    overrides: tuple[Override, ...] = ()
+    tools: Mapping[str, str] = field(default_factory=dict)  # tool (or glob) -> interaction
+    categories: Mapping[str, str] = field(default_factory=dict)  # interaction -> category
+
+    @classmethod
+    def from_settings(cls, s: Settings, env: Mapping[str, str]) -> Core:
+        from exporter.config import claude_roots
+
+        return cls(
+            state_dir=Path(s.state_dir),
+            roots=claude_roots(s, env),
+            timezone=s.timezone,
+            pricing_mode=s.pricing.mode,
+            overrides=tuple(override(o) for o in s.pricing.overrides),
+            tools=s.classify.tools,
+            categories=s.classify.categories,
+        )
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
 
 @dataclass
 class App:
-    settings: Settings
-    env: dict[str, str]
+    core: Core
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(Path(self.settings.state_dir))
-
-    @property
-    def roots(self) -> list[Path]:
-        return list(claude_roots(self.settings, self.env))
+        return Ledger(self.core.state_dir)
 
     @cached_property
     def pricer(self) -> Pricer:
-        return Pricer([override(o) for o in self.settings.pricing.overrides])
+        return Pricer(self.core.overrides)
 
     @cached_property
     def classifier(self) -> Classifier:
-        rules = self.settings.classify
-        return Classifier(rules.tools, rules.categories)
+        return Classifier(self.core.tools, self.core.categories)
 
     @property
     def fingerprint(self) -> str:
         """Changes whenever stored costs or labels would come out differently."""
-        rules = self.settings.classify
-        return f"{self.pricer.fingerprint} {sorted(rules.tools.items())} {sorted(rules.categories.items())}"
+        c = self.core
+        return f"{self.pricer.fingerprint} {sorted(c.tools.items())} {sorted(c.categories.items())}"
 
     def enrich(self, r: Request) -> Request:
         """Prices and classifies a merged request; labels derive from the merge, never one copy."""
@@ -52,16 +84,14 @@ class App:
     def refresh(self, progress: Progress | None = None) -> IngestResult:
         """Brings the ledger up to date with the transcripts, and with price or rule changes."""
         self.ledger.reprice(self.fingerprint, self.enrich)
-        return ingest(self.ledger, self.roots, self.enrich, progress)
+        return ingest(self.ledger, list(self.core.roots), self.enrich, progress)
 
 
 def override(o: PriceOverride) -> Override:
-    def rates(r: PriceOverride | object) -> Rates:
-        return Rates(r.input, r.output, r.cache_read, r.cache_write_5m, r.cache_write_1h)  # type: ignore[attr-defined]
-
     tier = o.long_context
     return Override(
         o.model, o.input, o.output, o.cache_read, o.cache_write_5m, o.cache_write_1h,
         long_context_threshold=tier.threshold if tier else None,
-        long_context=rates(tier) if tier else None,
+        long_context=Rates(tier.input, tier.output, tier.cache_read, tier.cache_write_5m, tier.cache_write_1h)
+        if tier else None,
     )  # fmt: skip

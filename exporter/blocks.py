@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.reports import BLOCK_MS, HOUR_MS, Group, Query, iso, usd
 from exporter.ledger import Ledger
+from exporter.reports import BLOCK_MS, HOUR_MS, Group, Query, iso, usd
 
 
 @dataclass

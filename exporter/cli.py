@@ -19,7 +19,7 @@ F = Callable[..., Any]
 
 
 def common(func: F) -> F:
-    """Options every command shares; each has an environment variable (see `config.ENV`)."""
+    """Options every command shares; each has an environment variable (`config.ENV_VARS`)."""
     options = [
         click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML config file."),
         click.option("--state-dir", type=click.Path(path_type=Path), help="Where the ledger lives."),
@@ -36,22 +36,37 @@ def common(func: F) -> F:
 
 
 def load(config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
-         timezone: str | None, **more: object) -> Any:  # fmt: skip
-    from exporter.app import App
-    from exporter.config import ConfigError, config_file_from, load_settings
+         timezone: str | None, mode: str | None = None) -> Any:  # fmt: skip
+    """The App for one command: flags > environment > config file > defaults."""
+    from exporter.app import App, Core
+    from exporter.defaults import (
+        ENV_PREFIX,
+        config_file_from,
+        default_roots,
+        default_state_dir,
+        default_timezone,
+        is_zone,
+    )
 
-    flags: dict[str, object] = {
-        "state_dir": state_dir,
-        "timezone": timezone,
-        "sources.transcripts.roots": list(claude_dirs) or None,
-        **more,
-    }
     env = dict(os.environ)
+    path = config_file_from(config_file, env)
+    if path is None and not any(name.startswith(ENV_PREFIX) for name in env):
+        if timezone and not is_zone(timezone):
+            raise click.BadParameter(f"{timezone!r} is not an IANA time zone", param_hint="--timezone")
+        return App(Core(
+            state_dir=(state_dir or default_state_dir(env)).expanduser(),
+            roots=tuple(p.expanduser() for p in claude_dirs) or default_roots(env),
+            timezone=timezone or default_timezone(env),
+            pricing_mode=mode or "calculate",
+        ))  # fmt: skip
+    from exporter.config import ConfigError, load_settings
+
+    flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
+             "pricing.mode": mode}  # fmt: skip
     try:
-        settings = load_settings(config_file_from(config_file, env), env, flags)
+        return App(Core.from_settings(load_settings(path, env, flags), env))
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
-    return App(settings, env)
 
 
 def refreshed(app: Any) -> Any:
@@ -132,15 +147,15 @@ def report(kind: str, since: date | None, until: date | None, as_json: bool, by:
 
     if since and until and since > until:
         raise click.BadParameter("--since is after --until")
-    app = load(**opts, **{"pricing.mode": mode})
+    app = load(**opts, mode=mode)
     ledger, result = refreshed(app)
     if result.files == 0 and not ledger.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone():
-        looked = ", ".join(str(r / "projects") for r in app.roots)
+        looked = ", ".join(str(r / "projects") for r in app.core.roots)
         raise click.ClickException(
             f"no Claude Code transcripts found (looked in {looked}); set CLAUDE_CONFIG_DIR or --claude-dir"
         )
     week_start = reports.WEEKDAYS.index(start_of_week)
-    q = reports.Query(app.settings.zone, since, until, by, app.settings.pricing.mode, week_start)
+    q = reports.Query(app.core.zone, since, until, by, app.core.pricing_mode, week_start)
     if kind == "session":
         data = reports.sessions(ledger, q)
     elif kind == "blocks":
@@ -196,7 +211,8 @@ def pricing(model: str | None, as_json: bool, **opts: Any) -> None:
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 def check_config(file: Path | None) -> None:
     """Validates a config file (default: $CLAUDE_USAGE_EXPORTER_CONFIG) and lists every error."""
-    from exporter.config import ConfigError, check_config, config_file_from
+    from exporter.config import ConfigError, check_config
+    from exporter.defaults import config_file_from
 
     path = file or config_file_from(None, dict(os.environ))
     if path is None:

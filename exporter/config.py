@@ -18,7 +18,14 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-CONFIG_ENV = "CLAUDE_USAGE_EXPORTER_CONFIG"
+from exporter.defaults import (
+    CONFIG_ENV,
+    config_file_from,
+    default_roots,
+    default_state_dir,
+    default_timezone,
+)
+
 # Environment variable -> dotted settings path. "config_file" names the file itself, not a key in it.
 ENV_VARS: dict[str, str] = {
     CONFIG_ENV: "config_file",
@@ -239,37 +246,9 @@ class Settings(_Strict):
         return ZoneInfo(self.timezone)
 
 
-def default_timezone(env: Mapping[str, str], localtime: Path = Path("/etc/localtime")) -> str:
-    """The machine's zone name: `TZ`, else where /etc/localtime points, else UTC."""
-    candidates = [env.get("TZ", "").removeprefix(":")]
-    if localtime.is_symlink():
-        candidates.append(str(localtime.resolve()).partition("/zoneinfo/")[2])
-    for name in filter(None, candidates):
-        try:
-            return _zone_name(name)
-        except PydanticCustomError:
-            pass
-    return "UTC"
-
-
-def default_state_dir(env: Mapping[str, str]) -> Path:
-    """`$XDG_STATE_HOME/claude-usage-exporter`, else `~/.local/state/claude-usage-exporter`."""
-    xdg = env.get("XDG_STATE_HOME", "")
-    # The XDG spec says a relative path in these variables is invalid and should be ignored.
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "claude-usage-exporter"
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    return home / ".local" / "state" / "claude-usage-exporter"
-
-
 def claude_roots(settings: Settings, env: Mapping[str, str]) -> tuple[Path, ...]:
     """Transcript roots: configured ones, else `$CLAUDE_CONFIG_DIR` (comma-separated), else both defaults."""
-    if settings.sources.transcripts.roots:
-        return settings.sources.transcripts.roots
-    if env.get("CLAUDE_CONFIG_DIR"):
-        return tuple(Path(p.strip()).expanduser() for p in env["CLAUDE_CONFIG_DIR"].split(",") if p.strip())
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    return (home / ".config" / "claude", home / ".claude")
+    return settings.sources.transcripts.roots or default_roots(env)
 
 
 class _Loader(yaml.SafeLoader):
@@ -365,13 +344,6 @@ def _set(raw: dict[str, Any], dotted: str, value: object) -> None:
         node[key] = child = dict(child) if isinstance(child, dict) else {}
         node = child
     node[leaf] = value
-
-
-def config_file_from(flag: Path | None, env: Mapping[str, str]) -> Path | None:
-    """The config file to read: the `--config` flag, else `$CLAUDE_USAGE_EXPORTER_CONFIG`, else none."""
-    if flag is not None:
-        return flag
-    return Path(env[CONFIG_ENV]).expanduser() if env.get(CONFIG_ENV) else None
 
 
 def _overrides(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, tuple[object, str]]:

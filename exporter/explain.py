@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from exporter.events import UsageEvent
 from exporter.ledger import Enrich, Ledger, Request
 from exporter.reports import iso
 from exporter.sources.files import read_lines
-from exporter.events import UsageEvent
 from exporter.sources.transcripts import parse_line, split_merged
 
 

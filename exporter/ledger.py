@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
+from typing import Any
 
 from exporter.events import Tokens, UsageEvent, model_family
 from exporter.sources.files import FileState
@@ -149,17 +150,14 @@ def _row(r: Request) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _request(row: sqlite3.Row | tuple[object, ...]) -> Request:
+def _request(row: Any) -> Request:
     (key, request_id, ts, session_id, project, model, _family, agent, i, o, cr, c5, c1h, web, tools,
      speed, source, compaction, interaction, category, cost, reported, copies) = row  # fmt: skip
     return Request(
-        key=str(key), request_id=request_id, ts=int(ts), session_id=str(session_id),  # type: ignore[arg-type, call-overload]
-        project=str(project), model=str(model), agent=str(agent),
-        tokens=Tokens(int(i), int(o), int(cr), int(c5), int(c1h)),  # type: ignore[call-overload]
-        web_search=int(web), tools=frozenset(str(tools).split(",")) - {""},  # type: ignore[call-overload]
-        speed=str(speed), source=str(source), compaction=bool(compaction),
-        reported_cost=reported, copies=int(copies), interaction=str(interaction),  # type: ignore[arg-type, call-overload]
-        category=str(category), cost=cost,  # type: ignore[arg-type]
+        key=key, request_id=request_id, ts=ts, session_id=session_id, project=project, model=model,
+        agent=agent, tokens=Tokens(i, o, cr, c5, c1h), web_search=web,
+        tools=frozenset(tools.split(",")) - {""}, speed=speed, source=source, compaction=bool(compaction),
+        reported_cost=reported, copies=copies, interaction=interaction, category=category, cost=cost,
     )  # fmt: skip
 
 

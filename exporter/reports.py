@@ -148,8 +148,8 @@ def utc_offsets(tz: ZoneInfo, start_ms: int, end_ms: int) -> list[tuple[int, int
     while step < end_ms:
         nxt = min(step + DAY_MS, end_ms)
         if offset(nxt) != current:
-            lo, hi = step, nxt  # bisect to the minute of the change
-            while hi - lo > 60_000:
+            lo, hi = step, nxt  # bisect to the millisecond of the change
+            while hi - lo > 1:
                 mid = (lo + hi) // 2
                 lo, hi = (mid, hi) if offset(mid) == current else (lo, mid)
             spans.append((hi, current))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.app import App
+from exporter.app import App, Core
 from exporter.config import load_settings
 
 
@@ -27,6 +27,6 @@ def make_app(tmp_path: Path, claude_dir: Path) -> Callable[..., App]:
             "timezone": "UTC",
             **{k.replace("__", "."): v for k, v in flags.items()},
         }
-        return App(load_settings(None, {}, given), {})
+        return App(Core.from_settings(load_settings(None, {}, given), {}))
 
     return make

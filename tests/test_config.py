@@ -24,12 +24,10 @@ from exporter.config import (
     WebSettings,
     check_config,
     claude_roots,
-    config_file_from,
-    default_state_dir,
-    default_timezone,
     load_settings,
     split_host_port,
 )
+from exporter.defaults import config_file_from, default_state_dir, default_timezone
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BAD_CONFIGS = sorted((FIXTURES / "bad-configs").glob("*.yaml"))

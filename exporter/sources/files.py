@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,14 +35,6 @@ class Found:
     dev: int
     ino: int
     size: int
-
-
-def default_roots(env: Mapping[str, str], home: Path) -> list[Path]:
-    """`$CLAUDE_CONFIG_DIR` (comma-separated, as ccusage accepts), else both known defaults."""
-    configured = env.get("CLAUDE_CONFIG_DIR", "").strip()
-    if configured:
-        return [Path(p.strip()).expanduser() for p in configured.split(",") if p.strip()]
-    return [home / ".config" / "claude", home / ".claude"]
 
 
 def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:

@@ -107,7 +107,7 @@ def test_token_fields_are_read_leniently(usage: dict[str, object], expected: Tok
     [
         # Only assistant lines carry usage; tool results repeat a subagent's usage (trap 5).
         (orjson.dumps({"type": "user", "toolUseResult": {"usage": USAGE}, "message": {"role": "user"}}),
-         "skipped"),  # fmt: skip
+         "skipped"),
         (orjson.dumps({"type": "summary", "summary": "usage notes"}), "skipped"),
         # Locally generated API-error lines (trap 6 of FORMATS §1 says model <synthetic>).
         (line(m_model="<synthetic>", m_usage={"input_tokens": 0, "output_tokens": 0}), "skipped"),

@@ -1,0 +1,56 @@
+"""Defaults that need no config machinery: the machine's zone, the state dir, the transcript roots.
+
+Kept free of pydantic so a warm `report` with no config file starts in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+CONFIG_ENV = "CLAUDE_USAGE_EXPORTER_CONFIG"
+ENV_PREFIX = "CLAUDE_USAGE_EXPORTER_"
+
+
+def is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def default_timezone(env: Mapping[str, str], localtime: Path = Path("/etc/localtime")) -> str:
+    """The machine's zone name: `TZ`, else where /etc/localtime points, else UTC."""
+    candidates = [env.get("TZ", "").removeprefix(":")]
+    if localtime.is_symlink():
+        candidates.append(str(localtime.resolve()).partition("/zoneinfo/")[2])
+    return next((name for name in candidates if name and is_zone(name)), "UTC")
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env["HOME"]) if env.get("HOME") else Path.home()
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """`$XDG_STATE_HOME/claude-usage-exporter`, else `~/.local/state/claude-usage-exporter`."""
+    xdg = env.get("XDG_STATE_HOME", "")
+    # The XDG spec says a relative path in these variables is invalid and should be ignored.
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "claude-usage-exporter"
+    return _home(env) / ".local" / "state" / "claude-usage-exporter"
+
+
+def default_roots(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """`$CLAUDE_CONFIG_DIR` (comma-separated, as ccusage accepts), else both known defaults."""
+    if env.get("CLAUDE_CONFIG_DIR", "").strip():
+        return tuple(Path(p.strip()).expanduser() for p in env["CLAUDE_CONFIG_DIR"].split(",") if p.strip())
+    return (_home(env) / ".config" / "claude", _home(env) / ".claude")
+
+
+def config_file_from(flag: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to read: the `--config` flag, else `$CLAUDE_USAGE_EXPORTER_CONFIG`, else none."""
+    if flag is not None:
+        return flag
+    return Path(env[CONFIG_ENV]).expanduser() if env.get(CONFIG_ENV) else None
