@@ -63,6 +63,9 @@ def ingest(
                 continue
             if f.size > start:
                 plan.append((f, start))
+        # Oldest first: a fork copies its parent's requests with the same times, and on a tie the
+        # copy read first keeps the request, so the parent session (usually written first) wins.
+        plan.sort(key=lambda item: item[0].mtime)
         result.files = len(found)
         total = sum(f.size - start for f, start in plan)
         batch = _Batch(ledger, enrich, result)

@@ -111,9 +111,10 @@ def print_pricing(quotes: list[Any]) -> None:
     for name in ("Model", "Input", "Output", "Cache read", "Write 5m", "Write 1h", "Web search", "Source"):
         table.add_column(name, justify="left" if name in ("Model", "Source") else "right")
     for q in quotes:
-        for label, r in ((q.model, q.rates), (f"  > {q.long_context_threshold:,} input", q.long_context)):
-            if r is None:
-                continue
+        tiers = [(q.model, q.rates)]
+        if q.long_context is not None:
+            tiers.append((f"  above {q.long_context_threshold:,} input", q.long_context))
+        for label, r in tiers:
             table.add_row(label, str(r.input), str(r.output), str(r.cache_read), str(r.cache_write_5m),
                           str(r.cache_write_1h), str(r.web_search_per_1k), q.source)  # fmt: skip
     Console().print(table)

@@ -35,6 +35,7 @@ class Found:
     dev: int
     ino: int
     size: int
+    mtime: float
 
 
 def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
@@ -78,7 +79,7 @@ def _walk(
                 fst = entry.stat()
                 if (fst.st_dev, fst.st_ino) not in seen_files:
                     seen_files.add((fst.st_dev, fst.st_ino))
-                    found.append(Found(Path(entry.path), fst.st_dev, fst.st_ino, fst.st_size))
+                    found.append(Found(Path(entry.path), fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime))
         except OSError as err:
             if errors is not None:
                 errors.append(f"{entry.path}: {err.strerror or err}")

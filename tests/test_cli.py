@@ -1,0 +1,149 @@
+"""The command line: reports, explain, pricing, check-config, and its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from exporter.cli import main
+from tests.sources.test_transcripts import line
+from tests.test_traps import write
+
+Run = Callable[..., str]
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    for name in ("CLAUDE_CONFIG_DIR", "CLAUDE_USAGE_EXPORTER_CONFIG", "TZ"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def invoke(*args: str, code: int = 0) -> str:
+        result = CliRunner().invoke(main, list(args))
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return invoke
+
+
+def common(tmp_path: Path) -> list[str]:
+    return ["--claude-dir", str(tmp_path / "claude"), "--state-dir", str(tmp_path / "state"), "-z", "UTC"]
+
+
+def test_report_daily_json_counts_a_fork_once(run: Run, tmp_path: Path) -> None:
+    write(tmp_path / "claude/projects/p/s1.jsonl", line(), line(m_id="msg_2", timestamp="2026-08-21T09:00:00Z"))
+    write(tmp_path / "claude/projects/p/fork.jsonl", line(sessionId="fork"))
+    data = orjson.loads(run("report", "daily", "--json", *common(tmp_path)))
+    assert [(d["date"], d["requests"], d["outputTokens"]) for d in data["daily"]] == [
+        ("2026-08-20", 1, 135),
+        ("2026-08-21", 1, 135),
+    ]
+    assert data["totals"]["totalTokens"] == 2 * (10 + 135 + 22820 + 9907)
+
+
+def test_the_table_report_shows_totals_and_the_category_split(run: Run, tmp_path: Path) -> None:
+    write(tmp_path / "claude/projects/p/s1.jsonl", line())
+    out = run("report", "monthly", "--breakdown", *common(tmp_path))
+    assert "2026-08" in out and "Total" in out and "claude-haiku-4-5-20251001" in out
+    assert "By category: direct_interaction $0.02 (100%) · context_processing $0.00 (0%)" in out
+
+
+def test_no_transcripts_is_a_clear_error_naming_where_it_looked(run: Run, tmp_path: Path) -> None:
+    out = run("report", "daily", "--state-dir", str(tmp_path / "state"), code=1)
+    home = tmp_path / "home"
+    assert out == (
+        f"Error: no Claude Code transcripts found (looked in {home}/.config/claude/projects,"
+        f" {home}/.claude/projects); set CLAUDE_CONFIG_DIR or --claude-dir\n"
+    )
+
+
+def test_claude_config_dir_may_list_several_roots(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "a/projects/p/s1.jsonl", line())
+    write(tmp_path / "b/projects/p/s2.jsonl", line(m_id="msg_2"))
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", f"{tmp_path / 'a'},{tmp_path / 'b'}")
+    data = orjson.loads(run("report", "daily", "--json", "--state-dir", str(tmp_path / "state")))
+    assert data["totals"]["requests"] == 2
+
+
+def test_an_unusable_state_dir_is_a_clear_error(run: Run, tmp_path: Path) -> None:
+    write(tmp_path / "claude/projects/p/s1.jsonl", line())
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    out = run("report", "daily", "--claude-dir", str(tmp_path / "claude"), "--state-dir",
+              str(tmp_path / "blocker/state"), code=1)  # fmt: skip
+    assert out.startswith(f"Error: cannot open the ledger at {tmp_path}/blocker/state/ledger.sqlite3:")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-z", "Mars/Olympus"], "Invalid value for --timezone: 'Mars/Olympus' is not an IANA time zone"),
+        (["--since", "yesterday"], "Invalid value for '--since': 'yesterday' is not a date: use YYYY-MM-DD"),
+        (["--since", "2026-02-02", "--until", "2026-02-01"], "Invalid value: --since is after --until"),
+    ],
+)
+def test_bad_flags_are_named(run: Run, tmp_path: Path, args: list[str], message: str) -> None:
+    out = run("report", "daily", "--state-dir", str(tmp_path / "state"), *args, code=2)
+    assert out.splitlines()[-1] == f"Error: {message}"
+
+
+def test_explain_shows_each_request_and_what_it_duplicates(run: Run, tmp_path: Path) -> None:
+    first = write(tmp_path / "claude/projects/p/s1.jsonl", line(), line(m_content=[{"type": "text", "text": "x"}]))
+    switch = line(sessionId="fork", m_id="msg_new", m_model="claude-opus-4-8", timestamp="2026-08-20T11:00:00Z")
+    fork = write(tmp_path / "claude/projects/p/fork.jsonl", line(sessionId="fork"), switch)
+    run("report", "daily", *common(tmp_path))
+    rows = orjson.loads(run("explain", str(fork), "--json", *common(tmp_path)))
+    T = "2026-08-20T10:21:56.612Z"
+    assert [(r["line"], r["key"], r["duplicate"], r["modelSwitch"]) for r in rows] == [
+        (1, "msg_011CeDq", f"1 line; fork or replay of a request first seen {T} in session 9c42ba52", None),
+        (2, "msg_new", "1 line", "haiku→opus"),
+    ]  # fmt: skip
+    [original] = orjson.loads(run("explain", str(first), "--json", *common(tmp_path)))
+    assert (original["duplicate"], original["interaction"], original["category"]) == (
+        "2 lines", "command", "direct_interaction")  # fmt: skip
+    assert original["cost"] == pytest.approx((10 * 1 + 135 * 5 + 22820 * 0.1 + 9907 * 2) / 1e6)
+    assert "Requests in this transcript" in run("explain", str(first), *common(tmp_path))
+
+
+def test_pricing_shows_one_model_and_its_source(run: Run, tmp_path: Path) -> None:
+    [quote] = orjson.loads(run("pricing", "claude-sonnet-4-5-20250929", "--json"))
+    assert quote["rates"] == {"input": "3", "output": "15", "cache_read": "0.3", "cache_write_5m": "3.75",
+                              "cache_write_1h": "6", "web_search_per_1k": "10"}  # fmt: skip
+    assert quote["longContext"]["aboveInputTokens"] == 200_000
+    assert quote["source"].startswith("genai-prices ")
+    assert "claude-haiku-4-5" in run("pricing")
+
+
+def test_pricing_an_unknown_model_says_it_is_unpriced(run: Run) -> None:
+    out = run("pricing", "claude-mystery-9", code=1)
+    assert out == "Error: no price known for 'claude-mystery-9': its tokens are counted as unpriced\n"
+
+
+def test_check_config_accepts_a_good_file_and_lists_every_error_of_a_bad_one(run: Run, tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("timezone: UTC\n")
+    assert run("check-config", str(good)).startswith(f"{good}: OK (timezone UTC;")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("timezone: Mars/Olympus\nlabels: {projects: name}\n")
+    out = run("check-config", str(bad), code=1)
+    assert out.splitlines()[1:] == [
+        "  labels.projects: unknown key",
+        "  timezone: invalid time zone 'Mars/Olympus': use an IANA name such as Europe/Berlin",
+    ]
+
+
+def test_a_config_file_sets_the_zone_and_prices(run: Run, tmp_path: Path) -> None:
+    write(tmp_path / "claude/projects/p/s1.jsonl", line(timestamp="2026-08-20T23:30:00Z"))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"timezone: Asia/Tokyo\nstate_dir: {tmp_path / 'state'}\n"
+        f"sources: {{transcripts: {{roots: [{tmp_path / 'claude'}]}}}}\n"
+        "pricing: {overrides: [{model: 'claude-haiku-*', input: 0, output: 1000000, cache_read: 0,"
+        " cache_write_5m: 0, cache_write_1h: 0}]}\n"
+    )
+    data = orjson.loads(run("report", "daily", "--json", "--config", str(config)))
+    assert [(d["date"], d["totalCost"]) for d in data["daily"]] == [("2026-08-21", 135.0)]
