@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -79,7 +79,7 @@ class App:
         interaction, category = self.classifier.classify(r.agent, r.tools, r.compaction, r.web_search)
         at = datetime.fromtimestamp(r.ts / 1000, UTC)
         cost = self.pricer.price(r.model, r.tokens, r.web_search, r.speed, at)
-        return replace(r, interaction=interaction, category=category, cost=to_nanos(cost))
+        return r._replace(interaction=interaction, category=category, cost=to_nanos(cost))
 
     def refresh(self, progress: Progress | None = None) -> IngestResult:
         """Brings the ledger up to date with the transcripts, and with price or rule changes."""

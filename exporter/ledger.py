@@ -11,11 +11,10 @@ import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.events import Tokens, UsageEvent, model_family
 from exporter.sources.files import FileState
@@ -59,8 +58,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """A ledger row: the merge of every copy of one request."""
 
     key: str
@@ -108,8 +106,7 @@ class Request:
     def merge(self, other: Request) -> Request:
         """Both copies of one request: token maxima, tool union, identity of the earliest copy."""
         first, later = (other, self) if other.ts < self.ts else (self, other)
-        return replace(
-            first,
+        return first._replace(
             tokens=self.tokens.merge(other.tokens),
             web_search=max(self.web_search, other.web_search),
             tools=self.tools | other.tools,
@@ -145,7 +142,7 @@ _COLUMNS = (
 def _row(r: Request) -> tuple[object, ...]:
     return (
         r.key, r.request_id, r.ts, r.session_id, r.project, r.model, r.model_family, r.agent,
-        *r.tokens.as_tuple(), r.web_search, ",".join(sorted(r.tools)), r.speed, r.source,
+        *r.tokens, r.web_search, ",".join(sorted(r.tools)), r.speed, r.source,
         int(r.compaction), r.interaction, r.category, r.cost, r.reported_cost, r.copies,
     )  # fmt: skip
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import stat
 from collections import Counter
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -31,11 +30,11 @@ def event(key: str = "msg_1", **changes: object) -> UsageEvent:
         tokens=Tokens(input=10, output=100, cache_read=1000, cache_write_5m=50, cache_write_1h=0),
         tools=frozenset({"Read"}),
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)
 
 
 def label(r: Request) -> Request:
-    return replace(r, interaction="test", category="test", cost=r.tokens.total)
+    return r._replace(interaction="test", category="test", cost=r.tokens.total)
 
 
 def rows(ledger: Ledger) -> list[Request]:
@@ -125,7 +124,7 @@ def test_reopening_keeps_everything(tmp_path: Path) -> None:
 def test_repricing_runs_only_when_the_fingerprint_changes(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
     ledger.commit([event()], label)
-    assert ledger.reprice("v1", lambda r: replace(r, cost=None)) == 1
+    assert ledger.reprice("v1", lambda r: r._replace(cost=None)) == 1
     assert ledger.reprice("v1", label) == 0
     assert [r.cost for r in rows(ledger)] == [None]
     assert ledger.reprice("v2", label) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,7 +29,7 @@ BASE = UsageEvent(
 
 def at(when: str, **changes: Any) -> UsageEvent:
     moment = datetime.fromisoformat(when).astimezone(UTC)
-    return replace(BASE, key=f"msg_{when}_{len(changes)}_{sorted(changes.items())}", timestamp=moment, **changes)
+    return BASE._replace(key=f"msg_{when}_{len(changes)}_{sorted(changes.items())}", timestamp=moment, **changes)
 
 
 @pytest.fixture

@@ -21,8 +21,9 @@ from exporter.events import Tokens, UsageEvent, project_name
 SOURCE = "transcripts"
 OUTCOMES = ("usage", "skipped", "malformed", "duplicate")
 
-# Most bytes are tool results and file snapshots; only lines holding this can carry usage.
+# Most bytes are tool results and file snapshots; only lines holding both can carry usage.
 USAGE_MARK = b'"usage"'
+ASSISTANT_MARK = b'"assistant"'
 # No real request has more tokens than this in one field; larger numbers are corruption.
 MAX_TOKENS = 100_000_000
 
@@ -36,27 +37,19 @@ def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEven
 
     Lines that do give one end as `usage` or `duplicate`, which only the ledger can tell apart.
     """
-    data = bytes(buf)
-    lines = data.count(b"\n")
-    if data and not data.endswith(b"\n"):
-        lines += 1
+    lines = bytes(buf).split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    candidates = [line for line in lines if USAGE_MARK in line and ASSISTANT_MARK in line]
+    counts["skipped"] += len(lines) - len(candidates)
     events: list[UsageEvent] = []
-    examined = 0
-    pos = data.find(USAGE_MARK)
-    while pos != -1:
-        start = data.rfind(b"\n", 0, pos) + 1
-        end = data.find(b"\n", pos)
-        if end == -1:
-            end = len(data)
-        examined += 1
-        for line in split_merged(data[start:end]):
-            outcome = parse_line(line)
-            if isinstance(outcome, UsageEvent):
-                events.append(outcome)
-            else:
+    for line in candidates:
+        for record in split_merged(line):
+            outcome = parse_line(record)
+            if type(outcome) is str:
                 counts[outcome] += 1
-        pos = data.find(USAGE_MARK, end)
-    counts["skipped"] += lines - examined
+            else:
+                events.append(outcome)  # type: ignore[arg-type]
     return events
 
 
@@ -160,7 +153,9 @@ def _tokens(usage: dict[str, Any]) -> Tokens:
 
 
 def _count(obj: dict[str, Any], name: str) -> int:
-    value = obj.get(name)
+    value = obj.get(name, 0)
+    if type(value) is int and 0 <= value <= MAX_TOKENS:  # the common case, checked first
+        return value
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int | float):
