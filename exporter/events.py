@@ -63,6 +63,7 @@ class UsageEvent(NamedTuple):
     source: str = "transcripts"
     reported_cost: Decimal | None = None
     compaction: bool = False
+    lines: int = 1  # transcript lines this event stands for (a response is written one block a line)
 
     @property
     def model_family(self) -> str:
@@ -72,6 +73,7 @@ class UsageEvent(NamedTuple):
 _FAMILY = re.compile(r"(opus|sonnet|haiku)", re.IGNORECASE)
 
 
+@cache
 def model_family(model: str) -> str:
     """`opus`, `sonnet`, `haiku` or `other`: a bounded label for any model id."""
     found = _FAMILY.search(model)

@@ -18,14 +18,14 @@ def file_requests(path: Path) -> list[tuple[int, Request]]:
     """(first line number, merged request) for each request of the file, in order of appearance."""
     merged: dict[str, tuple[int, Request]] = {}
     number = 0
-    for lines, _, too_long in read_lines(path, 0):
+    for lines, _, too_long in read_lines(str(path), 0):
         number += too_long
         for line in lines.splitlines():
             number += 1
             for record in split_merged(line):
                 event = parse_line(record)
                 if isinstance(event, UsageEvent):
-                    request = Request.from_event(event)
+                    request = Request.from_event(event)._replace(copies=1)
                     first = merged.get(event.key)
                     merged[event.key] = (number, request) if first is None else (first[0], first[1].merge(request))
     return list(merged.values())

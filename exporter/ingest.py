@@ -1,26 +1,52 @@
-"""Ingest: transcript files → parsed events → ledger, in batches committed with their offsets.
+"""Ingest: transcript files → parsed requests → ledger, in batches committed with their offsets.
 
 This is the one replay path: `report` runs it to the end of the files before answering, and the
-daemon runs the same function whenever files change.
+daemon runs the same function whenever files change. A large backlog is parsed by worker processes
+(one per core) in file ranges that end on line boundaries; the ledger takes the results in order,
+so offsets only ever advance over bytes that are committed.
 """
 
 from __future__ import annotations
 
 import fcntl
-from collections import Counter
+import multiprocessing
+import os
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.events import UsageEvent
-from exporter.ledger import Enrich, Ledger
+from exporter.ledger import Enrich, Ledger, Request, merge_all
 from exporter.sources import files as fs
 from exporter.sources.transcripts import SOURCE, parse_chunk
 
-BATCH_BYTES = 32 << 20
+BATCH_BYTES = 64 << 20
+UNIT_BYTES = 16 << 20  # a worker's share: bounds the memory one result takes
+PARALLEL_BYTES = 32 << 20  # below this a pool costs more than it saves
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes to do)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Lines of one file that start in [start, stop); stop None means to the end."""
+
+    found: fs.Found
+    start: int
+    stop: int | None
+
+
+Unit = tuple[Part, ...]  # a worker's share: whole small files, or a slice of a large one
+
+
+@dataclass
+class Parsed:
+    requests: list[Request]
+    counts: Counter[str]
+    ends: list[int]  # per part, the offset after the last complete line read
+    errors: list[str]
 
 
 @dataclass
@@ -29,6 +55,23 @@ class IngestResult:
     bytes_read: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+
+
+def parse_unit(unit: Unit) -> Parsed:
+    """Reads and parses one unit; a file that cannot be read gives an error, not an exception."""
+    parsed = Parsed([], Counter(), [], [])
+    merged: dict[str, Request] = {}
+    for part in unit:
+        end = part.start
+        try:
+            for lines, end, too_long in fs.read_lines(part.found.path, part.start, part.stop):
+                parsed.counts["skipped"] += too_long
+                merge_all(map(Request.from_event, parse_chunk(lines, parsed.counts)), merged)
+        except OSError as err:
+            parsed.errors.append(f"{part.found.path}: {err.strerror or err}")
+        parsed.ends.append(end)
+    parsed.requests = list(merged.values())
+    return parsed
 
 
 @contextmanager
@@ -48,42 +91,21 @@ def ingest(
     enrich: Enrich,
     progress: Progress | None = None,
     batch_bytes: int = BATCH_BYTES,
+    workers: int | None = None,
 ) -> IngestResult:
     """Reads every new byte under the roots into the ledger; one bad file never stops the rest."""
     result = IngestResult()
     with ingest_lock(ledger.path.parent):
         found = fs.discover(roots, result.errors)
-        states = ledger.file_states()
-        plan = []
-        for f in found:
-            try:
-                start = fs.start_offset(f, states.get((f.dev, f.ino)))
-            except OSError as err:
-                result.errors.append(f"{f.path}: {err.strerror or err}")
-                continue
-            if f.size > start:
-                plan.append((f, start))
-        # Oldest first: a fork copies its parent's requests with the same times, and on a tie the
-        # copy read first keeps the request, so the parent session (usually written first) wins.
-        plan.sort(key=lambda item: item[0].mtime)
         result.files = len(found)
-        total = sum(f.size - start for f, start in plan)
-        batch = _Batch(ledger, enrich, result)
-        for f, start in plan:
-            try:
-                for lines, offset, too_long in fs.read_lines(f.path, start):
-                    batch.counts["skipped"] += too_long
-                    batch.events.extend(parse_chunk(lines, batch.counts))
-                    batch.size += offset - start
-                    result.bytes_read += offset - start
-                    start = offset
-                    batch.files[(f.dev, f.ino)] = fs.FileState(f.dev, f.ino, offset, fs.head_of(f.path, offset))
-                    if batch.size >= batch_bytes:
-                        batch.flush()
-                    if progress:
-                        progress(result.bytes_read, total)
-            except OSError as err:
-                result.errors.append(f"{f.path}: {err.strerror or err}")
+        units = plan(found, ledger.file_states(), result.errors)
+        total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
+        batch = _Batch(ledger, enrich, result, batch_bytes)
+        for unit, parsed in _parse_all(units, total, workers):
+            result.errors += parsed.errors
+            batch.add(unit, parsed)
+            if progress:
+                progress(result.bytes_read + batch.size, total)
         batch.flush()
         ledger.forget_files({(f.dev, f.ino) for f in found})
         if result.errors:
@@ -91,18 +113,86 @@ def ingest(
     return result
 
 
+def plan(found: list[fs.Found], states: dict[tuple[int, int], fs.FileState], errors: list[str]) -> list[Unit]:
+    """The units to read: about UNIT_BYTES each, oldest file first, large files cut at line starts."""
+    parts: list[Part] = []
+    # Oldest first: a fork copies its parent's requests with the same times, and on a tie the
+    # copy read first keeps the request, so the parent session (usually written first) wins.
+    for f in sorted(found, key=lambda f: f.mtime):
+        try:
+            start = fs.start_offset(f, states.get((f.dev, f.ino)))
+            if f.size <= start:
+                continue
+            cuts = [fs.line_start_after(f.path, at) for at in range(start + UNIT_BYTES, f.size, UNIT_BYTES)]
+        except OSError as err:
+            errors.append(f"{f.path}: {err.strerror or err}")
+            continue
+        bounds = [start, *sorted(set(cuts) - {start})]
+        parts += [Part(f, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        parts.append(Part(f, bounds[-1], None))
+    units: list[Unit] = []
+    size, current = 0, []
+    for part in parts:
+        current.append(part)
+        size += (part.found.size if part.stop is None else part.stop) - part.start
+        if size >= UNIT_BYTES:
+            units.append(tuple(current))
+            size, current = 0, []
+    return [*units, tuple(current)] if current else units
+
+
+def _parse_all(units: list[Unit], total: int, workers: int | None) -> Iterator[tuple[Unit, Parsed]]:
+    """Parsed units in order; in worker processes when the backlog is large enough to pay off."""
+    count = workers if workers is not None else (os.cpu_count() or 1)
+    if count < 2 or total < PARALLEL_BYTES or len(units) < 2:
+        for unit in units:
+            yield unit, parse_unit(unit)
+        return
+    # fork: workers start in milliseconds and only ever parse; they never touch the ledger.
+    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork")) as pool:
+        pending: deque[tuple[Unit, Future[Parsed]]] = deque()
+        queue = iter(units)
+        for unit in queue:
+            pending.append((unit, pool.submit(parse_unit, unit)))
+            if len(pending) > 2 * count:  # bounded look-ahead keeps memory flat
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
 class _Batch:
-    def __init__(self, ledger: Ledger, enrich: Enrich, result: IngestResult) -> None:
-        self.ledger, self.enrich, self.result = ledger, enrich, result
-        self.events: list[UsageEvent] = []
+    """Requests, line counts and file offsets gathered until they are worth a transaction."""
+
+    def __init__(self, ledger: Ledger, enrich: Enrich, result: IngestResult, limit: int) -> None:
+        self.ledger, self.enrich, self.result, self.limit = ledger, enrich, result, limit
+        self.requests: dict[str, Request] = {}
         self.files: dict[tuple[int, int], fs.FileState] = {}
         self.counts: Counter[str] = Counter()
         self.size = 0
 
+    def add(self, unit: Unit, parsed: Parsed) -> None:
+        merge_all(parsed.requests, self.requests)
+        self.counts.update(parsed.counts)
+        for part, end in zip(unit, parsed.ends, strict=True):
+            if end > part.start:
+                f = part.found
+                self.size += end - part.start
+                try:
+                    head = fs.head_of(f.path, end)
+                except OSError:
+                    head = ""  # gone since: the next discovery forgets it
+                self.files[(f.dev, f.ino)] = fs.FileState(f.dev, f.ino, end, head, f.mtime)
+        if self.size >= self.limit:
+            self.flush()
+
     def flush(self) -> None:
-        if not (self.events or self.files or self.counts):
+        if not (self.requests or self.files or self.counts):
             return
-        outcomes = self.ledger.commit(self.events, self.enrich, self.files.values(), self.counts, SOURCE)
-        self.ledger.add_counters({f"bytes.{SOURCE}": self.size})
+        outcomes = self.ledger.commit(
+            self.requests.values(), self.enrich, self.files.values(), self.counts, SOURCE, self.size
+        )
         self.result.outcomes.update(outcomes)
-        self.events, self.files, self.counts, self.size = [], {}, Counter(), 0
+        self.result.bytes_read += self.size
+        self.requests, self.files, self.counts, self.size = {}, {}, Counter(), 0

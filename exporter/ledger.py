@@ -46,11 +46,11 @@ MIGRATIONS: tuple[str, ...] = (
         cost INTEGER,                   -- nano-USD from token prices; NULL = unpriced model
         reported_cost INTEGER,          -- nano-USD as the source reported it, if it did
         copies INTEGER NOT NULL         -- lines merged into this request
-    ) WITHOUT ROWID;
+    );                                  -- a rowid table: inserts append, only the key index is random
     CREATE INDEX requests_ts ON requests (ts);
-    CREATE INDEX requests_session ON requests (session_id, ts);
     CREATE TABLE files (
         dev INTEGER NOT NULL, ino INTEGER NOT NULL, offset INTEGER NOT NULL, head TEXT NOT NULL,
+        mtime INTEGER NOT NULL,         -- ns, when the offset was stored
         PRIMARY KEY (dev, ino)
     );
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -101,6 +101,7 @@ class Request(NamedTuple):
             source=e.source,
             compaction=e.compaction,
             reported_cost=to_nanos(e.reported_cost),
+            copies=e.lines,
         )
 
     def merge(self, other: Request) -> Request:
@@ -137,6 +138,18 @@ _COLUMNS = (
     " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction,"
     " category, cost, reported_cost, copies"
 )
+
+
+_MARKS = ",".join("?" * 23)
+
+
+def merge_all(requests: Iterable[Request], into: dict[str, Request] | None = None) -> dict[str, Request]:
+    """Requests merged by key (into `into` when given)."""
+    merged = {} if into is None else into
+    for request in requests:
+        known = merged.get(request.key)
+        merged[request.key] = request if known is None else known.merge(request)
+    return merged
 
 
 def _row(r: Request) -> tuple[object, ...]:
@@ -202,8 +215,8 @@ class Ledger:
     # --- reading state -------------------------------------------------------------------------
 
     def file_states(self) -> dict[tuple[int, int], FileState]:
-        rows = self.db.execute("SELECT dev, ino, offset, head FROM files")
-        return {(d, i): FileState(d, i, o, h) for d, i, o, h in rows}
+        rows = self.db.execute("SELECT dev, ino, offset, head, mtime FROM files")
+        return {(d, i): FileState(d, i, o, h, m) for d, i, o, h, m in rows}
 
     def counters(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT name, value FROM counters"))
@@ -230,38 +243,33 @@ class Ledger:
 
     def commit(
         self,
-        events: Iterable[UsageEvent],
+        requests: Iterable[Request],
         enrich: Enrich,
         files: Iterable[FileState] = (),
         counts: Counter[str] | None = None,
         source: str = "transcripts",
+        bytes_read: int = 0,
     ) -> Counter[str]:
         """Merges a batch into the ledger in one transaction; returns the line outcomes.
 
-        Every event counts as `usage` when its request is new, else as `duplicate`.
+        A line that brings a new request counts as `usage`; every other copy as `duplicate`.
         """
+        merged = merge_all(requests)
         outcomes: Counter[str] = Counter(counts or {})
-        merged: dict[str, Request] = {}
-        for event in events:
-            incoming = Request.from_event(event)
-            known = merged.get(event.key)
-            merged[event.key] = incoming if known is None else known.merge(incoming)
         with self.transaction():
             stored = self.existing(merged)
             rows = []
             for key, request in merged.items():
                 old = stored.get(key)
-                new = request if old is None else old.merge(request)
                 outcomes["usage"] += old is None
                 outcomes["duplicate"] += request.copies - (old is None)
-                rows.append(_row(enrich(new)))
-            marks = ",".join("?" * 23)
-            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({marks})", rows)
+                rows.append(_row(enrich(request if old is None else old.merge(request))))
+            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
             self.db.executemany(
-                "INSERT OR REPLACE INTO files (dev, ino, offset, head) VALUES (?, ?, ?, ?)",
-                [(f.dev, f.ino, f.offset, f.head) for f in files],
+                "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
+                [(f.dev, f.ino, f.offset, f.head, f.mtime) for f in files],
             )
-            self._add_counters({f"lines.{source}.{k}": v for k, v in outcomes.items()})
+            self._add_counters({f"lines.{source}.{k}": v for k, v in outcomes.items()} | {f"bytes.{source}": bytes_read})
         return outcomes
 
     def _add_counters(self, values: dict[str, int]) -> None:
@@ -287,8 +295,7 @@ class Ledger:
             return 0
         with self.transaction():
             rows = [_row(enrich(r)) for r in self.requests()]
-            marks = ",".join("?" * 23)
-            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({marks})", rows)
+            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
             self.db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('fingerprint', ?)", (fingerprint,)
             )

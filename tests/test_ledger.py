@@ -33,6 +33,10 @@ def event(key: str = "msg_1", **changes: object) -> UsageEvent:
     return base._replace(**changes)
 
 
+def requests(*events: UsageEvent) -> list[Request]:
+    return [Request.from_event(e) for e in events]
+
+
 def label(r: Request) -> Request:
     return r._replace(interaction="test", category="test", cost=r.tokens.total)
 
@@ -45,7 +49,7 @@ def test_copies_merge_to_the_maximum_of_each_field_and_the_union_of_tools(tmp_pa
     ledger = Ledger(tmp_path)
     provisional = event(tokens=Tokens(10, 1, 1000, 50, 0), tools=frozenset())
     final = event(tokens=Tokens(10, 100, 900, 50, 7), tools=frozenset({"Edit"}))
-    outcomes = ledger.commit([provisional, final], label)
+    outcomes = ledger.commit(requests(provisional, final), label)
     [merged] = rows(ledger)
     assert merged.tokens == Tokens(10, 100, 1000, 50, 7)
     assert merged.tools == {"Edit"}
@@ -56,16 +60,16 @@ def test_copies_merge_to_the_maximum_of_each_field_and_the_union_of_tools(tmp_pa
 def test_the_earliest_copy_decides_time_session_project_and_request_id(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
     # A fork copies the conversation into a new session; a side question replays it with a new request id.
-    ledger.commit([event(session_id="fork", request_id="req_side", timestamp=T0 + timedelta(hours=1))], label)
-    ledger.commit([event(session_id="s1", project="acme", request_id="req_1")], label)
+    ledger.commit(requests(event(session_id="fork", request_id="req_side", timestamp=T0 + timedelta(hours=1))), label)
+    ledger.commit(requests(event(session_id="s1", project="acme", request_id="req_1")), label)
     [merged] = rows(ledger)
     assert (merged.session_id, merged.request_id, merged.ts) == ("s1", "req_1", int(T0.timestamp() * 1000))
 
 
 def test_a_later_batch_with_copies_counts_duplicates_not_usage(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
-    ledger.commit([event("a"), event("b")], label, counts=Counter({"skipped": 3}))
-    outcomes = ledger.commit([event("a"), event("a"), event("c")], label)
+    ledger.commit(requests(event("a"), event("b")), label, counts=Counter({"skipped": 3}))
+    outcomes = ledger.commit(requests(event("a"), event("a"), event("c")), label)
     assert outcomes == Counter({"usage": 1, "duplicate": 2})
     assert ledger.counters() == {
         "lines.transcripts.usage": 3,
@@ -82,10 +86,10 @@ def test_offsets_commit_in_the_same_transaction_as_the_events(tmp_path: Path) ->
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        ledger.commit([event()], broken, files=[FileState(1, 2, 300, "h")])
+        ledger.commit(requests(event()), broken, files=[FileState(1, 2, 300, "h")])
     assert ledger.file_states() == {}
     assert rows(ledger) == []
-    ledger.commit([event()], label, files=[FileState(1, 2, 300, "h")])
+    ledger.commit(requests(event()), label, files=[FileState(1, 2, 300, "h")])
     assert ledger.file_states() == {(1, 2): FileState(1, 2, 300, "h")}
 
 
@@ -114,7 +118,7 @@ def test_an_unwritable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_reopening_keeps_everything(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
-    ledger.commit([event(reported_cost=Decimal("0.25"))], label)
+    ledger.commit(requests(event(reported_cost=Decimal("0.25"))), label)
     ledger.close()
     [again] = rows(Ledger(tmp_path))
     assert again.reported_cost == 250_000_000
@@ -123,7 +127,7 @@ def test_reopening_keeps_everything(tmp_path: Path) -> None:
 
 def test_repricing_runs_only_when_the_fingerprint_changes(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
-    ledger.commit([event()], label)
+    ledger.commit(requests(event()), label)
     assert ledger.reprice("v1", lambda r: r._replace(cost=None)) == 1
     assert ledger.reprice("v1", label) == 0
     assert [r.cost for r in rows(ledger)] == [None]
@@ -133,7 +137,7 @@ def test_repricing_runs_only_when_the_fingerprint_changes(tmp_path: Path) -> Non
 
 def test_offsets_of_files_that_are_gone_are_dropped_but_their_requests_stay(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
-    ledger.commit([event()], label, files=[FileState(1, 2, 30, "h"), FileState(1, 3, 40, "h")])
+    ledger.commit(requests(event()), label, files=[FileState(1, 2, 30, "h"), FileState(1, 3, 40, "h")])
     ledger.forget_files({(1, 3)})
     assert list(ledger.file_states()) == [(1, 3)]
     assert len(rows(ledger)) == 1

@@ -13,7 +13,7 @@ import pytest
 from exporter import blocks, reports
 from exporter.app import App
 from exporter.events import Tokens, UsageEvent
-from exporter.ledger import Ledger
+from exporter.ledger import Ledger, Request
 
 BASE = UsageEvent(
     key="",
@@ -37,7 +37,7 @@ def ledger(make_app: Callable[..., App]) -> Callable[..., Ledger]:
     app = make_app()
 
     def fill(*events: UsageEvent) -> Ledger:
-        app.ledger.commit(events, app.enrich)
+        app.ledger.commit([Request.from_event(e) for e in events], app.enrich)
         return app.ledger
 
     return fill

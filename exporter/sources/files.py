@@ -21,21 +21,22 @@ HEAD = 1024
 
 @dataclass(frozen=True, slots=True)
 class FileState:
-    """How far a file has been consumed; `head` fingerprints its first bytes."""
+    """How far a file has been consumed; `head` fingerprints its first bytes, `mtime` is in ns."""
 
     dev: int
     ino: int
     offset: int
     head: str
+    mtime: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    path: Path
+    path: str
     dev: int
     ino: int
     size: int
-    mtime: float
+    mtime: int  # ns
 
 
 def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
@@ -44,50 +45,44 @@ def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
     Symlinked folders are followed; a folder already visited (by device and inode) is not entered
     again, which breaks loops and makes overlapping roots harmless.
     """
-    seen_dirs: set[tuple[int, int]] = set()
-    seen_files: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int]] = set()
     found: list[Found] = []
     for root in roots:
-        projects = root / "projects"
-        if projects.is_dir():
-            _walk(projects, seen_dirs, seen_files, found, errors)
+        projects = os.path.join(root, "projects")
+        if os.path.isdir(projects):
+            _walk(projects, seen, found, errors)
     return found
 
 
-def _walk(
-    folder: Path,
-    seen_dirs: set[tuple[int, int]],
-    seen_files: set[tuple[int, int]],
-    found: list[Found],
-    errors: list[str] | None,
-) -> None:
+def _walk(folder: str, seen: set[tuple[int, int]], found: list[Found], errors: list[str] | None) -> None:
     try:
-        st = folder.stat()
-        if (st.st_dev, st.st_ino) in seen_dirs:
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
             return
-        seen_dirs.add((st.st_dev, st.st_ino))
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        seen.add((st.st_dev, st.st_ino))
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
     except OSError as err:
         if errors is not None:
             errors.append(f"{folder}: {err.strerror or err}")
         return
     for entry in entries:
         try:
-            if entry.is_dir():  # follows symlinks
-                _walk(Path(entry.path), seen_dirs, seen_files, found, errors)
-            elif entry.name.endswith(".jsonl") and entry.is_file():
-                fst = entry.stat()
-                if (fst.st_dev, fst.st_ino) not in seen_files:
-                    seen_files.add((fst.st_dev, fst.st_ino))
-                    found.append(Found(Path(entry.path), fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime))
+            if entry.name.endswith(".jsonl"):
+                fst = entry.stat()  # follows symlinks
+                if entry.is_file() and (fst.st_dev, fst.st_ino) not in seen:
+                    seen.add((fst.st_dev, fst.st_ino))
+                    found.append(Found(entry.path, fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns))
+            elif entry.is_dir():
+                _walk(entry.path, seen, found, errors)
         except OSError as err:
             if errors is not None:
                 errors.append(f"{entry.path}: {err.strerror or err}")
 
 
-def head_of(path: Path, length: int) -> str:
+def head_of(path: str, length: int) -> str:
     """Fingerprint of a file's first `length` bytes (at most HEAD)."""
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         return hashlib.blake2b(f.read(min(length, HEAD)), digest_size=8).hexdigest()
 
 
@@ -95,20 +90,23 @@ def start_offset(found: Found, state: FileState | None) -> int:
     """Where to resume: 0 for a new, replaced or truncated file, else the stored offset."""
     if state is None or found.size < state.offset or state.offset == 0:
         return 0
+    if found.size == state.offset and found.mtime == state.mtime:
+        return state.offset  # untouched since it was read: nothing to check, nothing to read
     return state.offset if head_of(found.path, state.offset) == state.head else 0
 
 
-def read_lines(path: Path, offset: int, chunk: int = CHUNK) -> Iterator[tuple[bytes, int, int]]:
+def read_lines(path: str, offset: int, stop: int | None = None, chunk: int = CHUNK) -> Iterator[tuple[bytes, int, int]]:
     """Yields (complete lines, offset after them, lines skipped as too long) from `offset` on.
 
-    A trailing partial line is held back: the last offset yielded is the start of that line, so
-    the next read picks it up once its newline has been written.
+    Reads the lines that start before `stop` (all lines when None). A trailing partial line is held
+    back: the last offset yielded is the start of that line, so the next read picks it up once its
+    newline has been written.
     """
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         f.seek(offset)
         carry = b""
         skipping = False  # inside a line longer than MAX_LINE: drop bytes up to its newline
-        while block := f.read(chunk):
+        while (stop is None or offset < stop) and (block := f.read(chunk)):
             if skipping:
                 nl = block.find(b"\n")
                 if nl == -1:
@@ -117,10 +115,33 @@ def read_lines(path: Path, offset: int, chunk: int = CHUNK) -> Iterator[tuple[by
                 yield b"", offset, 1
                 block, skipping = block[nl + 1 :], False
             data = carry + block if carry else block
-            cut = data.rfind(b"\n") + 1
+            cut = _cut(data, offset, stop)
             if cut:
                 yield data[:cut], offset + cut, 0
                 offset += cut
             carry = data[cut:]
             if len(carry) > MAX_LINE:
                 carry, skipping = b"", True
+
+
+def _cut(data: bytes, offset: int, stop: int | None) -> int:
+    """Length of the complete lines at the front of `data` that start before `stop`."""
+    end = data.rfind(b"\n") + 1
+    if stop is None or offset + end <= stop:
+        return end
+    # The line holding byte `stop - 1` is the last one that starts before `stop`.
+    last = data.find(b"\n", max(0, stop - offset - 1))
+    return end if last == -1 else last + 1
+
+
+def line_start_after(path: str, position: int) -> int:
+    """The first line start at or after `position` (a unit boundary for parallel reading)."""
+    if position == 0:
+        return 0
+    with open(path, "rb") as f:
+        f.seek(position - 1)
+        while block := f.read(1 << 16):
+            nl = block.find(b"\n")
+            if nl != -1:
+                return f.tell() - len(block) + nl + 1
+    return os.path.getsize(path)

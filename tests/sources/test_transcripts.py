@@ -194,5 +194,12 @@ def test_every_line_of_a_chunk_gets_counted() -> None:
     ]) + b"\n"  # fmt: skip
     counts: Counter[str] = Counter()
     events = parse_chunk(chunk, counts)
-    assert len(events) == 2
+    # The text block repeats the tool_use block's usage: one event standing for both lines.
+    assert [(e.key, e.lines, e.tools) for e in events] == [("msg_011CeDq", 2, {"Bash"})]
     assert counts == Counter({"skipped": 3, "malformed": 1})
+
+
+def test_a_later_block_with_different_usage_is_its_own_event_for_the_merge() -> None:
+    provisional = line(m_usage={**USAGE, "output_tokens": 1})
+    events = parse_chunk(provisional + b"\n" + line() + b"\n", Counter())
+    assert [(e.key, e.tokens.output, e.lines) for e in events] == [("msg_011CeDq", 1, 1), ("msg_011CeDq", 135, 1)]
