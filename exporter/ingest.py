@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from exporter.ledger import Enrich, Ledger, Request, merge_all
@@ -64,7 +65,8 @@ def parse_unit(unit: Unit) -> Parsed:
     for part in unit:
         end = part.start
         try:
-            for lines, end, too_long in fs.read_lines(part.found.path, part.start, part.stop):
+            for lines, offset, too_long in fs.read_lines(part.found.path, part.start, part.stop):
+                end = offset
                 parsed.counts["skipped"] += too_long
                 merge_all(map(Request.from_event, parse_chunk(lines, parsed.counts)), merged)
         except OSError as err:
@@ -128,7 +130,7 @@ def plan(found: list[fs.Found], states: dict[tuple[int, int], fs.FileState], err
             errors.append(f"{f.path}: {err.strerror or err}")
             continue
         bounds = [start, *sorted(set(cuts) - {start})]
-        parts += [Part(f, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        parts += [Part(f, a, b) for a, b in pairwise(bounds)]
         parts.append(Part(f, bounds[-1], None))
     units: list[Unit] = []
     size, current = 0, []

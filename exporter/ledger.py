@@ -269,7 +269,8 @@ class Ledger:
                 "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
                 [(f.dev, f.ino, f.offset, f.head, f.mtime) for f in files],
             )
-            self._add_counters({f"lines.{source}.{k}": v for k, v in outcomes.items()} | {f"bytes.{source}": bytes_read})
+            lines = {f"lines.{source}.{k}": v for k, v in outcomes.items()}
+            self._add_counters(lines | {f"bytes.{source}": bytes_read})
         return outcomes
 
     def _add_counters(self, values: dict[str, int]) -> None:

@@ -144,9 +144,8 @@ def _tools(message: dict[str, Any]) -> frozenset[str]:
     content = message.get("content")
     if not isinstance(content, list):
         return frozenset()
-    return frozenset(
-        b["name"] for b in content if isinstance(b, dict) and b.get("type") == "tool_use" and isinstance(b.get("name"), str)
-    )
+    names = (b.get("name") for b in content if isinstance(b, dict) and b.get("type") == "tool_use")
+    return frozenset(name for name in names if isinstance(name, str))
 
 
 def _key(message: dict[str, Any], record: dict[str, Any], line: bytes) -> str:
