@@ -9,11 +9,9 @@ so offsets only ever advance over bytes that are committed.
 from __future__ import annotations
 
 import fcntl
-import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -150,6 +148,9 @@ def _parse_all(units: list[Unit], total: int, workers: int | None) -> Iterator[t
         for unit in units:
             yield unit, parse_unit(unit)
         return
+    import multiprocessing  # only a large backlog pays for these imports
+    from concurrent.futures import Future, ProcessPoolExecutor
+
     # fork: workers start in milliseconds and only ever parse; they never touch the ledger.
     with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork")) as pool:
         pending: deque[tuple[Unit, Future[Parsed]]] = deque()
