@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from exporter.classify import Classifier
 from exporter.ingest import IngestResult, Progress, ingest
 from exporter.ledger import Ledger, Request, to_nanos
@@ -84,7 +86,14 @@ class App:
     def refresh(self, progress: Progress | None = None) -> IngestResult:
         """Brings the ledger up to date with the transcripts, and with price or rule changes."""
         self.ledger.reprice(self.fingerprint, self.enrich)
-        return ingest(self.ledger, list(self.core.roots), self.enrich, progress)
+        saved = orjson.loads(self.ledger.meta("prices") or "{}")
+        if saved.get("fingerprint") == self.fingerprint:
+            self.pricer.remember(saved["lookups"])
+        result = ingest(self.ledger, list(self.core.roots), self.enrich, progress)
+        lookups = self.pricer.remembered()
+        if lookups != saved.get("lookups"):
+            self.ledger.set_meta("prices", orjson.dumps({"fingerprint": self.fingerprint, "lookups": lookups}).decode())
+        return result
 
 
 def override(o: PriceOverride) -> Override:

@@ -149,7 +149,7 @@ def report(kind: str, since: date | None, until: date | None, as_json: bool, by:
         raise click.BadParameter("--since is after --until")
     app = load(**opts, mode=mode)
     ledger, result = refreshed(app)
-    if result.files == 0 and not ledger.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone():
+    if result.files == 0 and ledger.empty():
         looked = ", ".join(str(r / "projects") for r in app.core.roots)
         raise click.ClickException(
             f"no Claude Code transcripts found (looked in {looked}); set CLAUDE_CONFIG_DIR or --claude-dir"

@@ -171,6 +171,7 @@ class _Batch:
     def __init__(self, ledger: Ledger, enrich: Enrich, result: IngestResult, limit: int) -> None:
         self.ledger, self.enrich, self.result, self.limit = ledger, enrich, result, limit
         self.requests: dict[str, Request] = {}
+        self.fresh: set[str] | None = set() if ledger.empty() else None
         self.files: dict[tuple[int, int], fs.FileState] = {}
         self.counts: Counter[str] = Counter()
         self.size = 0
@@ -194,7 +195,7 @@ class _Batch:
         if not (self.requests or self.files or self.counts):
             return
         outcomes = self.ledger.commit(
-            self.requests.values(), self.enrich, self.files.values(), self.counts, SOURCE, self.size
+            self.requests.values(), self.enrich, self.files.values(), self.counts, SOURCE, self.size, self.fresh
         )
         self.result.outcomes.update(outcomes)
         self.result.bytes_read += self.size

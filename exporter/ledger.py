@@ -225,6 +225,9 @@ class Ledger:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def existing(self, keys: Iterable[str]) -> dict[str, Request]:
         found: dict[str, Request] = {}
         batch = list(keys)
@@ -249,15 +252,18 @@ class Ledger:
         counts: Counter[str] | None = None,
         source: str = "transcripts",
         bytes_read: int = 0,
+        fresh: set[str] | None = None,
     ) -> Counter[str]:
         """Merges a batch into the ledger in one transaction; returns the line outcomes.
 
         A line that brings a new request counts as `usage`; every other copy as `duplicate`.
+        `fresh`, when the ledger was empty before this ingest, holds the keys committed since:
+        no other key can be stored, so a first ingest skips the look-ups.
         """
         merged = merge_all(requests)
         outcomes: Counter[str] = Counter(counts or {})
         with self.transaction():
-            stored = self.existing(merged)
+            stored = self.existing(merged if fresh is None else [k for k in merged if k in fresh])
             rows = []
             for key, request in merged.items():
                 old = stored.get(key)
@@ -271,7 +277,12 @@ class Ledger:
             )
             lines = {f"lines.{source}.{k}": v for k, v in outcomes.items()}
             self._add_counters(lines | {f"bytes.{source}": bytes_read})
+        if fresh is not None:
+            fresh.update(merged)
         return outcomes
+
+    def empty(self) -> bool:
+        return self.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None
 
     def _add_counters(self, values: dict[str, int]) -> None:
         self.db.executemany(
@@ -297,9 +308,7 @@ class Ledger:
         with self.transaction():
             rows = [_row(enrich(r)) for r in self.requests()]
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
-            self.db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('fingerprint', ?)", (fingerprint,)
-            )
+            self.set_meta("fingerprint", fingerprint)
         return len(rows)
 
 

@@ -289,3 +289,14 @@ def test_every_bundled_claude_model_costs_what_genai_prices_own_calculator_says(
                 ).total_price
                 ours = pricer.price(quote.model, tokens, web_search_requests=2, speed=speed, at=at)
                 assert (quote.model, tokens, at, ours) == (quote.model, tokens, at, theirs)
+
+
+def test_remembered_lookups_price_the_same_without_loading_the_price_data() -> None:
+    tokens = Tokens(input=1000, output=2000, cache_read=3000, cache_write_5m=400, cache_write_1h=500)
+    first = Pricer()
+    models = ["claude-sonnet-4-5-20250929", "claude-opus-4-8", "claude-mystery-9"]
+    prices = [first.price(m, tokens) for m in models]
+    second = Pricer()
+    second.remember(first.remembered())
+    assert [second.price(m, tokens) for m in models] == prices
+    assert second._provider is None  # the bundled data was never loaded

@@ -50,18 +50,21 @@ def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
     for root in roots:
         projects = os.path.join(root, "projects")
         if os.path.isdir(projects):
-            _walk(projects, seen, found, errors)
+            _walk(projects, seen, found, errors, check=True)
     return found
 
 
-def _walk(folder: str, seen: set[tuple[int, int]], found: list[Found], errors: list[str] | None) -> None:
+def _walk(folder: str, seen: set[tuple[int, int]], found: list[Found], errors: list[str] | None, check: bool) -> None:
+    # Only a root or a symlinked folder can lead back into visited ground; plain subfolders skip the
+    # stat, which matters with thousands of session folders.
     try:
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:
-            return
-        seen.add((st.st_dev, st.st_ino))
+        if check:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
         with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            entries = list(it)
     except OSError as err:
         if errors is not None:
             errors.append(f"{folder}: {err.strerror or err}")
@@ -74,7 +77,7 @@ def _walk(folder: str, seen: set[tuple[int, int]], found: list[Found], errors: l
                     seen.add((fst.st_dev, fst.st_ino))
                     found.append(Found(entry.path, fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns))
             elif entry.is_dir():
-                _walk(entry.path, seen, found, errors)
+                _walk(entry.path, seen, found, errors, check=entry.is_symlink())
         except OSError as err:
             if errors is not None:
                 errors.append(f"{entry.path}: {err.strerror or err}")
