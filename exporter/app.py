@@ -81,7 +81,7 @@ class App:
         interaction, category = self.classifier.classify(r.agent, r.tools, r.compaction, r.web_search)
         at = datetime.fromtimestamp(r.ts / 1000, UTC)
         cost = self.pricer.price(r.model, r.tokens, r.web_search, r.speed, at)
-        return r._replace(interaction=interaction, category=category, cost=to_nanos(cost))
+        return Request(*r[:-3], interaction, category, to_nanos(cost))  # the last three fields
 
     def refresh(self, progress: Progress | None = None) -> IngestResult:
         """Brings the ledger up to date with the transcripts, and with price or rule changes."""

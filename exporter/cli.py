@@ -156,18 +156,21 @@ def report(kind: str, since: date | None, until: date | None, as_json: bool, by:
         )
     week_start = reports.WEEKDAYS.index(start_of_week)
     q = reports.Query(app.core.zone, since, until, by, app.core.pricing_mode, week_start)
-    if kind == "session":
-        data = reports.sessions(ledger, q)
-    elif kind == "blocks":
-        data = blocks.report(ledger, q, int(time.time() * 1000))
+    if kind == "blocks":  # depends on the clock (active block, projection): never cached
+        body = orjson.dumps(blocks.report(ledger, q, int(time.time() * 1000)))
     else:
-        data = reports.periods(ledger, kind, q)
+
+        def compute() -> bytes:
+            data = reports.sessions(ledger, q) if kind == "session" else reports.periods(ledger, kind, q)
+            return orjson.dumps(data)
+
+        body = ledger.cached_report(f"{kind} {q.key}", compute)
     if as_json:
-        emit(data)
+        emit(orjson.loads(body))
     else:
         from exporter.render import print_report
 
-        print_report(kind, data, by, breakdown)
+        print_report(kind, orjson.loads(body), by, breakdown)
 
 
 @main.command()

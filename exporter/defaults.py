@@ -44,8 +44,9 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
 
 def default_roots(env: Mapping[str, str]) -> tuple[Path, ...]:
     """`$CLAUDE_CONFIG_DIR` (comma-separated, as ccusage accepts), else both known defaults."""
-    if env.get("CLAUDE_CONFIG_DIR", "").strip():
-        return tuple(Path(p.strip()).expanduser() for p in env["CLAUDE_CONFIG_DIR"].split(",") if p.strip())
+    listed = [p.strip() for p in env.get("CLAUDE_CONFIG_DIR", "").split(",") if p.strip()]
+    if listed:
+        return tuple(_home(env) / p[2:] if p == "~" or p.startswith("~/") else Path(p) for p in listed)
     return (_home(env) / ".config" / "claude", _home(env) / ".claude")
 
 

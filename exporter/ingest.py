@@ -44,7 +44,7 @@ Unit = tuple[Part, ...]  # a worker's share: whole small files, or a slice of a 
 class Parsed:
     requests: list[Request]
     counts: Counter[str]
-    ends: list[int]  # per part, the offset after the last complete line read
+    ends: list[int | None]  # per part, the offset after the last complete line read; None: failed
     errors: list[str]
 
 
@@ -61,7 +61,7 @@ def parse_unit(unit: Unit) -> Parsed:
     parsed = Parsed([], Counter(), [], [])
     merged: dict[str, Request] = {}
     for part in unit:
-        end = part.start
+        end: int | None = part.start
         try:
             for lines, offset, too_long in fs.read_lines(part.found.path, part.start, part.stop):
                 end = offset
@@ -69,6 +69,7 @@ def parse_unit(unit: Unit) -> Parsed:
                 merge_all(map(Request.from_event, parse_chunk(lines, parsed.counts)), merged)
         except OSError as err:
             parsed.errors.append(f"{part.found.path}: {err.strerror or err}")
+            end = None
         parsed.ends.append(end)
     parsed.requests = list(merged.values())
     return parsed
@@ -123,11 +124,11 @@ def plan(found: list[fs.Found], states: dict[tuple[int, int], fs.FileState], err
             start = fs.start_offset(f, states.get((f.dev, f.ino)))
             if f.size <= start:
                 continue
-            cuts = [fs.line_start_after(f.path, at) for at in range(start + UNIT_BYTES, f.size, UNIT_BYTES)]
+            cuts = {fs.line_start_after(f.path, at) for at in range(start + UNIT_BYTES, f.size, UNIT_BYTES)}
         except OSError as err:
             errors.append(f"{f.path}: {err.strerror or err}")
             continue
-        bounds = [start, *sorted(set(cuts) - {start})]
+        bounds = [start, *sorted(cut for cut in cuts if cut is not None and start < cut < f.size)]
         parts += [Part(f, a, b) for a, b in pairwise(bounds)]
         parts.append(Part(f, bounds[-1], None))
     units: list[Unit] = []
@@ -172,6 +173,8 @@ class _Batch:
         self.ledger, self.enrich, self.result, self.limit = ledger, enrich, result, limit
         self.requests: dict[str, Request] = {}
         self.fresh: set[str] | None = set() if ledger.empty() else None
+        # Files a part of which failed: offsets of their later parts would skip the failed lines.
+        self.failed: set[tuple[int, int]] = set()
         self.files: dict[tuple[int, int], fs.FileState] = {}
         self.counts: Counter[str] = Counter()
         self.size = 0
@@ -180,8 +183,10 @@ class _Batch:
         merge_all(parsed.requests, self.requests)
         self.counts.update(parsed.counts)
         for part, end in zip(unit, parsed.ends, strict=True):
-            if end > part.start:
-                f = part.found
+            f = part.found
+            if end is None or (part.stop is not None and end < part.stop):
+                self.failed.add((f.dev, f.ino))
+            elif end > part.start and (f.dev, f.ino) not in self.failed:
                 self.size += end - part.start
                 try:
                     head = fs.head_of(f.path, end)

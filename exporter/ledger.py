@@ -7,10 +7,12 @@ integer nano-dollars so sums are exact.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -54,6 +56,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (dev, ino)
     );
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    -- report documents, valid while the requests are at the same generation
+    CREATE TABLE reports (key TEXT PRIMARY KEY, generation INTEGER NOT NULL, body BLOB NOT NULL);
     """,
 )
 
@@ -86,23 +90,10 @@ class Request(NamedTuple):
 
     @classmethod
     def from_event(cls, e: UsageEvent) -> Request:
-        return cls(
-            key=e.key,
-            request_id=e.request_id,
-            ts=to_ms(e.timestamp),
-            session_id=e.session_id,
-            project=e.project,
-            model=e.model,
-            agent=e.agent,
-            tokens=e.tokens,
-            web_search=e.web_search_requests,
-            tools=e.tools,
-            speed=e.speed,
-            source=e.source,
-            compaction=e.compaction,
-            reported_cost=to_nanos(e.reported_cost),
-            copies=e.lines,
-        )
+        return cls(  # positional, in field order: this runs once per parsed event
+            e.key, e.request_id, to_ms(e.timestamp), e.session_id, e.project, e.model, e.agent, e.tokens,
+            e.web_search_requests, e.tools, e.speed, e.source, e.compaction, to_nanos(e.reported_cost), e.lines,
+        )  # fmt: skip
 
     def merge(self, other: Request) -> Request:
         """Both copies of one request: token maxima, tool union, identity of the earliest copy."""
@@ -197,6 +188,13 @@ class Ledger:
         self.db.close()
 
     def _migrate(self) -> None:
+        # executescript commits before it runs, so SQLite's own lock cannot cover reading the version
+        # and migrating; a file lock does, for processes opening a fresh state dir at once.
+        with (self.path.parent / "migrate.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._migrate_locked()
+
+    def _migrate_locked(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise LedgerError(
@@ -270,6 +268,8 @@ class Ledger:
                 outcomes["usage"] += old is None
                 outcomes["duplicate"] += request.copies - (old is None)
                 rows.append(_row(enrich(request if old is None else old.merge(request))))
+            if rows:
+                self._changed()
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
@@ -309,7 +309,31 @@ class Ledger:
             rows = [_row(enrich(r)) for r in self.requests()]
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
             self.set_meta("fingerprint", fingerprint)
+            self._changed()
         return len(rows)
+
+    def _changed(self) -> None:
+        """Marks the requests as changed: report documents computed before are stale."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('generation', '1')"
+            " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    def generation(self) -> int:
+        return int(self.meta("generation") or 0)
+
+    def cached_report(self, key: str, compute: Callable[[], bytes]) -> bytes:
+        """A report document from the cache while no request changed, else computed and kept."""
+        generation = self.generation()
+        row = self.db.execute("SELECT generation, body FROM reports WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] == generation:
+            return bytes(row[1])
+        body = compute()
+        with suppress(sqlite3.OperationalError):  # a busy or read-only ledger only misses the cache
+            self.db.execute(
+                "INSERT OR REPLACE INTO reports (key, generation, body) VALUES (?, ?, ?)", (key, generation, body)
+            )
+        return body
 
 
 class _Transaction:

@@ -116,6 +116,11 @@ class Query:
     week_start: int = 6  # ccusage's default week starts on Sunday
 
     @property
+    def key(self) -> str:
+        """Identifies the query, for the report cache."""
+        return f"{self.tz.key} {self.since} {self.until} {self.by} {self.mode} {self.week_start}"
+
+    @property
     def cost(self) -> str:
         return "cost" if self.mode == "calculate" else "COALESCE(reported_cost, cost)"
 

@@ -71,13 +71,13 @@ def _walk(folder: str, seen: set[tuple[int, int]], found: list[Found], errors: l
         return
     for entry in entries:
         try:
-            if entry.name.endswith(".jsonl"):
-                fst = entry.stat()  # follows symlinks
-                if entry.is_file() and (fst.st_dev, fst.st_ino) not in seen:
+            if entry.is_dir():  # follows symlinks
+                _walk(entry.path, seen, found, errors, check=entry.is_symlink())
+            elif entry.name.endswith(".jsonl"):
+                fst = entry.stat()  # a dangling link raises, and is reported
+                if (fst.st_dev, fst.st_ino) not in seen:
                     seen.add((fst.st_dev, fst.st_ino))
                     found.append(Found(entry.path, fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns))
-            elif entry.is_dir():
-                _walk(entry.path, seen, found, errors, check=entry.is_symlink())
         except OSError as err:
             if errors is not None:
                 errors.append(f"{entry.path}: {err.strerror or err}")
@@ -91,7 +91,9 @@ def head_of(path: str, length: int) -> str:
 
 def start_offset(found: Found, state: FileState | None) -> int:
     """Where to resume: 0 for a new, replaced or truncated file, else the stored offset."""
-    if state is None or found.size < state.offset or state.offset == 0:
+    if state is None or (state.dev, state.ino) != (found.dev, found.ino):
+        return 0
+    if found.size < state.offset or state.offset == 0:
         return 0
     if found.size == state.offset and found.mtime == state.mtime:
         return state.offset  # untouched since it was read: nothing to check, nothing to read
@@ -137,8 +139,9 @@ def _cut(data: bytes, offset: int, stop: int | None) -> int:
     return end if last == -1 else last + 1
 
 
-def line_start_after(path: str, position: int) -> int:
-    """The first line start at or after `position` (a unit boundary for parallel reading)."""
+def line_start_after(path: str, position: int) -> int | None:
+    """The first line start at or after `position` that follows a complete line (a boundary for
+    parallel reading), or None when no newline comes after it yet."""
     if position == 0:
         return 0
     with open(path, "rb") as f:
@@ -147,4 +150,4 @@ def line_start_after(path: str, position: int) -> int:
             nl = block.find(b"\n")
             if nl != -1:
                 return f.tell() - len(block) + nl + 1
-    return os.path.getsize(path)
+    return None

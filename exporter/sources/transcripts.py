@@ -43,16 +43,26 @@ def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEven
     candidates = [line for line in lines if USAGE_MARK in line and ASSISTANT_MARK in line]
     counts["skipped"] += len(lines) - len(candidates)
     events: list[UsageEvent] = []
-    previous: tuple[object, ...] = (None,)  # (message id, model, usage) of the last event
+    last_id = last_model = last_usage = None  # of the last event
     for line in candidates:
-        for raw in split_merged(line):
-            try:
-                record = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                counts["malformed"] += 1
-                continue
+        try:
+            records = [(orjson.loads(line), line)]
+        except orjson.JSONDecodeError:  # rare: NUL padding, glued records, broken JSON
+            records = []
+            for raw in split_merged(line):
+                try:
+                    records.append((orjson.loads(raw), raw))
+                except orjson.JSONDecodeError:
+                    counts["malformed"] += 1
+        for record, raw in records:
             message = record.get("message") if type(record) is dict else None
-            if type(message) is dict and previous[0] and _identity(message) == previous:
+            if (
+                type(message) is dict
+                and last_id is not None
+                and message.get("id") == last_id
+                and message.get("usage") == last_usage
+                and message.get("model") == last_model
+            ):
                 # The next content block of the response just read, with the same usage: only its
                 # tools are new. Skipping the rest of the parse halves the cost of a cold ingest.
                 last = events[-1]
@@ -63,7 +73,7 @@ def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEven
                 counts[outcome] += 1
             else:
                 events.append(outcome)  # type: ignore[arg-type]
-                previous = _identity(message)  # type: ignore[arg-type]
+                last_id, last_model, last_usage = message.get("id"), message.get("model"), message.get("usage")  # type: ignore[union-attr]
     return events
 
 
@@ -118,26 +128,22 @@ def _event(record: dict[str, Any], message: dict[str, Any], line: bytes) -> Usag
     server = usage.get("server_tool_use")
     web_searches = _count(server, "web_search_requests") if isinstance(server, dict) else 0
     speed = usage.get("speed")
-    return UsageEvent(
-        key=_key(message, record, line),
-        request_id=_str(record.get("requestId")),
-        timestamp=_timestamp(record.get("timestamp")),
-        session_id=_str(record.get("sessionId")) or "unknown",
-        project=project_name(_str(record.get("cwd"))),
-        model=model,
-        agent="subagent" if record.get("isSidechain") is True or "agentId" in record else "main",
-        tokens=_tokens(usage),
-        web_search_requests=web_searches,
-        tools=_tools(message),
-        speed=speed if isinstance(speed, str) and speed else "standard",
-        source=SOURCE,
-        reported_cost=_cost(record.get("costUSD")),
-        compaction=record.get("isCompactSummary") is True,
+    return UsageEvent(  # positional: the fields in order (cheaper than keywords on this hot path)
+        _key(message, record, line),
+        _str(record.get("requestId")),
+        _timestamp(record.get("timestamp")),
+        _str(record.get("sessionId")) or "unknown",
+        project_name(_str(record.get("cwd"))),
+        model,
+        "subagent" if record.get("isSidechain") is True or "agentId" in record else "main",
+        _tokens(usage),
+        web_searches,
+        _tools(message),
+        speed if isinstance(speed, str) and speed else "standard",
+        SOURCE,
+        _cost(record.get("costUSD")),
+        record.get("isCompactSummary") is True,
     )
-
-
-def _identity(message: dict[str, Any]) -> tuple[object, ...]:
-    return (message.get("id"), message.get("model"), message.get("usage"))
 
 
 def _tools(message: dict[str, Any]) -> frozenset[str]:

@@ -1,0 +1,101 @@
+"""Builders of Claude Code 2.1 transcript lines for tests, shaped as the CLI writes them.
+
+Each builder returns one complete line, newline included, so a file's content is their concatenation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+
+MODEL = "claude-sonnet-4-5-20250929"
+SESSION = "52cfe79f-d17c-4e1d-8859-e3e9f638e96c"
+CWD = "/home/dev/notes-app"
+
+
+def assistant_line(
+    msg_id: str,
+    req_id: str,
+    ts: str = "2026-11-25T21:13:52.256Z",
+    model: str = MODEL,
+    *,
+    input: int = 1,
+    output: int = 43,
+    cache_read: int = 0,
+    cache_5m: int = 0,
+    cache_1h: int = 0,
+    tools: Iterable[str] = (),
+    final: bool = True,
+    session: str = SESSION,
+    agent_id: str | None = None,
+    text: str = "I'll read notes.txt first.",
+) -> bytes:
+    """One content block of a response; `final=False` gives the provisional shape (no stop_reason)."""
+    names = list(tools)
+    content: list[dict[str, object]] = [
+        {"type": "tool_use", "id": f"toolu_{msg_id}_{i}", "name": n, "input": {"file_path": "x"}}
+        for i, n in enumerate(names)
+    ] or [{"type": "text", "text": text}]
+    usage: dict[str, object] = {
+        "input_tokens": input,
+        "cache_creation_input_tokens": cache_5m + cache_1h,
+        "cache_read_input_tokens": cache_read,
+        "output_tokens": output,
+        "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+        "service_tier": "standard",
+        "cache_creation": {"ephemeral_1h_input_tokens": cache_1h, "ephemeral_5m_input_tokens": cache_5m},
+        "inference_geo": "",
+        "iterations": [],
+        "speed": "standard",
+    }
+    record: dict[str, object] = {
+        "parentUuid": "87d57dea-eeac-4ca8-b60a-4726eeb2722e",
+        "isSidechain": agent_id is not None,
+        **({"agentId": agent_id, "attributionAgent": "general-purpose"} if agent_id else {}),
+        "message": {
+            "id": msg_id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": ("tool_use" if names else "end_turn") if final else None,
+            "stop_sequence": None,
+            "usage": usage,
+            "stop_details": None,
+        },
+        "requestId": req_id,
+        "type": "assistant",
+        "uuid": f"uuid-{msg_id}-{len(names)}-{output}",
+        "timestamp": ts,
+        "userType": "external",
+        "entrypoint": "sdk-cli",
+        "cwd": CWD,
+        "sessionId": session,
+        "version": "2.1.197",
+        "gitBranch": "HEAD",
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+def user_line(text: str = "summarise notes.txt", ts: str = "2026-11-25T21:13:50.000Z") -> bytes:
+    """A prompt line: no usage, so it ends as `skipped`."""
+    record = {
+        "parentUuid": None,
+        "isSidechain": False,
+        "type": "user",
+        "message": {"role": "user", "content": text},
+        "uuid": "8acc0000-0000-0000-0000-000000000000",
+        "timestamp": ts,
+        "userType": "external",
+        "cwd": CWD,
+        "sessionId": SESSION,
+        "version": "2.1.197",
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+def snapshot_line(size: int) -> bytes:
+    """A `file-history-snapshot` line of about `size` bytes (real ones reach hundreds of MB)."""
+    record = {"type": "file-history-snapshot", "messageId": "m", "snapshot": {"blob": "x" * size}}
+    return orjson.dumps(record) + b"\n"
