@@ -56,8 +56,9 @@ class IngestResult:
     errors: list[str] = field(default_factory=list)
 
 
-def parse_unit(unit: Unit) -> Parsed:
-    """Reads and parses one unit; a file that cannot be read gives an error, not an exception."""
+def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
+    """Reads, parses and (given `enrich`) prices one unit; a file that cannot be read gives an
+    error, not an exception."""
     parsed = Parsed([], Counter(), [], [])
     merged: dict[str, Request] = {}
     for part in unit:
@@ -71,8 +72,20 @@ def parse_unit(unit: Unit) -> Parsed:
             parsed.errors.append(f"{part.found.path}: {err.strerror or err}")
             end = None
         parsed.ends.append(end)
-    parsed.requests = list(merged.values())
+    parsed.requests = [enrich(r) for r in merged.values()] if enrich else list(merged.values())
     return parsed
+
+
+_worker_enrich: Enrich | None = None  # set once in each worker process, before its first unit
+
+
+def _start_worker(enrich: Enrich) -> None:
+    global _worker_enrich
+    _worker_enrich = enrich
+
+
+def _parse_in_worker(unit: Unit) -> Parsed:
+    return parse_unit(unit, _worker_enrich)
 
 
 @contextmanager
@@ -99,16 +112,19 @@ def ingest(
     with ingest_lock(ledger.path.parent):
         found = fs.discover(roots, result.errors)
         result.files = len(found)
-        units = plan(found, ledger.file_states(), result.errors)
+        states = ledger.file_states()
+        units = plan(found, states, result.errors)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
         batch = _Batch(ledger, enrich, result, batch_bytes)
-        for unit, parsed in _parse_all(units, total, workers):
+        for unit, parsed in _parse_all(units, total, workers, enrich):
             result.errors += parsed.errors
             batch.add(unit, parsed)
             if progress:
                 progress(result.bytes_read + batch.size, total)
         batch.flush()
-        ledger.forget_files({(f.dev, f.ino) for f in found})
+        gone = states.keys() - {(f.dev, f.ino) for f in found}
+        if gone:
+            ledger.forget_files(gone)
         if result.errors:
             ledger.add_counters({f"errors.{SOURCE}": len(result.errors)})
     return result
@@ -142,22 +158,25 @@ def plan(found: list[fs.Found], states: dict[tuple[int, int], fs.FileState], err
     return [*units, tuple(current)] if current else units
 
 
-def _parse_all(units: list[Unit], total: int, workers: int | None) -> Iterator[tuple[Unit, Parsed]]:
-    """Parsed units in order; in worker processes when the backlog is large enough to pay off."""
+def _parse_all(units: list[Unit], total: int, workers: int | None, enrich: Enrich) -> Iterator[tuple[Unit, Parsed]]:
+    """Parsed and priced units in order; in worker processes when the backlog is large enough to
+    pay off. Pricing there too keeps the ledger's process free for merging and writing."""
     count = workers if workers is not None else (os.cpu_count() or 1)
     if count < 2 or total < PARALLEL_BYTES or len(units) < 2:
         for unit in units:
-            yield unit, parse_unit(unit)
+            yield unit, parse_unit(unit, enrich)
         return
     import multiprocessing  # only a large backlog pays for these imports
     from concurrent.futures import Future, ProcessPoolExecutor
 
-    # fork: workers start in milliseconds and only ever parse; they never touch the ledger.
-    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork")) as pool:
+    # fork: workers start in milliseconds, and inherit `enrich` (with its pricer) unpickled; they
+    # only parse and price, never touching the ledger.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(enrich,)) as pool:
         pending: deque[tuple[Unit, Future[Parsed]]] = deque()
         queue = iter(units)
         for unit in queue:
-            pending.append((unit, pool.submit(parse_unit, unit)))
+            pending.append((unit, pool.submit(_parse_in_worker, unit)))
             if len(pending) > 2 * count:  # bounded look-ahead keeps memory flat
                 done, future = pending.popleft()
                 yield done, future.result()

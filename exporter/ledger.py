@@ -106,10 +106,13 @@ class Request(NamedTuple):
             reported_cost=_max_opt(self.reported_cost, other.reported_cost),
             copies=self.copies + other.copies,
             request_id=first.request_id or later.request_id,
+            interaction="",  # labels and cost derive from the merge: `enrich` sets them again
+            category="",
+            cost=None,
         )
 
 
-Enrich = Callable[[Request], Request]  # sets cost, interaction and category of a merged request
+Enrich = Callable[[Request], Request]  # sets cost, interaction and category; "" interaction = not yet
 
 
 def to_ms(moment: datetime) -> int:
@@ -267,7 +270,9 @@ class Ledger:
                 old = stored.get(key)
                 outcomes["usage"] += old is None
                 outcomes["duplicate"] += request.copies - (old is None)
-                rows.append(_row(enrich(request if old is None else old.merge(request))))
+                if old is not None:
+                    request = old.merge(request)
+                rows.append(_row(request if request.interaction else enrich(request)))
             if rows:
                 self._changed()
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
@@ -295,10 +300,9 @@ class Ledger:
         with self.transaction():
             self._add_counters(values)
 
-    def forget_files(self, keep: set[tuple[int, int]]) -> None:
+    def forget_files(self, gone: Iterable[tuple[int, int]]) -> None:
         """Drops offsets of files that are gone; their requests stay (counters never go down)."""
         with self.transaction():
-            gone = [k for k in self.file_states() if k not in keep]
             self.db.executemany("DELETE FROM files WHERE dev = ? AND ino = ?", gone)
 
     def reprice(self, fingerprint: str, enrich: Enrich) -> int:

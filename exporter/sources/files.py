@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-CHUNK = 4 << 20
+CHUNK = 1 << 20  # above ~1 MiB, fresh buffers cost more in page faults than the reads
 # No usage line comes near this; longer lines (file snapshots can be hundreds of MB) are skipped
 # without ever being held in memory whole.
 MAX_LINE = 16 << 20
@@ -107,7 +107,7 @@ def read_lines(path: str, offset: int, stop: int | None = None, chunk: int = CHU
     back: the last offset yielded is the start of that line, so the next read picks it up once its
     newline has been written.
     """
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:  # whole chunks are read: Python's buffer only copies
         f.seek(offset)
         carry = b""
         skipping = False  # inside a line longer than MAX_LINE: drop bytes up to its newline

@@ -24,8 +24,20 @@ OUTCOMES = ("usage", "skipped", "malformed", "duplicate")
 # Most bytes are tool results and file snapshots; only lines holding both can carry usage.
 USAGE_MARK = b'"usage"'
 ASSISTANT_MARK = b'"assistant"'
+USER_HEAD = b'"type":"user"'
+HEAD = 300
 # No real request has more tokens than this in one field; larger numbers are corruption.
 MAX_TOKENS = 100_000_000
+
+
+def _maybe_usage(line: bytes) -> bool:
+    # Most bytes are in user lines (tool results: file contents, command output). Claude Code writes
+    # their top-level "type" near the start, so their head rules them out without scanning them
+    # whole; an assistant line shows its "role" there before any content that could mislead.
+    head = line[:HEAD]
+    if USER_HEAD in head and ASSISTANT_MARK not in head:
+        return False
+    return USAGE_MARK in line and ASSISTANT_MARK in line
 
 
 class Malformed(ValueError):
@@ -40,7 +52,7 @@ def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEven
     lines = bytes(buf).split(b"\n")
     if not lines[-1]:
         lines.pop()
-    candidates = [line for line in lines if USAGE_MARK in line and ASSISTANT_MARK in line]
+    candidates = [line for line in lines if _maybe_usage(line)]
     counts["skipped"] += len(lines) - len(candidates)
     events: list[UsageEvent] = []
     last_id = last_model = last_usage = None  # of the last event

@@ -203,3 +203,13 @@ def test_a_later_block_with_different_usage_is_its_own_event_for_the_merge() -> 
     provisional = line(m_usage={**USAGE, "output_tokens": 1})
     events = parse_chunk(provisional + b"\n" + line() + b"\n", Counter())
     assert [(e.key, e.tokens.output, e.lines) for e in events] == [("msg_011CeDq", 1, 1), ("msg_011CeDq", 135, 1)]
+
+
+def test_an_assistant_line_whose_tool_input_looks_like_a_user_record_still_counts() -> None:
+    # The head pre-filter drops user lines unread; an assistant line shows "assistant" in its head.
+    blocks = [{"type": "tool_use", "id": "t", "name": "mcp__x__y", "input": {"type": "user"}}]
+    counts: Counter[str] = Counter()
+    assert [e.tools for e in parse_chunk(line(m_content=blocks) + b"\n", counts)] == [{"mcp__x__y"}]
+    user = orjson.dumps({"type": "user", "message": {"role": "user", "content": "usage"}, "toolUseResult": USAGE})
+    assert parse_chunk(user + b"\n", counts) == []
+    assert counts == Counter({"skipped": 1})
