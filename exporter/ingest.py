@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any, Protocol
 
 from exporter.ledger import Enrich, Ledger, Request, merge_all
 from exporter.sources import files as fs
@@ -26,6 +27,16 @@ UNIT_BYTES = 16 << 20  # a worker's share: bounds the memory one result takes
 PARALLEL_BYTES = 32 << 20  # below this a pool costs more than it saves
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes to do)
+
+
+class Pricing(Protocol):
+    """Prices and classifies requests; its price look-ups can travel back from worker processes."""
+
+    def enrich(self, r: Request) -> Request: ...
+
+    def remembered(self) -> dict[str, Any]: ...
+
+    def remember(self, lookups: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class Parsed:
     counts: Counter[str]
     ends: list[int | None]  # per part, the offset after the last complete line read; None: failed
     errors: list[str]
+    lookups: dict[str, Any] | None = None  # a worker's price look-ups, for the ledger's process
 
 
 @dataclass
@@ -76,16 +88,19 @@ def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
     return parsed
 
 
-_worker_enrich: Enrich | None = None  # set once in each worker process, before its first unit
+_worker_pricing: Pricing | None = None  # set once in each worker process, before its first unit
 
 
-def _start_worker(enrich: Enrich) -> None:
-    global _worker_enrich
-    _worker_enrich = enrich
+def _start_worker(pricing: Pricing) -> None:
+    global _worker_pricing
+    _worker_pricing = pricing
 
 
 def _parse_in_worker(unit: Unit) -> Parsed:
-    return parse_unit(unit, _worker_enrich)
+    assert _worker_pricing is not None
+    parsed = parse_unit(unit, _worker_pricing.enrich)
+    parsed.lookups = _worker_pricing.remembered()
+    return parsed
 
 
 @contextmanager
@@ -102,7 +117,7 @@ def ingest_lock(state_dir: Path) -> Iterator[None]:
 def ingest(
     ledger: Ledger,
     roots: list[Path],
-    enrich: Enrich,
+    pricing: Pricing,
     progress: Progress | None = None,
     batch_bytes: int = BATCH_BYTES,
     workers: int | None = None,
@@ -115,9 +130,11 @@ def ingest(
         states = ledger.file_states()
         units = plan(found, states, result.errors)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
-        batch = _Batch(ledger, enrich, result, batch_bytes)
-        for unit, parsed in _parse_all(units, total, workers, enrich):
+        batch = _Batch(ledger, pricing.enrich, result, batch_bytes)
+        for unit, parsed in _parse_all(units, total, workers, pricing):
             result.errors += parsed.errors
+            if parsed.lookups:
+                pricing.remember(parsed.lookups)
             batch.add(unit, parsed)
             if progress:
                 progress(result.bytes_read + batch.size, total)
@@ -158,21 +175,23 @@ def plan(found: list[fs.Found], states: dict[tuple[int, int], fs.FileState], err
     return [*units, tuple(current)] if current else units
 
 
-def _parse_all(units: list[Unit], total: int, workers: int | None, enrich: Enrich) -> Iterator[tuple[Unit, Parsed]]:
+def _parse_all(
+    units: list[Unit], total: int, workers: int | None, pricing: Pricing
+) -> Iterator[tuple[Unit, Parsed]]:
     """Parsed and priced units in order; in worker processes when the backlog is large enough to
     pay off. Pricing there too keeps the ledger's process free for merging and writing."""
     count = workers if workers is not None else (os.cpu_count() or 1)
     if count < 2 or total < PARALLEL_BYTES or len(units) < 2:
         for unit in units:
-            yield unit, parse_unit(unit, enrich)
+            yield unit, parse_unit(unit, pricing.enrich)
         return
     import multiprocessing  # only a large backlog pays for these imports
     from concurrent.futures import Future, ProcessPoolExecutor
 
-    # fork: workers start in milliseconds, and inherit `enrich` (with its pricer) unpickled; they
-    # only parse and price, never touching the ledger.
+    # fork: workers start in milliseconds, and inherit `pricing` unpickled; they only parse and
+    # price, never touching the ledger.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(enrich,)) as pool:
+    with ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(pricing,)) as pool:
         pending: deque[tuple[Unit, Future[Parsed]]] = deque()
         queue = iter(units)
         for unit in queue:

@@ -21,6 +21,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -417,7 +418,7 @@ L.Ledger.commit, L._Transaction.__exit__ = commit, exit_
 I.UNIT_BYTES = 4096  # small units, so that batch_bytes=1 commits many batches
 app = App(Core(state_dir=state, roots=(root,), timezone="UTC"))
 app.ledger.reprice(app.fingerprint, app.enrich)
-ingest(app.ledger, [root], app.enrich, batch_bytes=1)
+ingest(app.ledger, [root], app, batch_bytes=1)
 print("finished", flush=True)
 """
 
@@ -610,3 +611,16 @@ def test_appending_in_arbitrary_pieces_and_ingesting_between_gives_the_same_ledg
         finally:
             once.close()
             pieced.close()
+
+
+def test_price_look_ups_made_in_parse_workers_are_kept_for_the_next_run(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_corpus(root)
+    monkeypatch.setattr(ingest_module, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(ingest_module, "UNIT_BYTES", 4096)
+    app = App(Core(state_dir=tmp_path / "state", roots=(root,), timezone="UTC"))
+    app.refresh()
+    assert app.pricer._provider is None  # every unit was priced in a worker process ...
+    kept = orjson.loads(app.ledger.meta("prices") or "{}")  # ... and its look-ups came back
+    assert (kept["fingerprint"], list(kept["lookups"])) == (app.fingerprint, ["claude-sonnet-4-5-20250929\tstandard"])
