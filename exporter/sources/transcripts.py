@@ -30,14 +30,29 @@ HEAD = 300
 MAX_TOKENS = 100_000_000
 
 
-def _maybe_usage(line: bytes) -> bool:
-    # Most bytes are in user lines (tool results: file contents, command output). Claude Code writes
-    # their top-level "type" near the start, so their head rules them out without scanning them
-    # whole; an assistant line shows its "role" there before any content that could mislead.
-    head = line[:HEAD]
-    if USER_HEAD in head and ASSISTANT_MARK not in head:
-        return False
-    return USAGE_MARK in line and ASSISTANT_MARK in line
+def candidates(data: bytes) -> tuple[list[bytes], int]:
+    """The lines that may carry usage, and how many lines there are in all.
+
+    Walks newline to newline without copying: most bytes are in user lines (tool results: file
+    contents, command output), and Claude Code writes their top-level "type" near the start, so
+    their head rules them out unread. An assistant line shows its "role" there, before any content
+    that could look like a user record.
+    """
+    found: list[bytes] = []
+    lines = start = 0
+    size = len(data)
+    find = data.find
+    while start < size:
+        end = find(b"\n", start)
+        if end == -1:
+            end = size
+        lines += 1
+        head = min(start + HEAD, end)
+        user = find(USER_HEAD, start, head) != -1 and find(ASSISTANT_MARK, start, head) == -1
+        if not user and find(USAGE_MARK, start, end) != -1 and find(ASSISTANT_MARK, start, end) != -1:
+            found.append(data[start:end])
+        start = end + 1
+    return found, lines
 
 
 class Malformed(ValueError):
@@ -49,14 +64,11 @@ def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEven
 
     Lines that do give one end as `usage` or `duplicate`, which only the ledger can tell apart.
     """
-    lines = bytes(buf).split(b"\n")
-    if not lines[-1]:
-        lines.pop()
-    candidates = [line for line in lines if _maybe_usage(line)]
-    counts["skipped"] += len(lines) - len(candidates)
+    maybe, lines = candidates(bytes(buf))
+    counts["skipped"] += lines - len(maybe)
     events: list[UsageEvent] = []
     last_id = last_model = last_usage = None  # of the last event
-    for line in candidates:
+    for line in maybe:
         try:
             records = [(orjson.loads(line), line)]
         except orjson.JSONDecodeError:  # rare: NUL padding, glued records, broken JSON
