@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from exporter.classify import Classifier
 from exporter.ingest import IngestResult, Progress, ingest
 from exporter.ledger import Ledger, Request, to_nanos
 from exporter.pricing import Override, Pricer, Rates
 
 if TYPE_CHECKING:
+    from exporter.classify import Classifier
     from exporter.config import PriceOverride, Settings
 
 
@@ -68,6 +68,8 @@ class App:
 
     @cached_property
     def classifier(self) -> Classifier:
+        from exporter.classify import Classifier
+
         return Classifier(self.core.tools, self.core.categories)
 
     @property

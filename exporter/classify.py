@@ -6,11 +6,9 @@ The rules are data (`data/interactions.toml`); config may move tools and interac
 from __future__ import annotations
 
 import functools
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from importlib.resources import files
 from typing import Any
 
 from exporter.events import AGENTS
@@ -90,6 +88,8 @@ def _parse_rule(index: int, raw: Any, errors: list[str]) -> _Rule | None:
 
 def _parse_table(text: str) -> tuple[_Rule, ...]:
     """The rules of an interactions table; strict, since the table is ours. Every error at once."""
+    import tomllib  # here, not at the top: a report that classifies nothing never pays for it
+
     data = tomllib.loads(text)
     errors = [f"unknown top-level key {key!r}" for key in sorted(set(data) - {"interaction"})]
     raw_rules = data.get("interaction", [])
@@ -108,6 +108,8 @@ def _parse_table(text: str) -> tuple[_Rule, ...]:
 
 @functools.cache
 def _shipped_rules() -> tuple[_Rule, ...]:
+    from importlib.resources import files
+
     return _parse_table((files("exporter") / "data" / "interactions.toml").read_text(encoding="utf-8"))
 
 
