@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from exporter.sources.files import FileState
 T0 = datetime(2026, 8, 20, 10, 0, tzinfo=UTC)
 
 
-def event(key: str = "msg_1", **changes: object) -> UsageEvent:
+def event(key: str = "msg_1", **changes: Any) -> UsageEvent:
     base = UsageEvent(
         key=key,
         request_id="req_1",

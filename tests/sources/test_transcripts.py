@@ -195,7 +195,7 @@ def test_every_line_of_a_chunk_gets_counted() -> None:
     counts: Counter[str] = Counter()
     events = parse_chunk(chunk, counts)
     # The text block repeats the tool_use block's usage: one event standing for both lines.
-    assert [(e.key, e.lines, e.tools) for e in events] == [("msg_011CeDq", 2, {"Bash"})]
+    assert [(e.key, e.lines, e.tools) for e in events] == [("msg_011CeDq", 2, frozenset({"Bash"}))]
     assert counts == Counter({"skipped": 3, "malformed": 1})
 
 
@@ -209,7 +209,7 @@ def test_an_assistant_line_whose_tool_input_looks_like_a_user_record_still_count
     # The head pre-filter drops user lines unread; an assistant line shows "assistant" in its head.
     blocks = [{"type": "tool_use", "id": "t", "name": "mcp__x__y", "input": {"type": "user"}}]
     counts: Counter[str] = Counter()
-    assert [e.tools for e in parse_chunk(line(m_content=blocks) + b"\n", counts)] == [{"mcp__x__y"}]
+    assert [e.tools for e in parse_chunk(line(m_content=blocks) + b"\n", counts)] == [frozenset({"mcp__x__y"})]
     user = orjson.dumps({"type": "user", "message": {"role": "user", "content": "usage"}, "toolUseResult": USAGE})
     assert parse_chunk(user + b"\n", counts) == []
     assert counts == Counter({"skipped": 1})
