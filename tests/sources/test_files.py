@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,7 +197,12 @@ def test_a_hard_link_of_a_transcript_is_listed_once(tmp_path: Path) -> None:
     assert len(listed([tmp_path / "claude"], tmp_path)) == 1
 
 
-@pytest.mark.skipif(AS_ROOT, reason="root reads folders whatever their mode")
+# Root reads any folder; without its two file-access capabilities (setpriv, util-linux) it cannot.
+WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+LIST = "import json, sys; from exporter.sources.files import discover; e = []; " \
+       "print(json.dumps([[f.path for f in discover([sys.argv[1]], e)], e]))"  # fmt: skip
+
+
 def test_a_folder_without_read_permission_is_reported_and_the_others_are_read(tmp_path: Path) -> None:
     write(tmp_path / "claude/projects/a/s1.jsonl", b"")
     locked = tmp_path / "claude/projects/b"
@@ -202,18 +210,18 @@ def test_a_folder_without_read_permission_is_reported_and_the_others_are_read(tm
     write(tmp_path / "claude/projects/c/s3.jsonl", b"")
     locked.chmod(0)
     try:
-        errors: list[str] = []
-        listing = listed([tmp_path / "claude"], tmp_path, errors)
+        command = [*(WITHOUT_DAC if AS_ROOT else []), sys.executable, "-c", LIST, str(tmp_path / "claude")]
+        listing, errors = json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
     finally:
         locked.chmod(0o755)
-    assert listing == ["claude/projects/a/s1.jsonl", "claude/projects/c/s3.jsonl"]
+    assert sorted(listing) == [str(tmp_path / f"claude/projects/{p}.jsonl") for p in ("a/s1", "c/s3")]
     assert errors == [f"{locked}: Permission denied"]
 
 
 def test_a_folder_that_cannot_be_listed_is_reported_and_the_others_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The chmod variant above cannot run as root; this one makes listing fail the same way.
+    # The same failure without a real permission: listing raises as it would on a locked folder.
     write(tmp_path / "claude/projects/a/s1.jsonl", b"")
     locked = write(tmp_path / "claude/projects/b/s2.jsonl", b"").parent
     write(tmp_path / "claude/projects/c/s3.jsonl", b"")
