@@ -25,7 +25,7 @@ def file_requests(path: Path) -> list[tuple[int, Request]]:
             for record in split_merged(line):
                 event = parse_line(record)
                 if isinstance(event, UsageEvent):
-                    request = Request.from_event(event)._replace(copies=1)
+                    request = Request.from_event(event)
                     first = merged.get(event.key)
                     merged[event.key] = (number, request) if first is None else (first[0], first[1].merge(request))
     return list(merged.values())

@@ -13,7 +13,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -115,8 +115,12 @@ class Request(NamedTuple):
 Enrich = Callable[[Request], Request]  # sets cost, interaction and category; "" interaction = not yet
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // _MS  # exact: float seconds × 1000 can land a millisecond low
 
 
 def to_nanos(usd: Decimal | None) -> int | None:

@@ -49,6 +49,8 @@ def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
     found: list[Found] = []
     for root in roots:
         projects = os.path.join(root, "projects")
+        if not os.path.isdir(projects) and os.path.basename(os.path.normpath(root)) == "projects":
+            projects = str(root)  # ccusage accepts the projects folder itself as a root, so do we
         if os.path.isdir(projects):
             _walk(projects, seen, found, errors, check=True)
     return found

@@ -493,3 +493,8 @@ def test_a_file_replaced_by_a_new_inode_with_the_same_first_bytes_is_reread_from
     os.replace(replacement, path)  # an atomic rewrite: same path, new inode, same first bytes
     assert path.stat().st_ino != state.ino
     assert start_offset(found(path), state) == 0
+
+
+def test_a_projects_folder_given_as_the_root_is_read_as_ccusage_reads_it(tmp_path: Path) -> None:
+    write(tmp_path / "claude/projects/p/s1.jsonl", b"")
+    assert listed([tmp_path / "claude/projects"], tmp_path) == ["claude/projects/p/s1.jsonl"]
