@@ -89,8 +89,10 @@ def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEven
             ):
                 # The next content block of the response just read, with the same usage: only its
                 # tools are new. Skipping the rest of the parse halves the cost of a cold ingest.
-                last = events[-1]
-                events[-1] = last._replace(tools=last.tools | _tools(message), lines=last.lines + 1)
+                last, tools = events[-1], _tools(message)
+                if tools - last.tools:
+                    last = last._replace(tools=last.tools | tools)
+                events[-1] = UsageEvent(*last[:-1], last.lines + 1)  # `lines` is the last field
                 continue
             outcome = from_record(record, raw)
             if type(outcome) is str:
@@ -170,12 +172,15 @@ def _event(record: dict[str, Any], message: dict[str, Any], line: bytes) -> Usag
     )
 
 
+_NO_TOOLS: frozenset[str] = frozenset()
+
+
 def _tools(message: dict[str, Any]) -> frozenset[str]:
     content = message.get("content")
     if not isinstance(content, list):
-        return frozenset()
-    names = (b.get("name") for b in content if isinstance(b, dict) and b.get("type") == "tool_use")
-    return frozenset(name for name in names if isinstance(name, str))
+        return _NO_TOOLS
+    names = [b.get("name") for b in content if type(b) is dict and b.get("type") == "tool_use"]
+    return frozenset(name for name in names if isinstance(name, str)) if names else _NO_TOOLS
 
 
 def _key(message: dict[str, Any], record: dict[str, Any], line: bytes) -> str:
