@@ -8,12 +8,17 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from exporter import __version__
+
+if TYPE_CHECKING:  # imported where used: `--help` and a warm report stay quick
+    from exporter.app import App
+    from exporter.ingest import IngestResult
+    from exporter.ledger import Ledger
 
 F = Callable[..., Any]
 
@@ -36,7 +41,7 @@ def common(func: F) -> F:
 
 
 def load(config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
-         timezone: str | None, mode: str | None = None) -> Any:  # fmt: skip
+         timezone: str | None, mode: str | None = None) -> App:  # fmt: skip
     """The App for one command: flags > environment > config file > defaults."""
     from exporter.app import App, Core
     from exporter.defaults import (
@@ -69,7 +74,7 @@ def load(config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Pa
         raise click.ClickException(str(err)) from None
 
 
-def refreshed(app: Any) -> Any:
+def refreshed(app: App) -> tuple[Ledger, IngestResult]:
     """Ingests what is new (with a progress bar on a long first ingest) and returns the ledger."""
     from exporter.ledger import LedgerError
 
@@ -94,9 +99,10 @@ class _progress:
 
     def update(self, done: int, total: int) -> None:
         if self.bar is None and total >= 64 << 20:
+            from rich.console import Console
             from rich.progress import Progress
 
-            self.bar = Progress(transient=True, console=None)
+            self.bar = Progress(transient=True, console=Console(stderr=True))  # stdout may carry JSON
             self.bar.start()
             self.task = self.bar.add_task("reading transcripts", total=total)
         if self.bar is not None:
