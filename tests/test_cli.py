@@ -147,3 +147,20 @@ def test_a_config_file_sets_the_zone_and_prices(run: Run, tmp_path: Path) -> Non
     )
     data = orjson.loads(run("report", "daily", "--json", "--config", str(config)))
     assert [(d["date"], d["totalCost"]) for d in data["daily"]] == [("2026-08-21", 135.0)]
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_the_daily_table_matches_its_golden_rendering(run: Run, tmp_path: Path) -> None:
+    write(tmp_path / "claude/projects/p/s1.jsonl", line(), line(m_id="msg_2", m_model="claude-opus-4-8",
+                                                                timestamp="2026-08-21T09:00:00Z"))  # fmt: skip
+    out = run("report", "daily", "--breakdown", *common(tmp_path))
+    assert out == (GOLDEN / "report-daily-breakdown.txt").read_text()
+
+
+def test_the_readme_lists_every_environment_variable() -> None:
+    from exporter.config import ENV_VARS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert [name for name in ENV_VARS if f"`{name}`" not in readme] == []
