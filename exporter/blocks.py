@@ -41,9 +41,8 @@ def split_blocks(times_and_rows: Iterable[tuple[int, str, str, str, tuple[int | 
 
 def block_rows(ledger: Ledger, q: Query) -> list[Block]:
     start, end = q.bounds()
-    label = q.by
     rows = ledger.db.execute(
-        f"SELECT ts, model, category, {label}, input, output, cache_write_5m + cache_write_1h,"
+        f"SELECT ts, model, category, {q.by}, input, output, cache_write_5m + cache_write_1h,"
         f" cache_read, {q.cost}, 1, CASE WHEN {q.cost} IS NULL THEN input + output + cache_read"
         " + cache_write_5m + cache_write_1h ELSE 0 END"
         " FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts",

@@ -73,7 +73,7 @@ class Group:
     by: dict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
     first: int = 0
     last: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    project: str = "unknown"
 
     def add(self, model: str, category: str, label: str, values: tuple[int | None, ...]) -> None:
         self.sums.add(values)
@@ -114,6 +114,11 @@ class Query:
     by: str = "model"
     mode: str = "calculate"  # or "reported": the source's own cost where it gave one
     week_start: int = 6  # ccusage's default week starts on Sunday
+
+    def __post_init__(self) -> None:
+        # `by` and `mode` become SQL: only the known names may pass.
+        if self.by not in DIMENSIONS or self.mode not in ("calculate", "reported"):
+            raise ValueError(f"unknown breakdown {self.by!r} or cost mode {self.mode!r}")
 
     @property
     def key(self) -> str:
@@ -181,12 +186,11 @@ def local_day_sql(ledger: Ledger, q: Query, start: int, end: int) -> tuple[str, 
     return f"((ts + {shift}) / {DAY_MS})", params
 
 
-def _rows(ledger: Ledger, q: Query, key_sql: str, key_params: list[Any], order: str = "") -> Any:
+def _rows(ledger: Ledger, q: Query, key_sql: str, key_params: list[Any]) -> Any:
     start, end = q.bounds()
-    label = q.by if q.by in DIMENSIONS else "model"
     sql = (
-        f"SELECT {key_sql} AS k, model, category, {label}, {_SUMS.format(cost=q.cost)}"
-        f" FROM requests WHERE ts >= ? AND ts < ? GROUP BY k, model, category, {label} {order}"
+        f"SELECT {key_sql} AS k, model, category, {q.by}, {_SUMS.format(cost=q.cost)}"
+        f" FROM requests WHERE ts >= ? AND ts < ? GROUP BY k, model, category, {q.by}"
     )
     return ledger.db.execute(sql, [*key_params, start, end])
 
@@ -222,13 +226,13 @@ def sessions(ledger: Ledger, q: Query) -> dict[str, Any]:
         (start, end),
     )
     for session, first, last, project in spans:
-        groups[session].first, groups[session].last = first, last
-        groups[session].extra["projectPath"] = project
+        g = groups[session]
+        g.first, g.last, g.project = first, last, project
     ordered = dict(sorted(groups.items(), key=lambda kv: (kv[1].last, kv[0])))
     rows = []
     for session, g in ordered.items():
         rows.append({
-            "sessionId": session, "projectPath": g.extra.get("projectPath", "unknown"),
+            "sessionId": session, "projectPath": g.project,
             "firstActivity": iso(g.first), "lastActivity": iso(g.last), **g.to_json(q.by),
         })  # fmt: skip
     return {"sessions": rows, "totals": _totals(ordered.values())}

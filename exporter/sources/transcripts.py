@@ -19,7 +19,6 @@ import orjson
 from exporter.events import Tokens, UsageEvent, project_name
 
 SOURCE = "transcripts"
-OUTCOMES = ("usage", "skipped", "malformed", "duplicate")
 
 # Most bytes are tool results and file snapshots; only lines holding both can carry usage.
 USAGE_MARK = b'"usage"'
@@ -95,11 +94,12 @@ def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEven
                 events[-1] = UsageEvent(*last[:-1], last.lines + 1)  # `lines` is the last field
                 continue
             outcome = from_record(record, raw)
-            if type(outcome) is str:
+            if isinstance(outcome, str):
                 counts[outcome] += 1
-            else:
-                events.append(outcome)  # type: ignore[arg-type]
-                last_id, last_model, last_usage = message.get("id"), message.get("model"), message.get("usage")  # type: ignore[union-attr]
+                continue
+            events.append(outcome)
+            assert type(message) is dict  # only a record with a message dict gives an event
+            last_id, last_model, last_usage = message.get("id"), message.get("model"), message.get("usage")
     return events
 
 
