@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.events import UsageEvent
-from exporter.ledger import Enrich, Ledger, Request
+from exporter.ledger import Enrich, Ledger, Request, merge_all
 from exporter.reports import iso
 from exporter.sources.files import read_lines
 from exporter.sources.transcripts import parse_line, split_merged
@@ -16,19 +16,18 @@ from exporter.sources.transcripts import parse_line, split_merged
 
 def file_requests(path: Path) -> list[tuple[int, Request]]:
     """(first line number, merged request) for each request of the file, in order of appearance."""
-    merged: dict[str, tuple[int, Request]] = {}
+    first_line: dict[str, int] = {}
+    merged: dict[str, Request] = {}
     number = 0
     for lines, _, too_long in read_lines(str(path), 0):
         number += too_long
         for line in lines.splitlines():
             number += 1
-            for record in split_merged(line):
-                event = parse_line(record)
-                if isinstance(event, UsageEvent):
-                    request = Request.from_event(event)
-                    first = merged.get(event.key)
-                    merged[event.key] = (number, request) if first is None else (first[0], first[1].merge(request))
-    return list(merged.values())
+            events = [e for e in map(parse_line, split_merged(line)) if isinstance(e, UsageEvent)]
+            for event in events:
+                first_line.setdefault(event.key, number)
+            merge_all(map(Request.from_event, events), merged)
+    return [(first_line[key], request) for key, request in merged.items()]
 
 
 def explain_file(path: Path, ledger: Ledger, enrich: Enrich) -> list[dict[str, Any]]:

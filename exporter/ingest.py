@@ -55,7 +55,8 @@ Unit = tuple[Part, ...]  # a worker's share: whole small files, or a slice of a 
 class Parsed:
     requests: list[Request]
     counts: Counter[str]
-    ends: list[int | None]  # per part, the offset after the last complete line read; None: failed
+    ends: list[tuple[int, str] | None]  # per part: offset after its last complete line, and the
+    # file's head fingerprint there (read here, where the file is hot); None: the part failed
     errors: list[str]
     lookups: dict[str, Any] | None = None  # a worker's price look-ups, for the ledger's process
 
@@ -74,16 +75,16 @@ def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
     parsed = Parsed([], Counter(), [], [])
     merged: dict[str, Request] = {}
     for part in unit:
-        end: int | None = part.start
+        end = part.start
         try:
             for lines, offset, too_long in fs.read_lines(part.found.path, part.start, part.stop):
                 end = offset
                 parsed.counts["skipped"] += too_long
                 merge_all(map(Request.from_event, parse_chunk(lines, parsed.counts)), merged)
+            parsed.ends.append((end, fs.head_of(part.found.path, end) if end > part.start else ""))
         except OSError as err:
             parsed.errors.append(f"{part.found.path}: {err.strerror or err}")
-            end = None
-        parsed.ends.append(end)
+            parsed.ends.append(None)
     parsed.requests = [enrich(r) for r in merged.values()] if enrich else list(merged.values())
     return parsed
 
@@ -234,16 +235,13 @@ class _Batch:
     def add(self, unit: Unit, parsed: Parsed) -> None:
         merge_all(parsed.requests, self.requests)
         self.counts.update(parsed.counts)
-        for part, end in zip(unit, parsed.ends, strict=True):
+        for part, done in zip(unit, parsed.ends, strict=True):
             f = part.found
-            if end is None or (part.stop is not None and end < part.stop):
+            if done is None or (part.stop is not None and done[0] < part.stop):
                 self.failed.add((f.dev, f.ino))
-            elif end > part.start and (f.dev, f.ino) not in self.failed:
+            elif done[0] > part.start and (f.dev, f.ino) not in self.failed:
+                end, head = done
                 self.size += end - part.start
-                try:
-                    head = fs.head_of(f.path, end)
-                except OSError:
-                    head = ""  # gone since: the next discovery forgets it
                 self.files[(f.dev, f.ino)] = fs.FileState(f.dev, f.ino, end, head, f.mtime)
         if self.size >= self.limit:
             self.flush()

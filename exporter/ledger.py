@@ -243,9 +243,8 @@ class Ledger:
                 found[row[0]] = _request(row)
         return found
 
-    def requests(self, where: str = "", params: Iterable[object] = ()) -> Iterator[Request]:
-        sql = f"SELECT {_COLUMNS} FROM requests {where}"
-        return (_request(row) for row in self.db.execute(sql, tuple(params)))
+    def requests(self) -> Iterator[Request]:
+        return (_request(row) for row in self.db.execute(f"SELECT {_COLUMNS} FROM requests"))
 
     # --- writing -------------------------------------------------------------------------------
 

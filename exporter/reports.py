@@ -50,6 +50,10 @@ class Sums:
         self.requests += n or 0
         self.unpriced_tokens += unpriced or 0
 
+    def values(self) -> tuple[int, ...]:
+        return (self.input, self.output, self.cache_creation, self.cache_read, self.cost, self.requests,
+                self.unpriced_tokens)  # fmt: skip
+
     @property
     def total_tokens(self) -> int:
         return self.input + self.output + self.cache_creation + self.cache_read
@@ -251,9 +255,7 @@ def _totals(groups: Iterable[Group]) -> dict[str, Any]:
     total = Sums()
     categories: dict[str, int] = defaultdict(int)
     for g in groups:
-        s = g.sums
-        total.add((s.input, s.output, s.cache_creation, s.cache_read, s.cost, s.requests,
-                   s.unpriced_tokens))  # fmt: skip
+        total.add(g.sums.values())
         for c, v in g.categories.items():
             categories[c] += v
     return {
