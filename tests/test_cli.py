@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.cli import main
-from tests.sources.test_transcripts import line
-from tests.test_traps import write
+from tests.lines import line, write
 
 Run = Callable[..., str]
 

@@ -9,14 +9,7 @@ import orjson
 
 from exporter.app import App
 from exporter.events import Tokens
-from tests.sources.test_transcripts import USAGE, line
-
-
-def write(path: Path, *lines: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as f:
-        f.write(b"".join(raw + b"\n" for raw in lines))
-    return path
+from tests.lines import USAGE, line, write
 
 
 def ledger_rows(app: App) -> list[tuple[str, str | None, str, Tokens]]:

@@ -11,50 +11,7 @@ import pytest
 
 from exporter.events import Tokens, UsageEvent
 from exporter.sources.transcripts import parse_chunk, parse_line, split_merged
-
-USAGE = {
-    "input_tokens": 10,
-    "cache_creation_input_tokens": 9907,
-    "cache_read_input_tokens": 22820,
-    "output_tokens": 135,
-    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 9907},
-    "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
-    "service_tier": "standard",
-    "speed": "standard",
-}
-
-
-def line(**changes: object) -> bytes:
-    """A Claude Code 2.1 assistant line (shape as the CLI writes it); keys set to None are removed."""
-    message: dict[str, object] = {
-        "id": "msg_011CeDq",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-haiku-4-5-20251001",
-        "content": [{"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "pytest"}}],
-        "stop_reason": "tool_use",
-        "usage": dict(USAGE),
-    }
-    record: dict[str, object] = {
-        "parentUuid": "8acc",
-        "isSidechain": False,
-        "type": "assistant",
-        "uuid": "dc35",
-        "timestamp": "2026-08-20T10:21:56.612Z",
-        "sessionId": "9c42ba52",
-        "requestId": "req_011CeDq",
-        "version": "2.1.233",
-        "cwd": "/home/dev/acme-api",
-        "message": message,
-    }
-    for key, value in changes.items():
-        target = message if key in message or key.startswith("m_") else record
-        key = key.removeprefix("m_")
-        if value is None:
-            target.pop(key, None)
-        else:
-            target[key] = value
-    return orjson.dumps(record)
+from tests.lines import USAGE, line
 
 
 def test_an_assistant_line_becomes_one_usage_event() -> None:
