@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -57,6 +57,8 @@ class Core:
 @dataclass
 class App:
     core: Core
+    # "fork" starts parse workers in milliseconds; a process with threads (the daemon) must not fork.
+    start_method: str = "fork"
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -85,7 +87,10 @@ class App:
         cost = self.pricer.price(r.model, r.tokens, r.web_search, r.speed, at)
         return Request(*r[:-3], interaction, category, to_nanos(cost))  # the last three fields
 
-    def refresh(self, progress: Progress | None = None) -> IngestResult:
+    def __getstate__(self) -> dict[str, Any]:
+        return {"core": self.core}  # for parse workers: the ledger stays in this process
+
+    def refresh(self, progress: Progress | None = None, stop: Callable[[], bool] | None = None) -> IngestResult:
         """Brings the ledger up to date with the transcripts, and with price or rule changes."""
         self.ledger.reprice(self.fingerprint, self.enrich)
         # Price look-ups are kept in the ledger: a later run prices the same models without loading
@@ -93,7 +98,7 @@ class App:
         saved = orjson.loads(self.ledger.meta("prices") or "{}")
         if saved.get("fingerprint") == self.fingerprint:
             self.remember(saved["lookups"])
-        result = ingest(self.ledger, list(self.core.roots), self, progress)
+        result = ingest(self.ledger, list(self.core.roots), self, progress, stop=stop, start_method=self.start_method)
         lookups = self.remembered()
         if lookups != saved.get("lookups"):
             self.ledger.set_meta("prices", orjson.dumps({"fingerprint": self.fingerprint, "lookups": lookups}).decode())

@@ -230,3 +230,56 @@ def check_config(file: Path | None) -> None:
         click.echo(check_config(path))
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.option("--web.listen-address", "listen", help="HOST:PORT to serve on. Default: 127.0.0.1:9477.")
+@click.option("--web.config.file", "web_config", type=click.Path(path_type=Path),
+              help="Exporter-toolkit web config: TLS and basic auth.")  # fmt: skip
+@click.option("--poll", is_flag=True, default=None, help="Poll for changes instead of inotify (some volumes).")
+@click.option("--once", is_flag=True, help="Ingest to the end, print the exposition and exit.")
+@click.option("--log.format", "log_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log.level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)  # fmt: skip
+@common
+def serve(listen: str | None, web_config: Path | None, poll: bool | None, once: bool, log_format: str,
+          log_level: str, config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
+          timezone: str | None) -> None:  # fmt: skip
+    """Follow the transcripts and serve /metrics (Prometheus), /, /healthz and /readyz."""
+    from exporter.config import ConfigError, Settings, load_settings
+    from exporter.ledger import LedgerError
+    from exporter.serve import serve as run
+    from exporter.serve import setup_logging
+    from exporter.webconfig import WebConfigError
+
+    env = dict(os.environ)
+    flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
+             "web.listen": listen, "web.config_file": web_config, "sources.transcripts.poll": poll}  # fmt: skip
+
+    def settings() -> Settings:
+        from exporter.defaults import config_file_from
+
+        return load_settings(config_file_from(config_file, env), env, flags)
+
+    setup_logging(log_format, log_level)
+    try:
+        code = run(settings, env, once)
+    except (ConfigError, WebConfigError, LedgerError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+    sys.exit(code)
+
+
+@main.command("metrics")
+@click.option("--json", "as_json", is_flag=True)
+def metrics_contract(as_json: bool) -> None:
+    """The metric contract: every metric's name, type, unit, labels and help, from the code."""
+    from exporter.metrics import CONTRACT
+
+    rows = [{"name": s.name, "type": s.kind, "unit": s.unit, "labels": list(s.labels), "help": s.help}
+            for s in CONTRACT]  # fmt: skip
+    if as_json:
+        emit(rows)
+        return
+    for row in rows:
+        labels = ",".join(row["labels"]) or "-"
+        click.echo(f"{row['name']}\t{row['type']}\t{row['unit'] or '-'}\t{labels}\t{row['help']}")

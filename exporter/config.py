@@ -48,13 +48,15 @@ _ADDRESS = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s/]*)):(\d{1,5})")
 class ConfigError(Exception):
     """Invalid configuration; `errors` holds every problem, each `"<dotted.path>: <message>"`."""
 
+    what = "configuration"
+
     def __init__(self, source: str, errors: list[str]) -> None:
         super().__init__(source, errors)
         self.source = source
         self.errors = errors
 
     def __str__(self) -> str:
-        return "\n".join([f"{self.source}: invalid configuration", *(f"  {e}" for e in self.errors)])
+        return "\n".join([f"{self.source}: invalid {self.what}", *(f"  {e}" for e in self.errors)])
 
 
 def _invalid(kind: str, value: object, hint: str) -> PydanticCustomError:
@@ -152,6 +154,8 @@ class WebSettings(_Strict):
 class LabelSettings(_Strict):
     project: Literal["name", "hash", "off"] = "name"
     max_projects: int = Field(default=100, ge=1)
+    max_models: int = Field(default=50, ge=1)
+    max_tools: int = Field(default=100, ge=1)
     user: Literal["off", "hash", "email"] = "off"
 
 

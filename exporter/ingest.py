@@ -136,8 +136,13 @@ def ingest(
     progress: Progress | None = None,
     batch_bytes: int = BATCH_BYTES,
     workers: int | None = None,
+    stop: Callable[[], bool] | None = None,
+    start_method: str = "fork",
 ) -> IngestResult:
-    """Reads every new byte under the roots into the ledger; one bad file never stops the rest."""
+    """Reads every new byte under the roots into the ledger; one bad file never stops the rest.
+
+    `stop`, checked after each unit, ends the ingest early: what was read so far is committed.
+    """
     result = IngestResult()
     with ingest_lock(ledger.path.parent):
         found = fs.discover(roots, result.errors)
@@ -146,13 +151,15 @@ def ingest(
         units = plan(found, states, result.errors)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
         batch = _Batch(ledger, pricing.enrich, result, batch_bytes)
-        for unit, parsed in _parse_all(units, total, workers, pricing):
+        for unit, parsed in _parse_all(units, total, workers, pricing, start_method):
             result.errors += parsed.errors
             if parsed.lookups:
                 pricing.remember(parsed.lookups)
             batch.add(unit, parsed)
             if progress:
                 progress(result.bytes_read + batch.size, total)
+            if stop and stop():
+                break
         batch.flush()
         gone = states.keys() - {(f.dev, f.ino) for f in found}
         if gone:
@@ -191,7 +198,7 @@ def plan(found: list[fs.Found], states: dict[tuple[int, int], fs.FileState], err
 
 
 def _parse_all(
-    units: list[Unit], total: int, workers: int | None, pricing: Pricing
+    units: list[Unit], total: int, workers: int | None, pricing: Pricing, start_method: str
 ) -> Iterator[tuple[Unit, Parsed]]:
     """Parsed and priced units in order; in worker processes when the backlog is large enough to
     pay off. Pricing there too keeps the ledger's process free for merging and writing."""
@@ -205,7 +212,7 @@ def _parse_all(
 
     # fork: workers start in milliseconds, and inherit `pricing` unpickled; they only parse and
     # price, never touching the ledger.
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context(start_method)
     with ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(pricing,)) as pool:
         pending: deque[tuple[Unit, Future[Parsed]]] = deque()
         queue = iter(units)

@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
+from exporter import series
 from exporter.events import Tokens, UsageEvent, model_family
 from exporter.sources.files import FileState
 
@@ -59,6 +61,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- report documents, valid while the requests are at the same generation
     CREATE TABLE reports (key TEXT PRIMARY KEY, generation INTEGER NOT NULL, body BLOB NOT NULL);
     """,
+    series.SCHEMA,
 )
 
 
@@ -191,6 +194,22 @@ class Ledger:
         except (OSError, sqlite3.Error) as err:
             raise LedgerError(f"cannot open the ledger at {self.path}: {err}") from err
 
+    @classmethod
+    def read_only(cls, state_dir: Path) -> Ledger:
+        """The ledger as it is on disk, for a daemon that cannot write it: nothing is changed or locked."""
+        ledger = cls.__new__(cls)
+        ledger.path = state_dir / cls.FILE
+        try:
+            # immutable: no -shm file is needed, so this works in a folder we cannot write
+            ledger.db = sqlite3.connect(f"file:{quote(str(ledger.path))}?immutable=1", uri=True, isolation_level=None)
+            version = ledger.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot read the ledger at {ledger.path}: {err}") from err
+        if version != len(MIGRATIONS):
+            ledger.db.close()
+            raise LedgerError(f"{ledger.path} has schema version {version}, not {len(MIGRATIONS)}")
+        return ledger
+
     def close(self) -> None:
         self.db.close()
 
@@ -210,9 +229,7 @@ class Ledger:
             )
         for number in range(version, len(MIGRATIONS)):
             # executescript commits whatever is pending, so the transaction is part of the script.
-            self.db.executescript(
-                f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
-            )
+            self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
 
     def transaction(self) -> _Transaction:
         return _Transaction(self.db)
@@ -269,14 +286,18 @@ class Ledger:
         with self.transaction():
             stored = self.existing(merged if fresh is None else [k for k in merged if k in fresh])
             rows = []
+            changes = series.Changes()
             for key, request in merged.items():
                 old = stored.get(key)
                 outcomes["usage"] += old is None
                 outcomes["duplicate"] += request.copies - (old is None)
                 if old is not None:
                     request = old.merge(request)
-                rows.append(_row(request if request.interaction else enrich(request)))
+                request = request if request.interaction else enrich(request)
+                changes.add(old, request)
+                rows.append(_row(request))
             if rows:
+                changes.write(self.db)
                 self._changed()
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
             self.db.executemany(
@@ -309,11 +330,20 @@ class Ledger:
             self.db.executemany("DELETE FROM files WHERE dev = ? AND ino = ?", gone)
 
     def reprice(self, fingerprint: str, enrich: Enrich) -> int:
-        """Re-derives cost and labels of every request when the price data or rules changed."""
+        """Re-derives cost and labels of every request when the price data or rules changed.
+
+        The durable counters only grow: a higher price adds the difference, a lower one is kept.
+        """
         if self.meta("fingerprint") == fingerprint:
             return 0
         with self.transaction():
-            rows = [_row(enrich(r)) for r in self.requests()]
+            changes = series.Changes()
+            rows = []
+            for old in self.requests():
+                new = enrich(old)
+                changes.add(old, new)
+                rows.append(_row(new))
+            changes.write(self.db)
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
             self.set_meta("fingerprint", fingerprint)
             self._changed()

@@ -1,0 +1,224 @@
+"""The metric contract and its exposition: the only place instruments are created.
+
+Usage counters are OpenTelemetry observable instruments reading the ledger's durable counters,
+rendered once per ingest that changed something, so a scrape of 10,000 series serves bytes already
+made. Health gauges and `process_*` are rendered at each scrape. OpenTelemetry has no asynchronous
+histogram, so the one histogram restored from the ledger is a prometheus_client collector beside it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter, ObservableGauge
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from exporter import __version__
+from exporter.ledger import Ledger
+from exporter.series import CONTEXT_BUCKETS
+from exporter.views import LabelPolicy, Labels, Points, read_context, read_points
+
+SOURCES = ("transcripts",)
+OUTCOMES = ("usage", "duplicate", "skipped", "malformed")
+USAGE = ("model", "model_family", "category", "interaction", "agent", "project")
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    kind: str  # counter | gauge | histogram
+    unit: str  # OpenTelemetry (UCUM) unit; the Prometheus name already ends in it
+    labels: tuple[str, ...]
+    help: str
+    live: bool = False  # read at each scrape rather than from the ledger
+
+
+CONTRACT: tuple[Spec, ...] = (
+    Spec("claude_usage_tokens_total", "counter", "{token}", (*USAGE, "token_type"),
+         "Tokens of billable requests; token_type is input (uncached), output, cache_read, cache_write_5m or"
+         " cache_write_1h."),
+    Spec("claude_usage_cost_usd_total", "counter", "usd", USAGE, "Cost of billable requests in US dollars."),
+    Spec("claude_usage_requests_total", "counter", "{request}", USAGE, "Billable API requests, each counted once."),
+    Spec("claude_usage_web_search_requests_total", "counter", "{request}", ("model", "project"),
+         "Server-side web searches the requests made."),
+    Spec("claude_usage_tool_calls_total", "counter", "{call}", ("tool", "agent", "project"),
+         "Responses that called a tool; MCP tools collapse to mcp__<server>."),
+    Spec("claude_usage_model_switches_total", "counter", "{switch}", ("from_family", "to_family"),
+         "Main-thread requests whose model family differs from the session's previous one."),
+    Spec("claude_usage_sessions_total", "counter", "{session}", ("project",), "Claude Code sessions seen."),
+    Spec("claude_usage_unpriced_tokens_total", "counter", "{token}", ("model",),
+         "Tokens of requests whose model has no known price; their cost is not in the cost counter."),
+    Spec("claude_usage_request_context_tokens", "histogram", "{token}", ("model_family",),
+         "Context each request read: uncached input plus cache reads and writes."),
+    Spec("claude_usage_last_request_timestamp_seconds", "gauge", "s", (),
+         "Time of the latest request in the ledger, in seconds since the epoch."),
+    Spec("claude_usage_exporter_build_info", "gauge", "", ("version", "pricing_source", "pricing_version"),
+         "Always 1; the exporter's version and the price data it uses."),
+    Spec("claude_usage_exporter_lines_total", "counter", "{line}", ("source", "outcome"),
+         "Lines read, by outcome: usage, duplicate, skipped (not usage) or malformed."),
+    Spec("claude_usage_exporter_bytes_read_total", "counter", "{byte}", ("source",), "Bytes read from sources."),
+    Spec("claude_usage_exporter_read_errors_total", "counter", "{error}", ("source",),
+         "Files or folders that could not be read (permissions, deleted mid-read)."),
+    Spec("claude_usage_exporter_ledger_requests", "gauge", "{request}", (), "Requests held in the ledger."),
+    Spec("claude_usage_exporter_source_up", "gauge", "", ("source",),
+         "1 when the source's last ingest succeeded, 0 when it failed (e.g. the state dir is not writable).",
+         live=True),
+    Spec("claude_usage_exporter_files_watched", "gauge", "{file}", (), "Transcript files found under the roots.",
+         live=True),
+    Spec("claude_usage_exporter_ingest_lag_seconds", "gauge", "s", (),
+         "Age of the oldest change seen but not yet in the ledger; 0 when caught up.", live=True),
+)  # fmt: skip
+
+
+@dataclass
+class Health:
+    """What the daemon reports about itself; written by its loop, read at each scrape."""
+
+    source_up: dict[str, int] = field(default_factory=dict)
+    files_watched: int = 0
+    pending_since: float | None = None  # monotonic time of the oldest change not yet ingested
+    clock: Callable[[], float] = time.monotonic
+
+    def lag(self) -> float:
+        return 0.0 if self.pending_since is None else max(0.0, self.clock() - self.pending_since)
+
+
+@dataclass
+class Snapshot:
+    """The ledger's values at one moment: what the usage instruments observe."""
+
+    points: Points = field(default_factory=dict)
+    context: dict[str, tuple[list[int], int]] = field(default_factory=dict)
+
+
+def read_snapshot(ledger: Ledger, policy: LabelPolicy, build: dict[str, str]) -> Snapshot:
+    points = read_points(ledger, policy)
+    # Every source's counters exist from the start at 0, so rate() and increase() see their first rise.
+    lines: dict[Labels, float] = {(("outcome", o), ("source", src)): 0.0 for src in SOURCES for o in OUTCOMES}
+    bytes_read: dict[Labels, float] = {(("source", src),): 0.0 for src in SOURCES}
+    errors = dict(bytes_read)
+    for name, value in ledger.counters().items():
+        kind, _, rest = name.partition(".")
+        if kind == "lines":
+            source, _, outcome = rest.partition(".")
+            lines[(("outcome", outcome), ("source", source))] = value
+        elif kind == "bytes":
+            bytes_read[(("source", rest),)] = value
+        elif kind == "errors":
+            errors[(("source", rest),)] = value
+    (last,) = ledger.db.execute("SELECT max(ts) FROM requests").fetchone()
+    count = sum(points.get("claude_usage_requests_total", {}).values())  # each request counts once there
+    points |= {
+        "claude_usage_exporter_lines_total": lines,
+        "claude_usage_exporter_bytes_read_total": bytes_read,
+        "claude_usage_exporter_read_errors_total": errors,
+        "claude_usage_exporter_ledger_requests": {(): count},
+        "claude_usage_exporter_build_info": {tuple(sorted(build.items())): 1},
+    }
+    if last is not None:
+        points["claude_usage_last_request_timestamp_seconds"] = {(): last / 1000}
+    return Snapshot(points, read_context(ledger))
+
+
+class _ContextHistogram:
+    """`claude_usage_request_context_tokens` from the durable bucket counts."""
+
+    def __init__(self, exposition: Exposition) -> None:
+        self.exposition = exposition
+
+    def collect(self) -> Iterator[Metric]:
+        spec = next(s for s in CONTRACT if s.kind == "histogram")
+        family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+        for name, (counts, total) in sorted(self.exposition.snapshot.context.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*map(str, CONTEXT_BUCKETS), "+Inf"], counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric([name], buckets, total)
+        yield family
+
+
+def _registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=False)
+
+
+class Exposition:
+    """Builds the instruments of the contract on private registries and serves their rendering."""
+
+    def __init__(self, health: Health, build: dict[str, str]) -> None:
+        self.health = health
+        self.build = build
+        self.snapshot = Snapshot()
+        self.usage, self.live, self.process = _registry(), _registry(), _registry()
+        limits: Any = {ObservableCounter: 1_000_000, ObservableGauge: 1_000_000}  # our caps bound labels
+        self._providers = []
+        for registry, live in ((self.usage, False), (self.live, True)):
+            reader = PrometheusMetricReader(
+                disable_target_info=True, scope_info_enabled=False, registry=registry, cardinality_limits=limits
+            )
+            provider = MeterProvider(metric_readers=[reader])
+            self._providers.append(provider)
+            meter = provider.get_meter("claude-usage-exporter", __version__)
+            for spec in CONTRACT:
+                if spec.live != live or spec.kind == "histogram":
+                    continue
+                create = meter.create_observable_counter if spec.kind == "counter" else meter.create_observable_gauge
+                create(spec.name, callbacks=[self._callback(spec)], unit=spec.unit, description=spec.help)
+        self.usage.register(_ContextHistogram(self))
+        ProcessCollector(registry=self.process)
+        self._lock = threading.Lock()
+        self._rendered: dict[str, bytes] = {}
+
+    def _callback(self, spec: Spec) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        if spec.name == "claude_usage_exporter_source_up":
+            return lambda _: [Observation(v, {"source": s}) for s, v in sorted(self.health.source_up.items())]
+        if spec.name == "claude_usage_exporter_files_watched":
+            return lambda _: [Observation(self.health.files_watched)]
+        if spec.name == "claude_usage_exporter_ingest_lag_seconds":
+            return lambda _: [Observation(self.health.lag())]
+        return lambda _: [Observation(v, dict(k)) for k, v in self.snapshot.points.get(spec.name, {}).items()]
+
+    def update(self, snapshot: Snapshot) -> None:
+        """New usage values; rendered here, once, rather than at every scrape."""
+        with self._lock:
+            self.snapshot = snapshot
+            self._rendered = {TEXT: generate_latest(self.usage)}
+
+    def render(self, content_type: str, process: bool = True) -> bytes:
+        """The exposition; `process=False` leaves out `process_*` (for output that must not vary)."""
+        with self._lock:
+            usage = self._rendered.get(content_type)
+            if usage is None:
+                usage = self._rendered[content_type] = _encoder(content_type)(self.usage)
+        parts = [usage, _encoder(content_type)(self.live)]
+        if process:
+            parts.append(_encoder(content_type)(self.process))
+        if content_type == OPENMETRICS:
+            parts = [part.removesuffix(b"# EOF\n") for part in parts[:-1]] + parts[-1:]
+        return b"".join(parts)
+
+    def close(self) -> None:
+        for provider in self._providers:
+            provider.shutdown()
+
+
+def _encoder(content_type: str) -> Callable[[CollectorRegistry], bytes]:
+    return openmetrics.generate_latest if content_type == OPENMETRICS else generate_latest
+
+
+def negotiate(accept: str | None) -> str:
+    """OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format."""
+    for part in (accept or "").split(","):
+        if part.split(";")[0].strip() == "application/openmetrics-text":
+            return OPENMETRICS
+    return TEXT

@@ -1,0 +1,110 @@
+"""The landing page at `/`: today's and this month's spend, and where the money went, as plain HTML.
+
+Its all-time figures come from the same snapshot as `/metrics`, so the page and the metrics agree.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+from exporter import __version__
+from exporter.ledger import Ledger
+from exporter.metrics import Snapshot
+from exporter.views import LabelPolicy
+
+TOP = 5
+
+
+@dataclass(frozen=True)
+class PageData:
+    today: float = 0.0
+    month: float = 0.0
+    total: float = 0.0
+    requests: int = 0
+    models: list[tuple[str, float]] = field(default_factory=list)  # all time, by cost
+    categories: list[tuple[str, float]] = field(default_factory=list)
+    as_of: str = ""
+    zone: str = "UTC"
+
+
+def _since(ledger: Ledger, moment: datetime) -> float:
+    (nanos,) = ledger.db.execute(
+        "SELECT coalesce(sum(cost), 0) FROM requests WHERE ts >= ?", (int(moment.timestamp() * 1000),)
+    ).fetchone()
+    return float(nanos) / 1e9
+
+
+def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
+    sums: defaultdict[str, float] = defaultdict(float)
+    for labels, value in snapshot.points.get("claude_usage_cost_usd_total", {}).items():
+        sums[dict(labels)[label]] += value
+    return sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:TOP]
+
+
+def read_page(ledger: Ledger, snapshot: Snapshot, zone: ZoneInfo, policy: LabelPolicy) -> PageData:
+    now = datetime.now(zone)
+    midnight = datetime.combine(now.date(), time(), zone)
+    costs = snapshot.points.get("claude_usage_cost_usd_total", {})
+    requests = snapshot.points.get("claude_usage_requests_total", {})
+    return PageData(
+        today=_since(ledger, midnight),
+        month=_since(ledger, midnight.replace(day=1)),
+        total=sum(costs.values()),
+        requests=int(sum(requests.values())),
+        models=_top(snapshot, "model"),
+        categories=_top(snapshot, "category"),
+        as_of=now.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        zone=str(zone),
+    )
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def _table(title: str, rows: list[tuple[str, float]], key: str) -> str:
+    body = "".join(
+        f'<tr><td>{html.escape(name)}</td><td class="usd" data-usd="{value:.6f}">{_usd(value)}</td></tr>'
+        for name, value in rows
+    )
+    empty = '<tr><td colspan="2">no requests yet</td></tr>'
+    return (
+        f'<section><h2>{title}</h2><table id="{key}"><thead><tr><th>{key}</th><th>cost</th></tr></thead>'
+        f"<tbody>{body or empty}</tbody></table></section>"
+    )
+
+
+def render_page(data: PageData, ready: bool) -> bytes:
+    figures = [("today", "Today", data.today), ("month", "This month", data.month), ("total", "All time", data.total)]
+    cards = "".join(
+        f'<div class="card"><div class="label">{label}</div>'
+        f'<div class="figure" id="{key}" data-usd="{value:.6f}">{_usd(value)}</div></div>'
+        for key, label, value in figures
+    )
+    state = "" if ready else '<p class="warn">Still reading transcripts, or the last ingest failed: see /readyz.</p>'
+    text = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Claude Code usage</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:52rem}}
+.cards{{display:flex;gap:1rem;flex-wrap:wrap}}
+.card{{border:1px solid #ddd;border-radius:8px;padding:1rem 1.5rem;min-width:10rem}}
+.label{{color:#666;font-size:.9rem}} .figure{{font-size:1.8rem;font-weight:600}}
+table{{border-collapse:collapse;margin-top:.5rem}} td,th{{padding:.25rem .75rem;text-align:left}}
+td.usd{{text-align:right}} .warn{{color:#a40}} footer{{margin-top:2rem;color:#666;font-size:.85rem}}
+</style></head><body>
+<h1>Claude Code usage</h1>{state}
+<div class="cards">{cards}</div>
+<p><span id="requests">{data.requests:,}</span> requests in all. Days and months in {html.escape(data.zone)};
+as of {html.escape(data.as_of)}.</p>
+{_table("Top models (all time)", data.models, "model")}
+{_table("Top categories (all time)", data.categories, "category")}
+<footer><a href="/metrics">/metrics</a> · <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a>
+· claude-usage-exporter {__version__}</footer>
+</body></html>
+"""
+    return text.encode()

@@ -1,0 +1,311 @@
+"""The daemon: follows the transcripts, keeps the ledger current, and serves the metrics.
+
+One loop thread owns the ledger and runs every ingest; it sleeps on a `Waker` that the file watcher
+(or the poll interval, or a signal) sets. HTTP threads only read what the loop last rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from exporter import __version__
+from exporter.app import App, Core
+from exporter.ledger import Ledger, LedgerError
+from exporter.metrics import Exposition, Health, read_snapshot
+from exporter.page import PageData, read_page
+from exporter.views import LabelPolicy
+
+if TYPE_CHECKING:
+    from exporter.config import Settings
+
+log = logging.getLogger("claude_usage_exporter")
+SOURCE = "transcripts"
+
+
+class Waker:
+    """Wakes the loop: a file changed, a poll interval passed, a signal came. Tests call `wake`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        woke = self._event.wait(timeout)
+        self._event.clear()
+        return woke
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the daemon needs beyond the ledger's core: how to watch, what to expose."""
+
+    poll: bool = False
+    poll_interval: float = 1.0
+    rescan: float = 60.0  # a full pass even without events: inotify queues can overflow
+    policy: LabelPolicy = field(default_factory=LabelPolicy)
+
+
+@dataclass
+class Status:
+    """Readiness as `/readyz` reports it; written by the loop."""
+
+    ingested: bool = False  # the first ingest finished
+    error: str | None = None  # the last ingest's failure, if it failed
+
+    @property
+    def ready(self) -> bool:
+        return self.ingested and self.error is None
+
+
+class Daemon:
+    def __init__(self, core: Core, options: Options, waker: Waker | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.core, self.options = core, options
+        self.waker = waker or Waker()
+        self.clock = clock
+        self.health = Health(clock=clock)
+        self.status = Status()
+        self.app = App(core)
+        self.build = {"version": __version__, "pricing_source": "", "pricing_version": ""}
+        self.exposition = Exposition(self.health, self.build)
+        self.page = PageData()
+        self.stopping = False
+        self.reload: Callable[[], tuple[Core, Options] | None] | None = None
+        self.reload_requested = False
+        self._day = ""
+
+    # --- one pass -------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One ingest of everything new, then new values for the metrics; never raises."""
+        started = self.clock()
+        try:
+            result = self.app.refresh(stop=lambda: self.stopping)
+        except (LedgerError, OSError, _sqlite_errors()) as err:
+            self._failed(f"cannot update the ledger in {self.core.state_dir}: {err}")
+            return
+        self.health.source_up[SOURCE] = 1
+        self.health.files_watched = result.files
+        if self.health.pending_since is not None and self.health.pending_since <= started:
+            self.health.pending_since = None
+        for error in result.errors[:20]:
+            log.warning("read error: %s", error)
+        changed = result.bytes_read or result.errors or not self.status.ingested or self._new_day()
+        self.status.error = None
+        if changed:
+            self._publish(self.app.ledger)
+            new = result.outcomes["usage"]
+            if new or not self.status.ingested:
+                log.info("ingested %d new request(s) from %d byte(s) in %.3f s", new, result.bytes_read,
+                         self.clock() - started)  # fmt: skip
+        if not self.status.ingested:
+            self.status.ingested = True
+            log.info("ready: %d transcript file(s) found", result.files)
+
+    def _failed(self, message: str) -> None:
+        if self.status.error != message:
+            log.error("%s", message)
+        self.status.error = message
+        self.health.source_up[SOURCE] = 0
+        if self.health.pending_since is None:
+            self.health.pending_since = self.clock()
+        if not self.exposition.snapshot.points:  # nothing shown yet: show the last good state, if any
+            try:
+                ledger = Ledger.read_only(self.core.state_dir)
+            except LedgerError:
+                return
+            try:
+                self._publish(ledger)
+            except _sqlite_errors():
+                pass
+            finally:
+                ledger.close()
+
+    def _publish(self, ledger: Ledger) -> None:
+        pricer = self.app.pricer
+        self.build.update(pricing_source=pricer.source, pricing_version=pricer.version)
+        self.exposition.update(read_snapshot(ledger, self.options.policy, self.build))
+        self.page = read_page(ledger, self.exposition.snapshot, self.core.zone, self.options.policy)
+
+    def _new_day(self) -> bool:
+        day = datetime.now(self.core.zone).date().isoformat()
+        changed, self._day = day != self._day, day
+        return changed
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until `stop`: a pass whenever woken, and at least every poll interval or rescan period."""
+        timeout = self.options.poll_interval if self.options.poll else self.options.rescan
+        self.step()
+        while not self.stopping:
+            self.waker.wait(timeout)
+            if self.reload_requested:
+                self._reload()
+            if not self.stopping:
+                self.step()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.waker.wake()
+
+    def changed(self) -> None:
+        """A watched file changed: note when (for the lag gauge) and wake the loop."""
+        if self.health.pending_since is None:
+            self.health.pending_since = self.clock()
+        self.waker.wake()
+
+    def request_reload(self) -> None:
+        self.reload_requested = True
+        self.waker.wake()
+
+    def _reload(self) -> None:
+        self.reload_requested = False
+        loaded = self.reload() if self.reload else None
+        if loaded is None:
+            return
+        core, options = loaded
+        if core != self.core:
+            self.app.ledger.close()
+            self.core, self.app = core, App(core)
+        self.options = options
+        self.status.ingested = False  # a full pass with the new settings before ready again
+        log.info("configuration reloaded")
+
+    def close(self) -> None:
+        self.exposition.close()
+        if "ledger" in self.app.__dict__:
+            self.app.ledger.close()
+
+
+def _sqlite_errors() -> type[Exception]:
+    import sqlite3
+
+    return sqlite3.Error
+
+
+def watch_targets(roots: tuple[Path, ...]) -> list[Path]:
+    """What to watch: each root's `projects` folder, else the root itself (to see `projects` appear)."""
+    targets = []
+    for root in roots:
+        projects = root / "projects"
+        if projects.is_dir():
+            targets.append(projects)
+        elif root.is_dir():
+            targets.append(root)
+    return targets
+
+
+def watch(daemon: Daemon, stop: threading.Event) -> None:
+    """Wakes the daemon on every change of a transcript, until `stop` is set. Runs in a thread."""
+    import watchfiles
+
+    def transcripts(_: watchfiles.Change, path: str) -> bool:
+        return path.endswith(".jsonl")
+
+    while not stop.is_set():
+        roots = daemon.core.roots
+        targets = watch_targets(roots)
+        if not targets:  # nothing there yet (a fresh machine): look again shortly
+            stop.wait(daemon.options.poll_interval)
+            continue
+        for changes in watchfiles.watch(
+            *targets, watch_filter=transcripts, stop_event=stop, rust_timeout=1000, yield_on_timeout=True,
+            step=20, ignore_permission_denied=True, raise_interrupt=False,
+        ):  # fmt: skip
+            if changes:
+                daemon.changed()
+            elif watch_targets(daemon.core.roots) != targets:  # a root or projects folder appeared
+                daemon.changed()
+                break
+
+
+def options_from(settings: Settings) -> Options:
+    t, labels = settings.sources.transcripts, settings.labels
+    policy = LabelPolicy(labels.project, labels.max_projects, labels.max_models, labels.max_tools)
+    return Options(poll=t.poll, poll_interval=t.poll_interval.total_seconds(), policy=policy)
+
+
+def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = False) -> int:
+    """Runs the daemon until SIGTERM or SIGINT (exit 0); SIGHUP reloads the configuration.
+
+    `load` gives the settings (flags > environment > file), again at each reload. With `once`, one
+    ingest to the end of the files, the exposition on stdout, and exit.
+    """
+    from exporter.config import ConfigError, split_host_port
+    from exporter.http import Server
+    from exporter.metrics import TEXT
+    from exporter.webconfig import WebConfigError, load_web_config
+
+    settings = load()
+    daemon = Daemon(Core.from_settings(settings, env), options_from(settings))
+    daemon.app.start_method = "forkserver"  # the HTTP and watcher threads make forking unsafe
+    if once:
+        daemon.app.start_method = "fork"
+        daemon.step()
+        sys.stdout.buffer.write(daemon.exposition.render(TEXT, process=False))
+        daemon.close()
+        return 0 if daemon.status.ready else 1
+    web = load_web_config(settings.web.config_file) if settings.web.config_file else None
+    server = Server(split_host_port(settings.web.listen), daemon, web)
+
+    def reload() -> tuple[Core, Options] | None:
+        try:
+            fresh = load()
+            if fresh.web.config_file:
+                server.web = load_web_config(fresh.web.config_file)
+        except (ConfigError, WebConfigError) as err:
+            log.error("configuration not reloaded: %s", err)
+            return None
+        if fresh.web.listen != settings.web.listen:
+            log.warning("web.listen changed: it takes effect on restart")
+        return Core.from_settings(fresh, env), options_from(fresh)
+
+    daemon.reload = reload
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
+    stop_watching = threading.Event()
+    server.start()
+    log.info("listening on %s; watching %s", server.url, ", ".join(str(r / "projects") for r in daemon.core.roots))
+    if not daemon.options.poll:
+        threading.Thread(target=watch, args=(daemon, stop_watching), name="watch", daemon=True).start()
+    try:
+        daemon.run()
+    finally:
+        stop_watching.set()
+        server.shutdown()
+        server.server_close()
+        daemon.close()
+        log.info("stopped")
+    return 0
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        entry = {"time": self.formatTime(record), "level": record.levelname.lower(), "msg": record.getMessage()}
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    """One line per event on stderr: logfmt-like text, or JSON objects."""
+    handler = logging.StreamHandler()
+    text = "time=%(asctime)s level=%(levelname)s msg=%(message)r"
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(text))
+    root = logging.getLogger("claude_usage_exporter")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

@@ -1,0 +1,108 @@
+"""Metric views: the ledger's durable counters turned into labelled points, with bounded labels.
+
+Pure reads of the ledger; the label policy (project as name, hash or off; caps with overflow to
+`other`) is applied here, so the stored counters never depend on configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from exporter.events import TOKEN_TYPES, model_family
+from exporter.ledger import Ledger
+from exporter.series import CONTEXT_BUCKETS, USAGE_LABELS, USAGE_VALUES
+
+OTHER = "other"
+
+Labels = tuple[tuple[str, str], ...]
+Points = dict[str, dict[Labels, float]]  # metric name -> labels -> value
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    project: str = "name"  # name | hash | off
+    max_projects: int = 100
+    max_models: int = 50
+    max_tools: int = 100
+
+
+@dataclass
+class Capped:
+    """Keeps the first `limit` values seen (in the order given, which is first-seen order in the
+    ledger) and maps every later one to `other`, so a value never changes series once exposed."""
+
+    limit: int
+    kept: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, value: str) -> str:
+        if value in self.kept:
+            return self.kept[value]
+        if len(self.kept) < self.limit:
+            self.kept[value] = value
+            return value
+        return OTHER
+
+
+def project_label(policy: LabelPolicy, name: str) -> str:
+    if policy.project == "off":
+        return ""
+    if policy.project == "hash" and name not in ("unknown", OTHER):
+        return hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name
+
+
+def _first_seen(ledger: Ledger, column: str) -> Iterable[str]:
+    """Values of a usage_series column in the order they first appeared (rowids only grow)."""
+    query = f"SELECT {column} FROM usage_series GROUP BY {column} ORDER BY min(rowid)"
+    return (value for (value,) in ledger.db.execute(query))
+
+
+def read_points(ledger: Ledger, policy: LabelPolicy) -> Points:
+    """Every usage metric's points, summed over the label sets the policy folds together."""
+    projects, models = Capped(policy.max_projects), Capped(policy.max_models)
+    for name in _first_seen(ledger, "project"):
+        projects(name)
+    for name in _first_seen(ledger, "model"):
+        models(name)
+
+    def project(name: str) -> str:
+        return project_label(policy, projects(name))
+
+    points: Points = defaultdict(lambda: defaultdict(float))
+    rows = ledger.db.execute(f"SELECT {', '.join(USAGE_LABELS + USAGE_VALUES)} FROM usage_series")
+    for model, agent, interaction, category, proj, *values in rows:
+        model = models(model)
+        family = model_family(model) if model != OTHER else OTHER
+        base = (("agent", agent), ("category", category), ("interaction", interaction), ("model", model),
+                ("model_family", family), ("project", project(proj)))  # fmt: skip
+        for token_type, value in zip(TOKEN_TYPES, values, strict=False):
+            points["claude_usage_tokens_total"][(*base, ("token_type", token_type))] += value
+        cost, unpriced, requests, web_search = values[5:]
+        points["claude_usage_cost_usd_total"][base] += cost / 1e9
+        points["claude_usage_requests_total"][base] += requests
+        points["claude_usage_web_search_requests_total"][(("model", model), ("project", project(proj)))] += web_search
+        points["claude_usage_unpriced_tokens_total"][(("model", model),)] += unpriced
+    tools = Capped(policy.max_tools)
+    for tool, agent, proj, calls in ledger.db.execute(
+        "SELECT tool, agent, project, calls FROM tool_series ORDER BY rowid"
+    ):
+        key = (("agent", agent), ("project", project(proj)), ("tool", tools(tool)))
+        points["claude_usage_tool_calls_total"][key] += calls
+    for source, target, count in ledger.db.execute("SELECT * FROM switch_series"):
+        points["claude_usage_model_switches_total"][(("from_family", source), ("to_family", target))] += count
+    for proj, count in ledger.db.execute("SELECT project, count(*) FROM sessions GROUP BY project"):
+        points["claude_usage_sessions_total"][(("project", project(proj)),)] += count
+    return {name: dict(values) for name, values in points.items()}
+
+
+def read_context(ledger: Ledger) -> dict[str, tuple[list[int], int]]:
+    """`request_context_tokens` per model family: bucket counts (non-cumulative, +Inf last) and sum."""
+    found: dict[str, tuple[list[int], int]] = {}
+    for family, bucket, count, total in ledger.db.execute("SELECT * FROM context_series"):
+        counts, before = found.get(family, ([0] * (len(CONTEXT_BUCKETS) + 1), 0))
+        counts[bucket] += count
+        found[family] = (counts, before + total)
+    return found
