@@ -2,7 +2,6 @@ import base64
 import http.client
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,27 +126,6 @@ def test_an_empty_web_config_means_plain_http_without_authentication(tmp_path, t
 def test_every_mapped_cipher_suite_is_known_to_openssl():
     for name in webconfig._CIPHERS.values():
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(name)  # raises SSLError when OpenSSL does not know it
-
-
-def openssl(folder: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    folder = tmp_path_factory.mktemp("pki")
-    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"]
-    ca = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]
-    openssl(folder, "req", "-x509", *new_key, *ca, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Test CA")
-    for name, usage in [("server", "serverAuth\nsubjectAltName=IP:127.0.0.1"), ("client", "clientAuth")]:
-        (folder / f"{name}.ext").write_text(f"basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n")
-        openssl(
-            folder, "req", "-new", *new_key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"
-        )
-        signed = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext"]
-        openssl(folder, "x509", "-req", "-in", f"{name}.csr", *signed, "-out", f"{name}.pem")
-    return folder
 
 
 def tls_config(pki: Path, extra: str = "") -> WebConfig:

@@ -1,0 +1,172 @@
+"""The daemon's loop with an injected clock and waker: readiness, lag, failures, reloads, watching."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.app import Core
+from exporter.ledger import Ledger
+from exporter.serve import Daemon, Options, Waker, watch
+from exporter.views import LabelPolicy
+from tests.lines import assistant_line, write
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def core(tmp_path: Path, root: Path) -> Core:
+    return Core(state_dir=tmp_path / "state", roots=(root,), timezone="UTC")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, claude_dir: Path, clock: Clock) -> Iterator[Daemon]:
+    running = Daemon(core(tmp_path, claude_dir), Options(), clock=clock)
+    yield running
+    running.close()
+
+
+def requests(daemon: Daemon) -> float:
+    return daemon.exposition.snapshot.points["claude_usage_exporter_ledger_requests"][()]
+
+
+def test_a_step_ingests_new_lines_and_publishes_them(daemon: Daemon, claude_dir: Path) -> None:
+    path = write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1"))
+    daemon.step()
+    assert (daemon.status.ready, requests(daemon), daemon.health.files_watched) == (True, 1, 1)
+    write(path, assistant_line("msg_2", "req_2"))
+    daemon.step()
+    assert requests(daemon) == 2
+
+
+def test_the_lag_counts_from_the_first_unread_change_until_a_step_reads_it(daemon: Daemon, clock: Clock) -> None:
+    daemon.step()
+    daemon.changed()
+    clock.now += 3
+    daemon.changed()  # a second change does not restart the count
+    clock.now += 2
+    assert daemon.health.lag() == 5
+    daemon.step()
+    assert daemon.health.lag() == 0
+
+
+def test_a_ledger_that_cannot_be_written_makes_the_source_down_and_not_ready(
+    tmp_path: Path, claude_dir: Path, clock: Clock
+) -> None:
+    (tmp_path / "state").write_text("a file where the state dir should be")
+    daemon = Daemon(core(tmp_path, claude_dir), Options(), clock=clock)
+    daemon.step()
+    assert daemon.status.ready is False
+    assert daemon.status.error is not None and daemon.status.error.startswith(
+        f"cannot update the ledger in {tmp_path / 'state'}: cannot open the ledger at"
+    )
+    assert daemon.health.source_up == {"transcripts": 0}
+    clock.now += 7
+    assert daemon.health.lag() == 7  # a stalled exporter shows a growing lag
+
+
+def test_the_last_good_state_is_served_while_the_ledger_cannot_be_written(
+    tmp_path: Path, claude_dir: Path, clock: Clock
+) -> None:
+    path = write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1"))
+    good = Daemon(core(tmp_path, claude_dir), Options(), clock=clock)
+    good.step()
+    good.close()
+    write(path, assistant_line("msg_2", "req_2"))
+    broken = Daemon(core(tmp_path, claude_dir), Options(), clock=clock)
+    # Writes now fail as they do on a read-only file (root ignores file modes, so open it read-only).
+    broken.app.__dict__["ledger"] = Ledger.read_only(tmp_path / "state")
+    broken.step()
+    assert (broken.status.ready, broken.health.source_up, requests(broken)) == (False, {"transcripts": 0}, 1)
+
+
+def test_run_steps_on_each_wake_and_stop_ends_it(daemon: Daemon, claude_dir: Path) -> None:
+    woken: list[int] = []
+
+    class CountingWaker(Waker):
+        def wait(self, timeout: float | None) -> bool:
+            woken.append(1)
+            if len(woken) == 2:
+                write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1"))
+            if len(woken) == 3:
+                daemon.stop()
+            return True
+
+    daemon.waker = CountingWaker()
+    daemon.run()
+    assert (len(woken), requests(daemon)) == (3, 1)
+
+
+def test_a_reload_applies_new_settings_and_a_failed_one_keeps_the_old(daemon: Daemon, tmp_path: Path) -> None:
+    new = Options(policy=LabelPolicy(project="hash"))
+    loaded: list[tuple[Core, Options] | None] = [None, (daemon.core, new)]
+    daemon.reload = loaded.pop
+    daemon.step()
+    daemon.request_reload()
+    daemon._reload()
+    assert (daemon.options, daemon.status.ingested) == (new, False)
+    daemon.step()
+    daemon.request_reload()
+    daemon._reload()  # the loader failed (returned None): nothing changes
+    assert (daemon.options, daemon.status.ready) == (new, True)
+
+
+def test_a_stop_during_an_ingest_ends_it_after_the_unit_being_read(daemon: Daemon, claude_dir: Path) -> None:
+    for n in range(3):
+        write(claude_dir / "projects" / "p" / f"s{n}.jsonl", assistant_line(f"msg_{n}", f"req_{n}"))
+    daemon.stopping = True
+    daemon.step()
+    assert requests(daemon) == 3  # small files are one unit: read, committed, then the stop is seen
+
+
+def wait_woken(daemon: Daemon, touch: object) -> bool:
+    """Touch files until the watcher wakes the daemon: its inotify watch starts asynchronously."""
+    for _ in range(100):
+        assert callable(touch)
+        touch()
+        if daemon.waker.wait(0.1):
+            return True
+    return False
+
+
+def test_the_watcher_wakes_the_loop_when_a_transcript_grows(daemon: Daemon, claude_dir: Path) -> None:
+    path = write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_0", "req_0"))
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(daemon, stop), daemon=True)
+    thread.start()
+    try:
+        assert wait_woken(daemon, lambda: write(path, assistant_line("msg_1", "req_1")))
+        assert daemon.health.pending_since is not None
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_the_watcher_picks_up_a_root_that_appears_after_the_start(tmp_path: Path, clock: Clock) -> None:
+    root = tmp_path / "later"
+    daemon = Daemon(core(tmp_path, root), Options(poll_interval=0.05), clock=clock)
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(daemon, stop), daemon=True)
+    thread.start()
+    counter = iter(range(10_000))
+    try:
+        assert wait_woken(daemon, lambda: write(root / "projects" / "p" / "s.jsonl",
+                                                assistant_line(f"msg_{next(counter)}", "r")))  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(10)
+        daemon.close()
