@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,8 +91,11 @@ class App:
     def __getstate__(self) -> dict[str, Any]:
         return {"core": self.core}  # for parse workers: the ledger stays in this process
 
-    def refresh(self, progress: Progress | None = None, stop: Callable[[], bool] | None = None) -> IngestResult:
-        """Brings the ledger up to date with the transcripts, and with price or rule changes."""
+    def refresh(
+        self, progress: Progress | None = None, stop: Callable[[], bool] | None = None, now_ms: int | None = None
+    ) -> IngestResult:
+        """Brings the ledger up to date with the transcripts, and with price or rule changes; then
+        closes the prompts that are over (`now_ms`, default the clock, decides which are idle)."""
         self.ledger.reprice(self.fingerprint, self.enrich)
         # Price look-ups are kept in the ledger: a later run prices the same models without loading
         # the price data (~0.3 s), which is most of an incremental report's work.
@@ -99,6 +103,7 @@ class App:
         if saved.get("fingerprint") == self.fingerprint:
             self.remember(saved["lookups"])
         result = ingest(self.ledger, list(self.core.roots), self, progress, stop=stop, start_method=self.start_method)
+        self.ledger.close_prompts(int(time.time() * 1000) if now_ms is None else now_ms)
         lookups = self.remembered()
         if lookups != saved.get("lookups"):
             self.ledger.set_meta("prices", orjson.dumps({"fingerprint": self.fingerprint, "lookups": lookups}).decode())

@@ -8,7 +8,7 @@ tuple is several times cheaper to make.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import NamedTuple
@@ -70,6 +70,14 @@ class UsageEvent(NamedTuple):
         return model_family(self.model)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def to_ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MS  # exact: float seconds × 1000 can land a millisecond low
+
+
 _FAMILY = re.compile(r"(opus|sonnet|haiku)", re.IGNORECASE)
 
 
@@ -87,3 +95,12 @@ def project_name(cwd: str | None) -> str:
         return "unknown"
     name = re.split(r"[\\/]", cwd.rstrip("/\\"))[-1]
     return name or "unknown"
+
+
+class Prompt(NamedTuple):
+    """A prompt the user typed (not a tool result): the start of the requests one ask fans out into."""
+
+    key: str  # the line's uuid: a fork copies it unchanged, so copies are one prompt
+    session_id: str
+    ts: int  # epoch milliseconds, UTC
+    project: str

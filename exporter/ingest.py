@@ -18,6 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Protocol
 
+from exporter.events import Prompt
 from exporter.ledger import Enrich, Ledger, Request, merge_all
 from exporter.sources import files as fs
 from exporter.sources.transcripts import SOURCE, parse_chunk
@@ -59,6 +60,7 @@ class Parsed:
     # file's head fingerprint there (read here, where the file is hot); None: the part failed
     errors: list[str]
     lookups: dict[str, Any] | None = None  # a worker's price look-ups, for the ledger's process
+    prompts: list[Prompt] = field(default_factory=list)
 
 
 @dataclass
@@ -80,7 +82,7 @@ def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
             for lines, offset, too_long in fs.read_lines(part.found.path, part.start, part.stop):
                 end = offset
                 parsed.counts["skipped"] += too_long
-                merge_all(map(Request.from_event, parse_chunk(lines, parsed.counts)), merged)
+                merge_all(map(Request.from_event, parse_chunk(lines, parsed.counts, parsed.prompts)), merged)
             parsed.ends.append((end, fs.head_of(part.found.path, end) if end > part.start else ""))
         except OSError as err:
             parsed.errors.append(f"{part.found.path}: {err.strerror or err}")
@@ -237,11 +239,13 @@ class _Batch:
         self.failed: set[tuple[int, int]] = set()
         self.files: dict[tuple[int, int], fs.FileState] = {}
         self.counts: Counter[str] = Counter()
+        self.prompts: list[Prompt] = []
         self.size = 0
 
     def add(self, unit: Unit, parsed: Parsed) -> None:
         merge_all(parsed.requests, self.requests)
         self.counts.update(parsed.counts)
+        self.prompts += parsed.prompts
         for part, done in zip(unit, parsed.ends, strict=True):
             f = part.found
             if done is None or (part.stop is not None and done[0] < part.stop):
@@ -257,8 +261,9 @@ class _Batch:
         if not (self.requests or self.files or self.counts):
             return
         outcomes = self.ledger.commit(
-            self.requests.values(), self.enrich, self.files.values(), self.counts, SOURCE, self.size, self.fresh
-        )
+            self.requests.values(), self.enrich, self.files.values(), self.counts, SOURCE, self.size, self.fresh,
+            self.prompts,
+        )  # fmt: skip
         self.result.outcomes.update(outcomes)
         self.result.bytes_read += self.size
-        self.requests, self.files, self.counts, self.size = {}, {}, Counter(), 0
+        self.requests, self.files, self.counts, self.prompts, self.size = {}, {}, Counter(), [], 0

@@ -13,14 +13,13 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from exporter import series
-from exporter.events import Tokens, UsageEvent, model_family
+from exporter.events import Prompt, Tokens, UsageEvent, model_family, to_ms
 from exporter.sources.files import FileState
 
 NANOS = Decimal(1_000_000_000)
@@ -116,14 +115,6 @@ class Request(NamedTuple):
 
 
 Enrich = Callable[[Request], Request]  # sets cost, interaction and category; "" interaction = not yet
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def to_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MS  # exact: float seconds × 1000 can land a millisecond low
 
 
 def to_nanos(usd: Decimal | None) -> int | None:
@@ -274,6 +265,7 @@ class Ledger:
         source: str = "transcripts",
         bytes_read: int = 0,
         fresh: set[str] | None = None,
+        prompts: Iterable[Prompt] = (),
     ) -> Counter[str]:
         """Merges a batch into the ledger in one transaction; returns the line outcomes.
 
@@ -299,6 +291,7 @@ class Ledger:
             if rows:
                 changes.write(self.db)
                 self._changed()
+            series.add_prompts(self.db, prompts)
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
@@ -309,6 +302,12 @@ class Ledger:
         if fresh is not None:
             fresh.update(merged)
         return outcomes
+
+    def close_prompts(self, now_ms: int) -> int:
+        if self.db.execute("SELECT 1 FROM prompts WHERE requests IS NULL LIMIT 1").fetchone() is None:
+            return 0  # the common case needs no write lock
+        with self.transaction():
+            return series.close_prompts(self.db, now_ms)
 
     def empty(self) -> bool:
         return self.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -23,8 +24,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter import __version__
 from exporter.ledger import Ledger
-from exporter.series import CONTEXT_BUCKETS
-from exporter.views import LabelPolicy, Labels, Points, read_context, read_points
+from exporter.views import HISTOGRAMS, Histogram, LabelPolicy, Labels, Points, read_histograms, read_points
 
 SOURCES = ("transcripts",)
 OUTCOMES = ("usage", "duplicate", "skipped", "malformed")
@@ -58,6 +58,11 @@ CONTRACT: tuple[Spec, ...] = (
     Spec("claude_usage_sessions_total", "counter", "{session}", ("project",), "Claude Code sessions seen."),
     Spec("claude_usage_unpriced_tokens_total", "counter", "{token}", ("model",),
          "Tokens of requests whose model has no known price; their cost is not in the cost counter."),
+    Spec("claude_usage_prompts_total", "counter", "{prompt}", ("project",),
+         "Prompts typed by the user (not tool results); each fans out into one or more requests."),
+    Spec("claude_usage_prompt_requests", "histogram", "{request}", (),
+         "Requests per prompt: the session's requests (subagents' included) until the next prompt."),
+    Spec("claude_usage_prompt_cost_usd", "histogram", "usd", (), "Cost per prompt in US dollars."),
     Spec("claude_usage_request_context_tokens", "histogram", "{token}", ("model_family",),
          "Context each request read: uncached input plus cache reads and writes."),
     Spec("claude_usage_last_request_timestamp_seconds", "gauge", "s", (),
@@ -98,7 +103,7 @@ class Snapshot:
     """The ledger's values at one moment: what the usage instruments observe."""
 
     points: Points = field(default_factory=dict)
-    context: dict[str, tuple[list[int], int]] = field(default_factory=dict)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
 
 
 def read_snapshot(ledger: Ledger, policy: LabelPolicy, build: dict[str, str]) -> Snapshot:
@@ -127,25 +132,29 @@ def read_snapshot(ledger: Ledger, policy: LabelPolicy, build: dict[str, str]) ->
     }
     if last is not None:
         points["claude_usage_last_request_timestamp_seconds"] = {(): last / 1000}
-    return Snapshot(points, read_context(ledger))
+    return Snapshot(points, read_histograms(ledger))
 
 
-class _ContextHistogram:
-    """`claude_usage_request_context_tokens` from the durable bucket counts."""
+class _Histograms:
+    """The histograms, from their durable bucket counts (OpenTelemetry cannot observe a histogram)."""
 
     def __init__(self, exposition: Exposition) -> None:
         self.exposition = exposition
 
     def collect(self) -> Iterator[Metric]:
-        spec = next(s for s in CONTRACT if s.kind == "histogram")
-        family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
-        for name, (counts, total) in sorted(self.exposition.snapshot.context.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip([*map(str, CONTEXT_BUCKETS), "+Inf"], counts, strict=True):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            family.add_metric([name], buckets, total)
-        yield family
+        for spec in CONTRACT:
+            if spec.kind != "histogram":
+                continue
+            bounds = [*(f"{float(b)}" for b in HISTOGRAMS[spec.name][0]), "+Inf"]
+            family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels, unit=_unit(spec.unit))
+            for label, (counts, total) in sorted(self.exposition.snapshot.histograms.get(spec.name, {}).items()):
+                family.add_metric([label] if spec.labels else [], list(zip(bounds, accumulate(counts), strict=True)),
+                                  total)  # fmt: skip
+            yield family
+
+
+def _unit(unit: str) -> str:
+    return "" if unit.startswith("{") else unit
 
 
 def _registry() -> CollectorRegistry:
@@ -174,7 +183,7 @@ class Exposition:
                     continue
                 create = meter.create_observable_counter if spec.kind == "counter" else meter.create_observable_gauge
                 create(spec.name, callbacks=[self._callback(spec)], unit=spec.unit, description=spec.help)
-        self.usage.register(_ContextHistogram(self))
+        self.usage.register(_Histograms(self))
         ProcessCollector(registry=self.process)
         self._lock = threading.Lock()
         self._rendered: dict[str, bytes] = {}

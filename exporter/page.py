@@ -88,7 +88,7 @@ def render_page(data: PageData, ready: bool) -> bytes:
     state = "" if ready else '<p class="warn">Still reading transcripts, or the last ingest failed: see /readyz.</p>'
     text = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Claude Code usage</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <style>
 body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:52rem}}
 .cards{{display:flex;gap:1rem;flex-wrap:wrap}}

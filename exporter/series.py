@@ -13,11 +13,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from exporter.classify import tool_label
-from exporter.events import Tokens
+from exporter.events import Prompt, Tokens
 
 if TYPE_CHECKING:
     from exporter.ledger import Request
 
+PROMPT_REQUEST_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
+PROMPT_COST_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50)  # USD
+PROMPT_IDLE_MS = 30 * 60 * 1000  # a prompt with no later prompt closes after this long without a request
 CONTEXT_BUCKETS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000)
 USAGE_LABELS = ("model", "agent", "interaction", "category", "project")
 USAGE_VALUES = (
@@ -47,6 +50,18 @@ CREATE TABLE switch_series (
 CREATE TABLE context_series (
     model_family TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL, sum INTEGER NOT NULL,
     PRIMARY KEY (model_family, bucket)
+);
+-- typed prompts (ids and times only); requests and cost are set when the prompt closes
+CREATE TABLE prompts (
+    key TEXT PRIMARY KEY, session_id TEXT NOT NULL, ts INTEGER NOT NULL, project TEXT NOT NULL,
+    requests INTEGER, cost INTEGER
+);
+CREATE INDEX prompts_session ON prompts (session_id, ts);
+CREATE INDEX requests_session ON requests (session_id, ts);
+-- prompt_requests and prompt_cost_usd: closed prompts per bucket (kind: requests | cost)
+CREATE TABLE prompt_series (
+    kind TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL, sum INTEGER NOT NULL,
+    PRIMARY KEY (kind, bucket)
 );
 -- one row per session: its project, and the family of its latest main-thread request
 CREATE TABLE sessions (
@@ -136,8 +151,60 @@ class Changes:
             _sessions(db, self.new)
 
 
+def bucket(value: float, bounds: tuple[float, ...]) -> int:
+    """Index of the first bound at or above `value`; len(bounds) is +Inf."""
+    return next((i for i, bound in enumerate(bounds) if value <= bound), len(bounds))
+
+
 def context_bucket(tokens: int) -> int:
-    return next((i for i, bound in enumerate(CONTEXT_BUCKETS) if tokens <= bound), len(CONTEXT_BUCKETS))
+    return bucket(tokens, CONTEXT_BUCKETS)
+
+
+def add_prompts(db: sqlite3.Connection, prompts: Iterable[Prompt]) -> None:
+    # A fork copies prompt lines with their uuid: the copy read first (the original) is kept.
+    db.executemany("INSERT OR IGNORE INTO prompts (key, session_id, ts, project) VALUES (?, ?, ?, ?)", prompts)
+
+
+_OPEN = """
+WITH ordered AS (
+    SELECT key, session_id, ts, requests, lead(ts) OVER (PARTITION BY session_id ORDER BY ts) AS next
+    FROM prompts WHERE session_id IN (SELECT session_id FROM prompts WHERE requests IS NULL)
+)
+SELECT o.key, o.next, count(r.ts), coalesce(sum(r.cost), 0), max(r.ts), o.ts
+FROM ordered o LEFT JOIN requests r
+    ON r.session_id = o.session_id AND r.ts >= o.ts AND (o.next IS NULL OR r.ts < o.next)
+WHERE o.requests IS NULL
+GROUP BY o.key
+"""
+
+
+def close_prompts(db: sqlite3.Connection, now_ms: int, idle_ms: int = PROMPT_IDLE_MS) -> int:
+    """Closes the prompts that are over: a later prompt came, or the session has been idle long enough.
+
+    A closed prompt's requests (its session's, subagents' included, until the next prompt) and their
+    cost go into the prompt histograms once; a prompt that caused no request (a local command) is
+    not observed. Returns how many closed.
+    """
+    closed: list[tuple[int, int, str]] = []
+    series: defaultdict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for key, following, requests, cost, last, started in db.execute(_OPEN).fetchall():
+        if following is None and max(last or 0, started) > now_ms - idle_ms:
+            continue
+        closed.append((requests, cost, key))
+        if requests:
+            for kind, value, index in (
+                ("requests", requests, bucket(requests, PROMPT_REQUEST_BUCKETS)),
+                ("cost", cost, bucket(cost / 1e9, PROMPT_COST_BUCKETS)),
+            ):
+                series[(kind, index)][0] += 1
+                series[(kind, index)][1] += value
+    db.executemany("UPDATE prompts SET requests = ?, cost = ? WHERE key = ?", closed)
+    db.executemany(
+        "INSERT INTO prompt_series (kind, bucket, count, sum) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (kind, bucket) DO UPDATE SET count = count + excluded.count, sum = sum + excluded.sum",
+        [(*key, n, total) for key, (n, total) in series.items()],
+    )
+    return len(closed)
 
 
 def _sessions(db: sqlite3.Connection, new: Iterable[Request]) -> None:

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 
 from exporter.events import TOKEN_TYPES, model_family
 from exporter.ledger import Ledger
-from exporter.series import CONTEXT_BUCKETS, USAGE_LABELS, USAGE_VALUES
+from exporter.series import (
+    CONTEXT_BUCKETS,
+    PROMPT_COST_BUCKETS,
+    PROMPT_REQUEST_BUCKETS,
+    USAGE_LABELS,
+    USAGE_VALUES,
+)
 
 OTHER = "other"
 
@@ -93,16 +99,31 @@ def read_points(ledger: Ledger, policy: LabelPolicy) -> Points:
         points["claude_usage_tool_calls_total"][key] += calls
     for source, target, count in ledger.db.execute("SELECT * FROM switch_series"):
         points["claude_usage_model_switches_total"][(("from_family", source), ("to_family", target))] += count
-    for proj, count in ledger.db.execute("SELECT project, count(*) FROM sessions GROUP BY project"):
-        points["claude_usage_sessions_total"][(("project", project(proj)),)] += count
+    for table, name in (("sessions", "claude_usage_sessions_total"), ("prompts", "claude_usage_prompts_total")):
+        for proj, count in ledger.db.execute(f"SELECT project, count(*) FROM {table} GROUP BY project"):
+            points[name][(("project", project(proj)),)] += count
     return {name: dict(values) for name, values in points.items()}
 
 
-def read_context(ledger: Ledger) -> dict[str, tuple[list[int], int]]:
-    """`request_context_tokens` per model family: bucket counts (non-cumulative, +Inf last) and sum."""
-    found: dict[str, tuple[list[int], int]] = {}
-    for family, bucket, count, total in ledger.db.execute("SELECT * FROM context_series"):
-        counts, before = found.get(family, ([0] * (len(CONTEXT_BUCKETS) + 1), 0))
-        counts[bucket] += count
-        found[family] = (counts, before + total)
+HISTOGRAMS: dict[str, tuple[tuple[float, ...], str, int]] = {  # name -> bounds, query, unit of the sums
+    "claude_usage_request_context_tokens": (CONTEXT_BUCKETS, "SELECT * FROM context_series", 1),
+    "claude_usage_prompt_requests": (
+        PROMPT_REQUEST_BUCKETS, "SELECT '', bucket, count, sum FROM prompt_series WHERE kind = 'requests'", 1),
+    "claude_usage_prompt_cost_usd": (
+        PROMPT_COST_BUCKETS, "SELECT '', bucket, count, sum FROM prompt_series WHERE kind = 'cost'", 10**9),
+}  # fmt: skip
+
+Histogram = dict[str, tuple[list[int], float]]  # label value ("" without a label) -> bucket counts, sum
+
+
+def read_histograms(ledger: Ledger) -> dict[str, Histogram]:
+    """Each histogram's bucket counts (not cumulative, +Inf last) and sum, per label value."""
+    found: dict[str, Histogram] = {}
+    for name, (bounds, query, unit) in HISTOGRAMS.items():
+        sums: dict[str, tuple[list[int], int]] = {}
+        for label, index, count, total in ledger.db.execute(query):
+            counts, before = sums.get(label, ([0] * (len(bounds) + 1), 0))
+            counts[index] += count
+            sums[label] = (counts, before + total)
+        found[name] = {label: (counts, total / unit) for label, (counts, total) in sums.items()}
     return found

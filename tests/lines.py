@@ -79,14 +79,18 @@ def assistant_line(
     return orjson.dumps(record) + b"\n"
 
 
-def user_line(text: str = "summarise notes.txt", ts: str = "2026-11-25T21:13:50.000Z") -> bytes:
+def user_line(
+    text: str = "summarise notes.txt",
+    ts: str = "2026-11-25T21:13:50.000Z",
+    uuid: str = "8acc0000-0000-0000-0000-000000000000",
+) -> bytes:
     """A prompt line: no usage, so it ends as `skipped`."""
     record = {
         "parentUuid": None,
         "isSidechain": False,
         "type": "user",
         "message": {"role": "user", "content": text},
-        "uuid": "8acc0000-0000-0000-0000-000000000000",
+        "uuid": uuid,
         "timestamp": ts,
         "userType": "external",
         "cwd": CWD,

@@ -117,7 +117,7 @@ def test_basic_auth_lets_in_the_right_password_and_answers_401_otherwise(daemon:
 
 def test_tls_serves_https_to_clients_trusting_the_ca_and_plain_http_is_refused(daemon: Daemon, pki: Path) -> None:
     config = pki / "web.yml"
-    config.write_text(f"tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n")
+    config.write_text("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n")
     server = Server(("127.0.0.1", 0), daemon, load_web_config(config))
     server.start()
     try:

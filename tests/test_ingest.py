@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import exporter
 from exporter import ingest as ingest_module
 from exporter.app import App, Core
-from exporter.events import Tokens, UsageEvent
+from exporter.events import Prompt, Tokens, UsageEvent
 from exporter.ingest import IngestResult
 from exporter.ledger import MIGRATIONS, Ledger
 from exporter.sources import files as fs
@@ -107,9 +107,9 @@ def test_a_second_ingest_reads_only_the_bytes_appended_since_the_first(
     parsed: list[bytes] = []
     real = parse_chunk
 
-    def spy(buf: bytes, counts: Counter[str]) -> list[UsageEvent]:
+    def spy(buf: bytes, counts: Counter[str], prompts: list[Prompt] | None = None) -> list[UsageEvent]:
         parsed.append(bytes(buf))
-        return real(buf, counts)
+        return real(buf, counts, prompts)
 
     monkeypatch.setattr(ingest_module, "parse_chunk", spy)
     path = append(root / "projects/p/s1.jsonl", user_line(), A, B)

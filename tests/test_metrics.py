@@ -27,7 +27,7 @@ def small_corpus(claude_dir: Path) -> None:
     """Two projects, a subagent, a tool, an MCP tool, a model switch, an unpriced model, bad lines."""
     write(
         claude_dir / "projects" / "-home-dev-notes-app" / "s1.jsonl",
-        user_line(),
+        user_line(ts="2026-11-25T20:59:00.000Z"),
         assistant_line("msg_1", "req_1", "2026-11-25T21:00:00.000Z", input=10, output=100, cache_read=2000,
                        cache_5m=300, cache_1h=40, tools=["Read"]),
         assistant_line("msg_1", "req_1", "2026-11-25T21:00:00.000Z", input=10, output=100, cache_read=2000,

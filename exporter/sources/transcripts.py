@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from exporter.events import Tokens, UsageEvent, project_name
+from exporter.events import Prompt, Tokens, UsageEvent, project_name, to_ms
 
 SOURCE = "transcripts"
 
@@ -24,13 +24,19 @@ SOURCE = "transcripts"
 USAGE_MARK = b'"usage"'
 ASSISTANT_MARK = b'"assistant"'
 USER_HEAD = b'"type":"user"'
+# A typed prompt's content is a string or starts with a text or image block; a tool result's with
+# {"tool_use_id" or {"type":"tool_result". Claude Code writes "message" before the long fields.
+TYPED = (b'"role":"user","content":"', b'"role":"user","content":[{"type":"text"',
+         b'"role":"user","content":[{"type":"image"')  # fmt: skip
+GENERATED = ("<local-command", "[Request interrupted", "Caveat: The messages below")
 HEAD = 300
 # No real request has more tokens than this in one field; larger numbers are corruption.
 MAX_TOKENS = 100_000_000
 
 
-def candidates(data: bytes) -> tuple[list[bytes], int]:
-    """The lines that may carry usage, and how many lines there are in all.
+def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[bytes], int]:
+    """The lines that may carry usage, and how many lines there are in all; with `prompts`, the user
+    lines that may be typed prompts are added to it.
 
     Walks newline to newline without copying: most bytes are in user lines (tool results: file
     contents, command output), and Claude Code writes their top-level "type" near the start, so
@@ -50,6 +56,8 @@ def candidates(data: bytes) -> tuple[list[bytes], int]:
         user = find(USER_HEAD, start, head) != -1 and find(ASSISTANT_MARK, start, head) == -1
         if not user and find(USAGE_MARK, start, end) != -1 and find(ASSISTANT_MARK, start, end) != -1:
             found.append(data[start:end])
+        elif user and prompts is not None and any(find(mark, start, end) != -1 for mark in TYPED):
+            prompts.append(data[start:end])
         start = end + 1
     return found, lines
 
@@ -58,12 +66,18 @@ class Malformed(ValueError):
     """A line that looks like usage but cannot be used."""
 
 
-def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEvent]:
+def parse_chunk(
+    buf: bytes | memoryview, counts: Counter[str], prompts: list[Prompt] | None = None
+) -> list[UsageEvent]:
     """Events of a run of complete lines; lines that give no event are counted in `counts`.
 
     Lines that do give one end as `usage` or `duplicate`, which only the ledger can tell apart.
+    With `prompts`, the typed prompts found are added to it (their lines still count as skipped).
     """
-    maybe, lines = candidates(bytes(buf))
+    typed: list[bytes] | None = [] if prompts is not None else None
+    maybe, lines = candidates(bytes(buf), typed)
+    if prompts is not None and typed:
+        prompts.extend(p for p in map(parse_prompt, typed) if p is not None)
     counts["skipped"] += lines - len(maybe)
     events: list[UsageEvent] = []
     last_id = last_model = last_usage = None  # of the last event
@@ -101,6 +115,39 @@ def parse_chunk(buf: bytes | memoryview, counts: Counter[str]) -> list[UsageEven
             assert type(message) is dict  # only a record with a message dict gives an event
             last_id, last_model, last_usage = message.get("id"), message.get("model"), message.get("usage")
     return events
+
+
+def parse_prompt(line: bytes) -> Prompt | None:
+    """The prompt of a user line, or None for a tool result, a generated or subagent line, or junk.
+
+    Only ids, time and project are kept: never the text.
+    """
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or record.get("type") != "user":
+        return None
+    flags = ("isMeta", "isCompactSummary", "isSidechain", "isVisibleInTranscriptOnly")
+    if any(record.get(flag) is True for flag in flags) or "agentId" in record:
+        return None
+    message = record.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list):
+        first = content[0] if content and isinstance(content[0], dict) else {}
+        if first.get("type") not in ("text", "image"):
+            return None
+        content = first.get("text", "")
+    if not isinstance(content, str) or content.startswith(GENERATED):
+        return None
+    key, session = _str(record.get("uuid")), _str(record.get("sessionId"))
+    try:
+        moment = _timestamp(record.get("timestamp"))
+    except Malformed:
+        return None
+    if key is None or session is None:
+        return None
+    return Prompt(key, session, to_ms(moment), project_name(_str(record.get("cwd"))))
 
 
 def split_merged(line: bytes) -> list[bytes]:
