@@ -251,7 +251,10 @@ class Settings(_Strict):
 
 
 def claude_roots(settings: Settings, env: Mapping[str, str]) -> tuple[Path, ...]:
-    """Transcript roots: configured ones, else `$CLAUDE_CONFIG_DIR` (comma-separated), else both defaults."""
+    """Transcript roots: configured ones, else `$CLAUDE_CONFIG_DIR` (comma-separated), else both defaults;
+    none when the transcript source is turned off."""
+    if not settings.sources.transcripts.enabled:
+        return ()
     return settings.sources.transcripts.roots or default_roots(env)
 
 

@@ -66,6 +66,7 @@ class Parsed:
 @dataclass
 class IngestResult:
     files: int = 0
+    found: list[fs.Found] = field(default_factory=list)  # the files, as discovered
     bytes_read: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -148,7 +149,7 @@ def ingest(
     result = IngestResult()
     with ingest_lock(ledger.path.parent):
         found = fs.discover(roots, result.errors)
-        result.files = len(found)
+        result.files, result.found = len(found), found
         states = ledger.file_states()
         units = plan(found, states, result.errors)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)

@@ -7,7 +7,9 @@ One loop thread owns the ledger and runs every ingest; it sleeps on a `Waker` th
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -22,6 +24,7 @@ from exporter.app import App, Core
 from exporter.ledger import Ledger, LedgerError
 from exporter.metrics import Exposition, Health, read_snapshot
 from exporter.page import PageData, read_page
+from exporter.sources.files import Found
 from exporter.views import LabelPolicy
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ class Options:
     poll: bool = False
     poll_interval: float = 1.0
     rescan: float = 60.0  # a full pass even without events: inotify queues can overflow
+    full_poll_every: int = 30  # polling: a full pass every this many intervals, else only likely places
     policy: LabelPolicy = field(default_factory=LabelPolicy)
 
 
@@ -84,6 +88,7 @@ class Daemon:
         self.reload: Callable[[], tuple[Core, Options] | None] | None = None
         self.reload_requested = False
         self._day = ""
+        self.hot: Hot | None = None  # polling: where a change is likely, from the last pass
 
     # --- one pass -------------------------------------------------------------------------------
 
@@ -97,6 +102,7 @@ class Daemon:
             return
         self.health.source_up[SOURCE] = 1
         self.health.files_watched = result.files
+        self.hot = Hot.of(result.found, self.core.roots, time.time_ns()) if self.options.poll else None
         if self.health.pending_since is not None and self.health.pending_since <= started:
             self.health.pending_since = None
         for error in result.errors[:20]:
@@ -146,15 +152,21 @@ class Daemon:
     # --- the loop -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Until `stop`: a pass whenever woken, and at least every poll interval or rescan period."""
-        timeout = self.options.poll_interval if self.options.poll else self.options.rescan
+        """Until `stop`: a pass whenever woken, and at least every rescan period. Polling, every
+        interval checks the places a change is likely, and every `full_poll_every` intervals all."""
+        poll = self.options.poll
         self.step()
+        idle = 0
         while not self.stopping:
-            self.waker.wait(timeout)
+            woken = self.waker.wait(self.options.poll_interval if poll else self.options.rescan)
             if self.reload_requested:
                 self._reload()
-            if not self.stopping:
+            idle += 1
+            if self.stopping:
+                break
+            if woken or not poll or idle >= self.options.full_poll_every or self.hot is None or self.hot.changed():
                 self.step()
+                idle = 0
 
     def stop(self) -> None:
         self.stopping = True
@@ -187,6 +199,39 @@ class Daemon:
         self.exposition.close()
         if "ledger" in self.app.__dict__:
             self.app.ledger.close()
+
+
+RECENT_NS = 24 * 3600 * 10**9
+
+
+@dataclass(frozen=True)
+class Hot:
+    """Polling's cheap check between full passes: the files written in the last day, and the
+    folders where a new session, subagent or project file would appear (a new entry changes a
+    folder's mtime). A few dozen stats instead of thousands; an old session resumed is seen at the
+    next full pass, and is hot from then on."""
+
+    stats: tuple[tuple[str, int, int], ...]  # path, size, mtime_ns
+
+    @classmethod
+    def of(cls, found: list[Found], roots: tuple[Path, ...], now_ns: int) -> Hot:
+        folders = {os.path.dirname(f.path) for f in found}
+        places = {str(root / "projects") for root in roots} | {d for d in folders if not d.endswith("/subagents")}
+        for f in found:
+            if f.mtime > now_ns - RECENT_NS:
+                places |= {f.path, f.path.removesuffix(".jsonl") + "/subagents"}
+        return cls(tuple((path, *_stat(path)) for path in sorted(places)))
+
+    def changed(self) -> bool:
+        return any(_stat(path) != (size, mtime) for path, size, mtime in self.stats)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (0 if stat.S_ISDIR(st.st_mode) else st.st_size, st.st_mtime_ns)
 
 
 def _sqlite_errors() -> type[Exception]:

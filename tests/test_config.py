@@ -578,6 +578,12 @@ def test_configured_transcript_roots_win_over_claude_config_dir():
     assert claude_roots(settings, {"CLAUDE_CONFIG_DIR": "/theirs"}) == (Path("/mine"),)
 
 
+def test_a_transcript_source_turned_off_has_no_roots():
+    settings = load_settings(None, ENV, {"sources.transcripts.enabled": False, "sources.transcripts.roots": ["/a"]})
+
+    assert claude_roots(settings, {"CLAUDE_CONFIG_DIR": "/theirs"}) == ()
+
+
 def test_a_config_error_lists_its_source_then_each_error():
     error = ConfigError("c.yaml", ["a.b: broken", "c: unknown key"])
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +172,56 @@ def test_the_watcher_picks_up_a_root_that_appears_after_the_start(tmp_path: Path
         stop.set()
         thread.join(10)
         daemon.close()
+
+
+def test_polling_checks_recent_files_and_project_folders_between_full_passes(
+    tmp_path: Path, claude_dir: Path, clock: Clock
+) -> None:
+    project = claude_dir / "projects" / "p"
+    recent = write(project / "recent.jsonl", assistant_line("msg_1", "req_1"))
+    old = write(project / "old.jsonl", assistant_line("msg_2", "req_2"))
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    daemon = Daemon(core(tmp_path, claude_dir), Options(poll=True), clock=clock)
+    daemon.step()
+    assert daemon.hot is not None and not daemon.hot.changed()
+    checked = {path for path, _, _ in daemon.hot.stats}
+    assert checked == {str(claude_dir / "projects"), str(project), str(recent), str(recent)[:-6] + "/subagents"}
+    write(old, assistant_line("msg_3", "req_3"))
+    assert not daemon.hot.changed()  # an old session resumed waits for the next full pass ...
+    write(project / "new.jsonl", assistant_line("msg_4", "req_4"))
+    assert daemon.hot.changed()  # ... a new session changes its project folder
+    daemon.step()
+    write(recent, assistant_line("msg_5", "req_5"))
+    assert daemon.hot.changed()
+    daemon.close()
+
+
+def test_polling_runs_a_pass_when_a_likely_place_changed_or_after_the_full_interval(
+    tmp_path: Path, claude_dir: Path, clock: Clock
+) -> None:
+    path = write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_0", "req_0"))
+    daemon = Daemon(core(tmp_path, claude_dir), Options(poll=True, full_poll_every=3), clock=clock)
+    steps: list[int] = []
+    real_step = daemon.step
+
+    def step() -> None:
+        steps.append(len(waits))
+        real_step()
+
+    waits: list[int] = []
+
+    class Interval(Waker):  # each wait is one poll interval passing with no wake
+        def wait(self, timeout: float | None) -> bool:
+            waits.append(1)
+            if len(waits) == 2:
+                write(path, assistant_line("msg_1", "req_1"))
+            if len(waits) == 7:
+                daemon.stop()
+            return False
+
+    daemon.step = step  # type: ignore[method-assign]
+    daemon.waker = Interval()
+    daemon.run()
+    daemon.close()
+    assert steps == [0, 2, 5]  # the start; the append seen at once; a full pass three intervals later
