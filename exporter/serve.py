@@ -88,6 +88,7 @@ class Daemon:
         self.reload: Callable[[], tuple[Core, Options] | None] | None = None
         self.reload_requested = False
         self._day = ""
+        self._published: tuple[int, int] | None = None  # the ledger's version last shown
         self.hot: Hot | None = None  # polling: where a change is likely, from the last pass
 
     # --- one pass -------------------------------------------------------------------------------
@@ -107,7 +108,9 @@ class Daemon:
             self.health.pending_since = None
         for error in result.errors[:20]:
             log.warning("read error: %s", error)
-        changed = result.bytes_read or result.errors or not self.status.ingested or self._new_day()
+        # Another process (`report`) may have ingested first: what it stored counts as a change too.
+        version = self._version(self.app.ledger)
+        changed = version != self._published or result.errors or not self.status.ingested or self._new_day()
         self.status.error = None
         if changed:
             self._publish(self.app.ledger)
@@ -138,7 +141,13 @@ class Daemon:
             finally:
                 ledger.close()
 
+    @staticmethod
+    def _version(ledger: Ledger) -> tuple[int, int]:
+        """Changes with every commit that stored a request or read a byte, by any process."""
+        return ledger.generation(), ledger.counters().get(f"bytes.{SOURCE}", 0)
+
     def _publish(self, ledger: Ledger) -> None:
+        self._published = self._version(ledger)
         pricer = self.app.pricer
         self.build.update(pricing_source=pricer.source, pricing_version=pricer.version)
         self.exposition.update(read_snapshot(ledger, self.options.policy, self.build))

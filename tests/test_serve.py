@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.app import Core
+from exporter.app import App, Core
 from exporter.ledger import Ledger
 from exporter.serve import Daemon, Options, Waker, watch
 from exporter.views import LabelPolicy
@@ -225,3 +225,11 @@ def test_polling_runs_a_pass_when_a_likely_place_changed_or_after_the_full_inter
     daemon.run()
     daemon.close()
     assert steps == [0, 2, 5]  # the start; the append seen at once; a full pass three intervals later
+
+
+def test_what_another_process_ingested_is_published_at_the_next_pass(daemon: Daemon, claude_dir: Path) -> None:
+    daemon.step()
+    write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1"))
+    App(daemon.core).refresh()  # `report` ingests first ...
+    daemon.step()  # ... this pass reads nothing new, yet shows it
+    assert requests(daemon) == 1
