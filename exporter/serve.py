@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import stat
 import sys
 import threading
@@ -98,7 +99,7 @@ class Daemon:
         started = self.clock()
         try:
             result = self.app.refresh(stop=lambda: self.stopping)
-        except (LedgerError, OSError, _sqlite_errors()) as err:
+        except (LedgerError, OSError, sqlite3.Error) as err:
             self._failed(f"cannot update the ledger in {self.core.state_dir}: {err}")
             return
         self.health.source_up[SOURCE] = 1
@@ -136,7 +137,7 @@ class Daemon:
                 return
             try:
                 self._publish(ledger)
-            except _sqlite_errors():
+            except sqlite3.Error:
                 pass
             finally:
                 ledger.close()
@@ -241,12 +242,6 @@ def _stat(path: str) -> tuple[int, int]:
     except OSError:
         return (-1, -1)
     return (0 if stat.S_ISDIR(st.st_mode) else st.st_size, st.st_mtime_ns)
-
-
-def _sqlite_errors() -> type[Exception]:
-    import sqlite3
-
-    return sqlite3.Error
 
 
 def watch_targets(roots: tuple[Path, ...]) -> list[Path]:
