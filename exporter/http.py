@@ -60,6 +60,9 @@ class Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: Server
     timeout = TIMEOUT
+    # Headers and body go out in two writes: with Nagle's algorithm the body waits for the client's
+    # delayed ACK (~40 ms a scrape).
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "claude-usage-exporter"
 

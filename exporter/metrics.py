@@ -198,20 +198,18 @@ class Exposition:
         return lambda _: [Observation(v, dict(k)) for k, v in self.snapshot.points.get(spec.name, {}).items()]
 
     def update(self, snapshot: Snapshot) -> None:
-        """New usage values; rendered here, once, rather than at every scrape."""
+        """New usage values, rendered here once in both formats rather than at every scrape."""
         with self._lock:
             self.snapshot = snapshot
-            self._rendered = {TEXT: generate_latest(self.usage)}
+            collected = _Collected(list(self.usage.collect()))  # one collect serves both encodings
+            self._rendered = {kind: _encoder(kind)(collected) for kind in (TEXT, OPENMETRICS)}
 
     def render(self, content_type: str, process: bool = True) -> bytes:
         """The exposition; `process=False` leaves out `process_*` (for output that must not vary)."""
         with self._lock:
-            usage = self._rendered.get(content_type)
-            if usage is None:
-                usage = self._rendered[content_type] = _encoder(content_type)(self.usage)
-        parts = [usage, _encoder(content_type)(self.live)]
-        if process:
-            parts.append(_encoder(content_type)(self.process))
+            usage = self._rendered.get(content_type, b"")
+        encode = _encoder(content_type)
+        parts = [usage, encode(self.live), *([encode(self.process)] if process else [])]
         if content_type == OPENMETRICS:
             parts = [part.removesuffix(b"# EOF\n") for part in parts[:-1]] + parts[-1:]
         return b"".join(parts)
@@ -221,7 +219,17 @@ class Exposition:
             provider.shutdown()
 
 
-def _encoder(content_type: str) -> Callable[[CollectorRegistry], bytes]:
+class _Collected:
+    """Metrics collected once, for the encoders (which take anything with `collect`)."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self.metrics
+
+
+def _encoder(content_type: str) -> Callable[[Any], bytes]:  # a registry, or anything with `collect`
     return openmetrics.generate_latest if content_type == OPENMETRICS else generate_latest
 
 

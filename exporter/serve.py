@@ -149,15 +149,14 @@ class Daemon:
 
     def _publish(self, ledger: Ledger) -> None:
         self._published = self._version(ledger)
+        self._day = datetime.now(self.core.zone).date().isoformat()  # the page's "today" changes with it
         pricer = self.app.pricer
         self.build.update(pricing_source=pricer.source, pricing_version=pricer.version)
         self.exposition.update(read_snapshot(ledger, self.options.policy, self.build))
         self.page = read_page(ledger, self.exposition.snapshot, self.core.zone, self.options.policy)
 
     def _new_day(self) -> bool:
-        day = datetime.now(self.core.zone).date().isoformat()
-        changed, self._day = day != self._day, day
-        return changed
+        return datetime.now(self.core.zone).date().isoformat() != self._day
 
     # --- the loop -------------------------------------------------------------------------------
 

@@ -233,3 +233,12 @@ def test_what_another_process_ingested_is_published_at_the_next_pass(daemon: Dae
     App(daemon.core).refresh()  # `report` ingests first ...
     daemon.step()  # ... this pass reads nothing new, yet shows it
     assert requests(daemon) == 1
+
+
+def test_a_pass_with_nothing_new_renders_nothing(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon.step()
+    renders: list[object] = []
+    monkeypatch.setattr(daemon.exposition, "update", renders.append)
+    daemon.step()
+    daemon.step()
+    assert renders == []
