@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,6 +100,10 @@ def _start_worker(pricing: Pricing) -> None:
     global _worker_pricing
     _worker_pricing = pricing
     _keep_freed_memory()
+    # Ctrl-C or a service manager signals the whole process group: the ingest's own process decides
+    # when to stop (after committing what it has), and then shuts the workers down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _keep_freed_memory() -> None:
@@ -167,8 +172,6 @@ def ingest(
         gone = states.keys() - {(f.dev, f.ino) for f in found}
         if gone:
             ledger.forget_files(gone)
-        if result.errors:
-            ledger.add_counters({f"errors.{SOURCE}": len(result.errors)})
     return result
 
 
@@ -216,10 +219,10 @@ def _parse_all(
     # fork: workers start in milliseconds, and inherit `pricing` unpickled; they only parse and
     # price, never touching the ledger.
     context = multiprocessing.get_context(start_method)
-    with ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(pricing,)) as pool:
+    pool = ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(pricing,))
+    try:
         pending: deque[tuple[Unit, Future[Parsed]]] = deque()
-        queue = iter(units)
-        for unit in queue:
+        for unit in units:
             pending.append((unit, pool.submit(_parse_in_worker, unit)))
             if len(pending) > 2 * count:  # bounded look-ahead keeps memory flat
                 done, future = pending.popleft()
@@ -227,6 +230,8 @@ def _parse_all(
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
+    finally:  # a stopped ingest does not wait for the units queued behind it
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Batch:

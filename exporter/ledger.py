@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
@@ -171,6 +173,7 @@ class Ledger:
     """The SQLite ledger in a state dir. Safe to share between processes (WAL + busy timeout)."""
 
     FILE = "ledger.sqlite3"
+    _copy: Path | None = None  # a private copy read by `read_only`
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / self.FILE
@@ -187,22 +190,37 @@ class Ledger:
 
     @classmethod
     def read_only(cls, state_dir: Path) -> Ledger:
-        """The ledger as it is on disk, for a daemon that cannot write it: nothing is changed or locked."""
+        """The ledger as it is on disk, for a daemon that cannot write it: nothing there is changed.
+
+        Commits a killed process left in the write-ahead log are part of it, but replaying them needs
+        a writable folder: then a private copy is read (and removed on `close`).
+        """
         ledger = cls.__new__(cls)
-        ledger.path = state_dir / cls.FILE
+        ledger.path, ledger._copy = state_dir / cls.FILE, None
+        wal = ledger.path.with_name(cls.FILE + "-wal")
         try:
-            # immutable: no -shm file is needed, so this works in a folder we cannot write
-            ledger.db = sqlite3.connect(f"file:{quote(str(ledger.path))}?immutable=1", uri=True, isolation_level=None)
+            if wal.exists() and wal.stat().st_size:
+                ledger._copy = Path(tempfile.mkdtemp(prefix="claude-usage-ledger-"))
+                for source in (ledger.path, wal):
+                    shutil.copyfile(source, ledger._copy / source.name)
+                ledger.db = sqlite3.connect(ledger._copy / cls.FILE, isolation_level=None)
+            else:  # immutable: no -shm file is needed, so this works in a folder we cannot write
+                uri = f"file:{quote(str(ledger.path))}?immutable=1"
+                ledger.db = sqlite3.connect(uri, uri=True, isolation_level=None)
             version = ledger.db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error as err:
+        except (OSError, sqlite3.Error) as err:
+            ledger.close()
             raise LedgerError(f"cannot read the ledger at {ledger.path}: {err}") from err
         if version != len(MIGRATIONS):
-            ledger.db.close()
+            ledger.close()
             raise LedgerError(f"{ledger.path} has schema version {version}, not {len(MIGRATIONS)}")
         return ledger
 
     def close(self) -> None:
-        self.db.close()
+        if "db" in self.__dict__:
+            self.db.close()
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
 
     def _migrate(self) -> None:
         # executescript commits before it runs, so SQLite's own lock cannot cover reading the version

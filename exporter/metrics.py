@@ -73,7 +73,7 @@ CONTRACT: tuple[Spec, ...] = (
          "Lines read, by outcome: usage, duplicate, skipped (not usage) or malformed."),
     Spec("claude_usage_exporter_bytes_read_total", "counter", "{byte}", ("source",), "Bytes read from sources."),
     Spec("claude_usage_exporter_read_errors_total", "counter", "{error}", ("source",),
-         "Files or folders that could not be read (permissions, deleted mid-read)."),
+         "Files or folders that could not be read (permissions, deleted mid-read); a lasting fault counts once."),
     Spec("claude_usage_exporter_ledger_requests", "gauge", "{request}", (), "Requests held in the ledger."),
     Spec("claude_usage_exporter_source_up", "gauge", "", ("source",),
          "1 when the source's last ingest succeeded, 0 when it failed (e.g. the state dir is not writable).",

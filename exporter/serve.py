@@ -90,6 +90,8 @@ class Daemon:
         self.reload_requested = False
         self._day = ""
         self._published: tuple[int, int] | None = None  # the ledger's version last shown
+        self._errors: set[str] = set()  # read errors of the last pass
+        self.polling = options.poll  # also when inotify cannot watch (see `watch`)
         self.hot: Hot | None = None  # polling: where a change is likely, from the last pass
 
     # --- one pass -------------------------------------------------------------------------------
@@ -102,16 +104,25 @@ class Daemon:
         except (LedgerError, OSError, sqlite3.Error) as err:
             self._failed(f"cannot update the ledger in {self.core.state_dir}: {err}")
             return
+        except Exception as err:  # e.g. a parse worker killed by the OOM killer: try again next pass
+            log.exception("ingest failed")
+            self._failed(f"ingest failed: {err!r}")
+            return
         self.health.source_up[SOURCE] = 1
         self.health.files_watched = result.files
-        self.hot = Hot.of(result.found, self.core.roots, time.time_ns()) if self.options.poll else None
+        self.hot = Hot.of(result.found, self.core.roots, time.time_ns()) if self.polling else None
         if self.health.pending_since is not None and self.health.pending_since <= started:
             self.health.pending_since = None
-        for error in result.errors[:20]:
+        # A lasting fault (a file it may not read) is logged and counted once, not at every pass.
+        new_errors = sorted(set(result.errors) - self._errors)
+        for error in new_errors[:20]:
             log.warning("read error: %s", error)
+        if new_errors:
+            self.app.ledger.add_counters({f"errors.{SOURCE}": len(new_errors)})
+        self._errors = set(result.errors)
         # Another process (`report`) may have ingested first: what it stored counts as a change too.
         version = self._version(self.app.ledger)
-        changed = version != self._published or result.errors or not self.status.ingested or self._new_day()
+        changed = version != self._published or new_errors or not self.status.ingested or self._new_day()
         self.status.error = None
         if changed:
             self._publish(self.app.ledger)
@@ -119,28 +130,31 @@ class Daemon:
             if new or not self.status.ingested:
                 log.info("ingested %d new request(s) from %d byte(s) in %.3f s", new, result.bytes_read,
                          self.clock() - started)  # fmt: skip
-        if not self.status.ingested:
+        if not self.status.ingested and not self.stopping:  # a stopped ingest did not reach the end
             self.status.ingested = True
             log.info("ready: %d transcript file(s) found", result.files)
 
     def _failed(self, message: str) -> None:
-        if self.status.error != message:
-            log.error("%s", message)
-        self.status.error = message
+        repeated, self.status.error = self.status.error == message, message
         self.health.source_up[SOURCE] = 0
         if self.health.pending_since is None:
             self.health.pending_since = self.clock()
         if not self.exposition.snapshot.points:  # nothing shown yet: show the last good state, if any
-            try:
-                ledger = Ledger.read_only(self.core.state_dir)
-            except LedgerError:
-                return
-            try:
-                self._publish(ledger)
-            except sqlite3.Error:
-                pass
-            finally:
-                ledger.close()
+            self._publish_last_good()
+        if not repeated:  # logged last: whoever reacts to the line sees the state it describes
+            log.error("%s", message)
+
+    def _publish_last_good(self) -> None:
+        try:
+            ledger = Ledger.read_only(self.core.state_dir)
+        except LedgerError:
+            return
+        try:
+            self._publish(ledger)
+        except sqlite3.Error:
+            pass
+        finally:
+            ledger.close()
 
     @staticmethod
     def _version(ledger: Ledger) -> tuple[int, int]:
@@ -163,10 +177,10 @@ class Daemon:
     def run(self) -> None:
         """Until `stop`: a pass whenever woken, and at least every rescan period. Polling, every
         interval checks the places a change is likely, and every `full_poll_every` intervals all."""
-        poll = self.options.poll
         self.step()
         idle = 0
         while not self.stopping:
+            poll = self.polling
             woken = self.waker.wait(self.options.poll_interval if poll else self.options.rescan)
             if self.reload_requested:
                 self._reload()
@@ -200,7 +214,7 @@ class Daemon:
         if core != self.core:
             self.app.ledger.close()
             self.core, self.app = core, App(core)
-        self.options = options
+        self.options, self.polling = options, options.poll
         self.status.ingested = False  # a full pass with the new settings before ready again
         log.info("configuration reloaded")
 
@@ -256,27 +270,41 @@ def watch_targets(roots: tuple[Path, ...]) -> list[Path]:
 
 
 def watch(daemon: Daemon, stop: threading.Event) -> None:
-    """Wakes the daemon on every change of a transcript, until `stop` is set. Runs in a thread."""
+    """Wakes the daemon on every change of a transcript, until `stop` is set. Runs in a thread.
+
+    Where inotify cannot watch (a folder we may not read stops a recursive watch), the daemon polls
+    until a later attempt, one rescan period on, succeeds.
+    """
     import watchfiles
 
     def transcripts(_: watchfiles.Change, path: str) -> bool:
         return path.endswith(".jsonl")
 
+    previous: list[Path] | None = None
     while not stop.is_set():
-        roots = daemon.core.roots
-        targets = watch_targets(roots)
+        targets = watch_targets(daemon.core.roots)
+        if previous is not None and targets != previous:
+            daemon.changed()  # a root or projects folder appeared: what it holds is new
+        previous = targets
         if not targets:  # nothing there yet (a fresh machine): look again shortly
             stop.wait(daemon.options.poll_interval)
             continue
-        for changes in watchfiles.watch(
-            *targets, watch_filter=transcripts, stop_event=stop, rust_timeout=1000, yield_on_timeout=True,
-            step=20, ignore_permission_denied=True, raise_interrupt=False,
-        ):  # fmt: skip
-            if changes:
-                daemon.changed()
-            elif watch_targets(daemon.core.roots) != targets:  # a root or projects folder appeared
-                daemon.changed()
-                break
+        try:
+            for changes in watchfiles.watch(
+                *targets, watch_filter=transcripts, stop_event=stop, rust_timeout=1000, yield_on_timeout=True,
+                step=20, ignore_permission_denied=False, raise_interrupt=False,
+            ):  # fmt: skip
+                daemon.polling = daemon.options.poll  # the watch is up
+                if changes:
+                    daemon.changed()
+                elif watch_targets(daemon.core.roots) != targets:
+                    break
+        except PermissionError as err:
+            if not daemon.polling:
+                log.warning("cannot watch %s (%s): polling until it can", err.filename, err.strerror)
+                daemon.polling = True
+                daemon.waker.wake()
+            stop.wait(daemon.options.rescan)
 
 
 def options_from(settings: Settings) -> Options:

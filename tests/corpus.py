@@ -236,7 +236,7 @@ def append_activity(root: Path, *, seed: int, target_bytes: int = 1 << 20, at: d
     files = sorted(p for p in (root / "projects").glob("*/*.jsonl"))
     resumed = files[0]
     plan, sid = _resumed_plan(resumed, at)
-    session = _Session(rng, pay, out.truth, plan, sid=sid)
+    session = _Session(rng, pay, Truth(), plan, sid=sid)  # out.write adds it to out.truth
     session.turn(1, preamble=True)
     session.close()
     out.write(session)

@@ -21,8 +21,10 @@ WAIT = 60.0  # seconds before a test gives up on an event (a limit, never a paus
 
 
 class Serve:
-    def __init__(self, state: Path, roots: list[Path], *args: str, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "exporter", "serve", "--state-dir", str(state),
+    def __init__(self, state: Path, roots: list[Path], *args: str, env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """`prefix` runs the command through another, e.g. setpriv to drop root's powers."""
+        command = [*prefix, sys.executable, "-m", "exporter", "serve", "--state-dir", str(state),
                    "--web.listen-address", "127.0.0.1:0", "--log.format", "json", *args]  # fmt: skip
         for root in roots:
             command += ["--claude-dir", str(root)]
@@ -34,8 +36,12 @@ class Serve:
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        listening = self.wait_for(r"listening on (\S+);")
-        self.url = listening[1]
+        try:
+            self.url = self.wait_for(r"listening on (\S+);")[1]
+        except AssertionError:
+            self.process.kill()
+            self.process.wait(timeout=WAIT)
+            raise
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -80,11 +86,14 @@ class Serve:
 
 
 @contextmanager
-def serving(state: Path, roots: list[Path], *args: str, env: dict[str, str] | None = None) -> Iterator[Serve]:
-    """A running `serve`, ready (its first ingest done) when the block starts; stopped after it."""
-    daemon = Serve(state, roots, *args, env=env)
+def serving(state: Path, roots: list[Path], *args: str, env: dict[str, str] | None = None,
+            prefix: tuple[str, ...] = (), ready: bool = True) -> Iterator[Serve]:  # fmt: skip
+    """A running `serve`, ready (its first ingest done, unless `ready` is False) when the block starts;
+    killed after it."""
+    daemon = Serve(state, roots, *args, env=env, prefix=prefix)
     try:
-        daemon.wait_for(r"ready: ")
+        if ready:
+            daemon.wait_for(r"ready: ")
         yield daemon
     finally:
         if daemon.process.poll() is None:

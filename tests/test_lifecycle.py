@@ -1,0 +1,352 @@
+"""`serve` from start to stop: signals, reloads, restarts after a crash, `--once`, and a fresh machine.
+
+Each test runs `serve` as a real process (tests/daemon.py) and follows its JSON log; limits such as
+"within 5 s" are timeouts of a wait, never pauses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from exporter.events import TOKEN_TYPES
+from exporter.ledger import Ledger
+from tests.corpus import Truth, append_activity, generate
+from tests.daemon import WAIT, Serve, samples, serving
+from tests.lines import line, write
+from tests.prometheus import PROMTOOL, require
+
+REQUESTS = "claude_usage_requests_total"
+TOKENS = "claude_usage_tokens_total"
+COST = "claude_usage_cost_usd_total"
+LINES = "claude_usage_exporter_lines_total"
+BYTES_READ = "claude_usage_exporter_bytes_read_total"
+FILES = "claude_usage_exporter_files_watched"
+TRANSCRIPTS = '{source="transcripts"}'
+STOP_WITHIN = 5.0  # seconds from SIGTERM or SIGINT to the exit
+# The watcher wakes the loop within milliseconds of a write; without it, only the rescan every 60 s
+# would. A limit between the two tells them apart.
+PROMPTLY = 10.0
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def started(state: Path, roots: list[Path], *args: str) -> Iterator[Serve]:
+    """A `serve` that has just logged "listening" (its first ingest starting); killed after the block."""
+    daemon = Serve(state, roots, *args)
+    try:
+        yield daemon
+    finally:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(timeout=WAIT)
+
+
+def rest_of_log(daemon: Serve) -> list[str]:
+    """The whole log, once the process (and every child sharing its stderr) has closed it."""
+    while raw := daemon.lines.get(timeout=WAIT):
+        daemon.log.append(raw)
+    return daemon.log
+
+
+def message(raw: str) -> str:
+    """A JSON log line's message, or the raw line of anything else (a traceback)."""
+    try:
+        return str(json.loads(raw)["msg"])
+    except ValueError:
+        return raw.rstrip("\n")
+
+
+def wait_for_requests(daemon: Serve, expected: int, timeout: float = WAIT) -> None:
+    """Waits for "ingested N new request(s)" lines until they add up to `expected` new requests."""
+    seen = 0
+    while seen < expected:
+        seen += int(daemon.wait_for(r"ingested (\d+) new request", timeout)[1])
+    assert seen == expected
+
+
+def projects(exposition: str) -> set[str]:
+    """Every value of a `project` label in an exposition."""
+    return set(re.findall(r'[{,]project="([^"]*)"', exposition))
+
+
+def counter_samples(exposition: str) -> dict[str, float]:
+    """`{name{labels}: value}` of every sample that only grows: counters and histograms, not `process_*`
+    (those start again with each process)."""
+    kinds = dict(re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE))
+    found = {}
+    for raw in exposition.splitlines():
+        if raw.startswith("#") or not raw or raw.startswith("process_"):
+            continue
+        series, _, value = raw.rpartition(" ")
+        name = series.split("{")[0]
+        family = re.sub(r"_(bucket|count|sum)$", "", name)
+        if kinds.get(name) == "counter" or kinds.get(family) == "histogram":
+            found[series] = float(value)
+    return found
+
+
+def decreased(before: dict[str, float], after: dict[str, float]) -> dict[str, tuple[float, float | None]]:
+    return {k: (v, after.get(k)) for k, v in before.items() if after.get(k, float("-inf")) < v}
+
+
+def corpus_on_disk(root: Path) -> tuple[int, int]:
+    """(lines, bytes) of every transcript under the root: what a reader must count once each."""
+    files = list(root.glob("projects/**/*.jsonl"))
+    return sum(p.read_bytes().count(b"\n") for p in files), sum(p.stat().st_size for p in files)
+
+
+def by_token_type(exposition: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for labels, value in samples(exposition, TOKENS).items():
+        kind = re.findall(r'token_type="(\w+)"', labels)[0]
+        totals[kind] = totals.get(kind, 0.0) + value
+    return totals
+
+
+# --- signals --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backlog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Truth]:
+    """~64 MB of transcripts: a first ingest of some seconds, read by parse worker processes."""
+    root = tmp_path_factory.mktemp("backlog") / "claude"
+    return root, generate(root, seed=11, days=30, target_bytes=64 << 20)
+
+
+def process_tree(pid: int) -> dict[int, int]:
+    """Every descendant of `pid`, with its depth (1: a child), from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (ValueError, OSError):
+            continue  # not a process, or one that ended meanwhile
+    depths = {pid: 0}
+    while True:
+        more = {child: depths[ppid] + 1 for child, ppid in parents.items() if ppid in depths and child not in depths}
+        if not more:
+            return {p: d for p, d in depths.items() if p != pid}
+        depths |= more
+
+
+def with_parse_workers(pid: int) -> dict[int, int]:
+    """`process_tree(pid)` once the parse workers run (the forkserver's children: depth 2)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:  # looks, never sleeps: the workers live for seconds
+        tree = process_tree(pid)
+        if max(tree.values(), default=0) >= 2:
+            return tree
+        os.sched_yield()
+    pytest.fail("no parse worker started within the first ingest")
+
+
+MOMENTS = [
+    "idle",
+    "during the first ingest",
+    "to all its processes during the first ingest",
+]
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_stop_it_within_5_s_with_exit_code_0_and_stopped_as_the_last_log_line(
+    tmp_path: Path, backlog: tuple[Path, Truth], sig: signal.Signals, moment: str
+) -> None:
+    """Idle, or while its first ingest reads a backlog; the signal sent to the daemon alone (`kill`,
+    `docker stop`), or to all its processes, parse workers included, as systemd signals a unit's
+    cgroup and Ctrl-C a terminal's foreground process group."""
+    root, truth = backlog
+    if moment == "idle":
+        root = tmp_path / "claude"
+        write(root / "projects/p/s.jsonl", line())
+    elif "all" in moment and (os.cpu_count() or 1) < 2:
+        pytest.skip("the first ingest has parse workers only with 2 CPUs or more")
+    with started(tmp_path / "state", [root]) as daemon:
+        if moment == "idle":
+            daemon.wait_for(r"ready: ")
+            targets = [daemon.process.pid]
+        elif "all" in moment:
+            targets = [daemon.process.pid, *with_parse_workers(daemon.process.pid)]
+        else:
+            targets = [daemon.process.pid]  # it logs "listening", then starts reading the backlog
+        for pid in targets:
+            with suppress(ProcessLookupError):  # a worker done meanwhile
+                os.kill(pid, sig)
+        code = daemon.process.wait(timeout=STOP_WITHIN)
+        log = rest_of_log(daemon)
+        assert (code, message(log[-1])) == (0, "stopped")
+        if moment != "idle":  # the signal did come while there was still a backlog to read
+            ingested = sum(int(n) for n in re.findall(r"ingested (\d+) new request", "".join(log)))
+            assert ingested < len(truth.requests)
+
+
+def test_a_parse_worker_killed_mid_ingest_stops_nothing_and_every_line_counts_once(
+    tmp_path: Path, backlog: tuple[Path, Truth]
+) -> None:
+    root, truth = backlog
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("the first ingest has parse workers only with 2 CPUs or more")
+    later = tmp_path / "claude"
+    (later / "projects/p").mkdir(parents=True)
+    with started(tmp_path / "state", [root, later]) as daemon:
+        workers = [pid for pid, depth in with_parse_workers(daemon.process.pid).items() if depth == 2]
+        os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
+        write(later / "projects/p/s.jsonl", line())
+        wait_for_requests(daemon, len(truth.requests) + 1)  # from the start: the backlog, then the new line
+        exposition = daemon.metrics()
+        assert daemon.get("/healthz")[0] == 200
+        assert daemon.stop() == 0
+    lines, size = corpus_on_disk(root)
+    assert sum(samples(exposition, REQUESTS).values()) == len(truth.requests) + 1
+    assert sum(samples(exposition, LINES).values()) == lines + 1
+    assert samples(exposition, BYTES_READ) == {TRANSCRIPTS: size + len(line()) + 1}
+
+
+# --- SIGHUP ---------------------------------------------------------------------------------------
+
+
+def test_sighup_reloads_the_config_file_and_project_labels_become_hashes(tmp_path: Path) -> None:
+    write(tmp_path / "claude/projects/-home-dev-acme-api/s.jsonl", line())  # cwd /home/dev/acme-api
+    config = tmp_path / "config.yaml"
+    config.write_text("labels: {project: name}\n")
+    with serving(tmp_path / "state", [tmp_path / "claude"], "--config", str(config)) as daemon:
+        assert projects(daemon.metrics()) == {"acme-api"}
+        config.write_text("labels: {project: hash}\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for(r"configuration reloaded")
+        daemon.wait_for(r"ready: ")  # the first pass with the new settings has published them
+        hashed = projects(daemon.metrics())
+        assert hashed == {hashlib.sha256(b"acme-api").hexdigest()[:12]}
+        assert all(re.fullmatch(r"[0-9a-f]{12}", value) for value in hashed)
+        assert daemon.get("/readyz")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "invalid",
+    [
+        pytest.param("labels: {project: sha1}\n", id="a value out of its choices"),
+        pytest.param("labels: {project: hash\n", id="broken YAML"),
+        pytest.param("labels: {projects: hash}\n", id="an unknown key"),
+        pytest.param(None, id="the file deleted"),
+    ],
+)
+def test_an_invalid_config_on_sighup_is_not_loaded_and_the_old_settings_stay(
+    tmp_path: Path, invalid: str | None
+) -> None:
+    write(tmp_path / "claude/projects/p/s.jsonl", line())
+    config = tmp_path / "config.yaml"
+    config.write_text("labels: {project: hash}\n")
+    hashed = {hashlib.sha256(b"acme-api").hexdigest()[:12]}
+    with serving(tmp_path / "state", [tmp_path / "claude"], "--config", str(config)) as daemon:
+        assert projects(daemon.metrics()) == hashed
+        if invalid is None:
+            config.unlink()
+        else:
+            config.write_text(invalid)
+        daemon.process.send_signal(signal.SIGHUP)
+        found = daemon.wait_for(r'"level":"error","msg":"configuration not reloaded: ([^:]*): ')
+        assert found[1] == str(config)
+        write(tmp_path / "claude/projects/p/s.jsonl", line(m_id="msg_2", requestId="req_2"))
+        wait_for_requests(daemon, 1)  # still following the transcripts, with the old settings
+        exposition = daemon.metrics()
+        assert projects(exposition) == hashed
+        assert sum(samples(exposition, REQUESTS).values()) == 2
+        assert (daemon.get("/healthz")[0], daemon.get("/readyz")[0]) == (200, 200)
+        assert daemon.stop() == 0
+
+
+# --- continuity -----------------------------------------------------------------------------------
+
+
+def test_a_kill_9_mid_run_and_a_restart_on_the_same_state_dir_count_everything_once(tmp_path: Path) -> None:
+    root, state = tmp_path / "claude", tmp_path / "state"
+    truth = generate(root, seed=21, days=3)
+    with serving(state, [root]) as daemon:
+        before = counter_samples(daemon.metrics())
+        appended = append_activity(root, seed=21, target_bytes=8 << 20, at=datetime(2026, 9, 4, 12, tzinfo=UTC))
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL  # while it reads what was appended
+    truth.update(appended.truth)
+    with serving(state, [root]) as daemon:
+        exposition = daemon.metrics()
+        assert daemon.stop() == 0
+    after = counter_samples(exposition)
+    assert decreased(before, after) == {}
+
+    lines, size = corpus_on_disk(root)  # the corpus: every request, line and byte once
+    assert sum(samples(exposition, REQUESTS).values()) == len(truth.requests)
+    assert tuple(by_token_type(exposition)[t] for t in TOKEN_TYPES) == truth.totals()
+    assert sum(samples(exposition, LINES).values()) == lines
+    assert samples(exposition, BYTES_READ) == {TRANSCRIPTS: size}
+
+    with closing(Ledger(state)) as ledger:  # and the ledger: what the counters were read from
+        count, cost = ledger.db.execute("SELECT count(*), sum(cost) FROM requests").fetchone()
+        stored = {k.rpartition(".")[2]: v for k, v in ledger.counters().items() if k.startswith("lines.")}
+    assert sum(samples(exposition, REQUESTS).values()) == count
+    assert round(sum(samples(exposition, COST).values()) * 1e9) == cost
+    shown = {re.findall(r'outcome="(\w+)"', k)[0]: v for k, v in samples(exposition, LINES).items() if v}
+    assert shown == stored
+
+
+def test_deleting_every_transcript_and_restarting_leaves_every_counter_sample_unchanged(tmp_path: Path) -> None:
+    root, state = tmp_path / "claude", tmp_path / "state"
+    generate(root, seed=22, days=3)
+    with serving(state, [root]) as daemon:
+        before = counter_samples(daemon.metrics())
+        assert daemon.stop() == 0
+    for path in root.glob("projects/**/*.jsonl"):
+        path.unlink()
+    with serving(state, [root]) as daemon:
+        exposition = daemon.metrics()
+        assert samples(exposition, FILES) == {"": 0.0}
+        assert counter_samples(exposition) == before
+        assert len(before) > 100  # a history worth keeping
+
+
+# --- one shot -------------------------------------------------------------------------------------
+
+
+def test_serve_once_prints_an_exposition_promtool_accepts_and_exits_0(tmp_path: Path) -> None:
+    require(PROMTOOL, "`serve --once` output checked by `promtool check metrics` (Debian package `prometheus`)")
+    truth = generate(tmp_path / "claude", seed=23, days=2)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
+    once = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--once", "--state-dir", str(tmp_path / "state"),
+         "--claude-dir", str(tmp_path / "claude"), "--log.format", "json"],
+        capture_output=True, timeout=WAIT, env={**clean, "TZ": "UTC"}, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert once.returncode == 0, once.stderr.decode()
+    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=once.stdout, capture_output=True, timeout=WAIT)
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, b"")
+    exposition = once.stdout.decode()
+    assert sum(samples(exposition, REQUESTS).values()) == len(truth.requests)
+    assert not any(raw.startswith("process_") for raw in exposition.splitlines())
+
+
+# --- a fresh machine ------------------------------------------------------------------------------
+
+
+def test_on_a_fresh_machine_it_starts_ready_and_counts_the_first_transcript_once_it_appears(tmp_path: Path) -> None:
+    roots = [tmp_path / "home/.config/claude", tmp_path / "home/.claude"]
+    with serving(tmp_path / "state", roots) as daemon:
+        assert daemon.get("/readyz")[::2] == (200, b"ready\n")
+        exposition = daemon.metrics()
+        assert (samples(exposition, FILES), samples(exposition, REQUESTS)) == ({"": 0.0}, {})
+        write(roots[1] / "projects/p/s.jsonl", line())  # Claude Code's first session
+        wait_for_requests(daemon, 1, PROMPTLY)
+        exposition = daemon.metrics()
+        assert (samples(exposition, FILES), sum(samples(exposition, REQUESTS).values())) == ({"": 1.0}, 1)
