@@ -224,12 +224,12 @@ class Daemon:
             self.app.ledger.close()
 
 
-RECENT_NS = 24 * 3600 * 10**9
+RECENT_NS = 3600 * 10**9  # a session quiet for longer is seen at the next full pass
 
 
 @dataclass(frozen=True)
 class Hot:
-    """Polling's cheap check between full passes: the files written in the last day, and the
+    """Polling's cheap check between full passes: the files written in the last hour, and the
     folders where a new session, subagent or project file would appear (a new entry changes a
     folder's mtime). A few dozen stats instead of thousands; an old session resumed is seen at the
     next full pass, and is hot from then on."""
