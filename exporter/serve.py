@@ -289,9 +289,9 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
         if not targets:  # nothing there yet (a fresh machine): look again shortly
             stop.wait(daemon.options.poll_interval)
             continue
-        try:
+        try:  # every 5 s without events, it looks whether a root's `projects` folder appeared
             for changes in watchfiles.watch(
-                *targets, watch_filter=transcripts, stop_event=stop, rust_timeout=1000, yield_on_timeout=True,
+                *targets, watch_filter=transcripts, stop_event=stop, rust_timeout=5000, yield_on_timeout=True,
                 step=20, ignore_permission_denied=False, raise_interrupt=False,
             ):  # fmt: skip
                 daemon.polling = daemon.options.poll  # the watch is up
