@@ -185,7 +185,10 @@ class Exposition:
                 create(spec.name, callbacks=[self._callback(spec)], unit=spec.unit, description=spec.help)
         self.usage.register(_Histograms(self))
         ProcessCollector(registry=self.process)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the usage rendering, swapped by the loop
+        # OpenTelemetry's Prometheus reader hands collected data over through one queue: two scrapes
+        # collecting at once could each take the other's.
+        self._live_lock = threading.Lock()
         self._rendered: dict[str, bytes] = {}
 
     def _callback(self, spec: Spec) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -209,7 +212,9 @@ class Exposition:
         with self._lock:
             usage = self._rendered.get(content_type, b"")
         encode = _encoder(content_type)
-        parts = [usage, encode(self.live), *([encode(self.process)] if process else [])]
+        with self._live_lock:
+            live = encode(self.live)
+        parts = [usage, live, *([encode(self.process)] if process else [])]
         if content_type == OPENMETRICS:
             parts = [part.removesuffix(b"# EOF\n") for part in parts[:-1]] + parts[-1:]
         return b"".join(parts)
