@@ -41,15 +41,12 @@ class Capped:
     ledger) and maps every later one to `other`, so a value never changes series once exposed."""
 
     limit: int
-    kept: dict[str, str] = field(default_factory=dict)
+    kept: set[str] = field(default_factory=set)
 
     def __call__(self, value: str) -> str:
-        if value in self.kept:
-            return self.kept[value]
-        if len(self.kept) < self.limit:
-            self.kept[value] = value
-            return value
-        return OTHER
+        if value not in self.kept and len(self.kept) < self.limit:
+            self.kept.add(value)
+        return value if value in self.kept else OTHER
 
 
 def project_label(policy: LabelPolicy, name: str) -> str:
