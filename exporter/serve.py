@@ -75,13 +75,13 @@ class Status:
 
 class Daemon:
     def __init__(self, core: Core, options: Options, waker: Waker | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, start_method: str = "fork") -> None:  # fmt: skip
         self.core, self.options = core, options
         self.waker = waker or Waker()
         self.clock = clock
         self.health = Health(clock=clock)
         self.status = Status()
-        self.app = App(core)
+        self.app = App(core, start_method)
         self.build = {"version": __version__, "pricing_source": "", "pricing_version": ""}
         self.exposition = Exposition(self.health, self.build)
         self.page = PageData()
@@ -213,7 +213,7 @@ class Daemon:
         core, options = loaded
         if core != self.core:
             self.app.ledger.close()
-            self.core, self.app = core, App(core)
+            self.core, self.app = core, App(core, self.app.start_method)
         self.options, self.polling = options, options.poll
         self.status.ingested = False  # a full pass with the new settings before ready again
         log.info("configuration reloaded")
@@ -325,10 +325,10 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
     from exporter.webconfig import WebConfigError, load_web_config
 
     settings = load()
-    daemon = Daemon(Core.from_settings(settings, env), options_from(settings))
-    daemon.app.start_method = "forkserver"  # the HTTP and watcher threads make forking unsafe
+    # With HTTP and watcher threads running, forking parse workers is unsafe: they start from a server.
+    method = "fork" if once else "forkserver"
+    daemon = Daemon(Core.from_settings(settings, env), options_from(settings), start_method=method)
     if once:
-        daemon.app.start_method = "fork"
         daemon.step()
         sys.stdout.buffer.write(daemon.exposition.render(TEXT, process=False))
         daemon.close()

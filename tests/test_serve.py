@@ -242,3 +242,13 @@ def test_a_pass_with_nothing_new_renders_nothing(daemon: Daemon, monkeypatch: py
     daemon.step()
     daemon.step()
     assert renders == []
+
+
+def test_a_reload_with_new_roots_keeps_parse_workers_off_fork(tmp_path: Path, claude_dir: Path, clock: Clock) -> None:
+    daemon = Daemon(core(tmp_path, claude_dir), Options(), clock=clock, start_method="forkserver")
+    moved = core(tmp_path, tmp_path / "elsewhere")
+    daemon.reload = lambda: (moved, Options())
+    daemon.request_reload()
+    daemon._reload()
+    assert (daemon.core, daemon.app.core, daemon.app.start_method) == (moved, moved, "forkserver")
+    daemon.close()
