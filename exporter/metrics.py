@@ -189,6 +189,7 @@ class Exposition:
         # OpenTelemetry's Prometheus reader hands collected data over through one queue: two scrapes
         # collecting at once could each take the other's.
         self._live_lock = threading.Lock()
+        self._collected = _Collected([])
         self._rendered: dict[str, bytes] = {}
 
     def _callback(self, spec: Spec) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -201,16 +202,19 @@ class Exposition:
         return lambda _: [Observation(v, dict(k)) for k, v in self.snapshot.points.get(spec.name, {}).items()]
 
     def update(self, snapshot: Snapshot) -> None:
-        """New usage values, rendered here once in both formats rather than at every scrape."""
+        """New usage values, collected once and encoded for Prometheus (OpenMetrics) here, not at each
+        scrape; the classic text format is encoded from the same collection when first asked for."""
         with self._lock:
             self.snapshot = snapshot
-            collected = _Collected(list(self.usage.collect()))  # one collect serves both encodings
-            self._rendered = {kind: _encoder(kind)(collected) for kind in (TEXT, OPENMETRICS)}
+            self._collected = _Collected(list(self.usage.collect()))
+            self._rendered = {OPENMETRICS: _encoder(OPENMETRICS)(self._collected)}
 
     def render(self, content_type: str, process: bool = True) -> bytes:
         """The exposition; `process=False` leaves out `process_*` (for output that must not vary)."""
         with self._lock:
-            usage = self._rendered.get(content_type, b"")
+            usage = self._rendered.get(content_type)
+            if usage is None:
+                usage = self._rendered[content_type] = _encoder(content_type)(self._collected)
         encode = _encoder(content_type)
         with self._live_lock:
             live = encode(self.live)
