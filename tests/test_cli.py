@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,3 +164,11 @@ def test_the_readme_lists_every_environment_variable() -> None:
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert [name for name in ENV_VARS if f"`{name}`" not in readme] == []
+
+
+def test_the_readme_config_example_is_a_valid_config(run: Run, tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    [example] = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if block.startswith("timezone:")]
+    config = tmp_path / "config.yaml"
+    config.write_text(example)
+    assert run("check-config", str(config)).startswith(f"{config}: OK (timezone Europe/Berlin; sources: transcripts;")
