@@ -129,26 +129,23 @@ class Changes:
             context[1] += new.tokens.context
 
     def write(self, db: sqlite3.Connection) -> None:
-        names = ", ".join(USAGE_LABELS + USAGE_VALUES)
-        sums = ", ".join(f"{v} = {v} + excluded.{v}" for v in USAGE_VALUES)
-        db.executemany(
-            f"INSERT INTO usage_series ({names}) VALUES ({','.join('?' * 14)})"
-            f" ON CONFLICT ({', '.join(USAGE_LABELS)}) DO UPDATE SET {sums}",
-            [(*labels, *values) for labels, values in self.usage.items()],
-        )
-        db.executemany(
-            "INSERT INTO tool_series (tool, agent, project, calls) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (tool, agent, project) DO UPDATE SET calls = calls + excluded.calls",
-            [(*key, n) for key, n in self.tools.items()],
-        )
-        db.executemany(
-            "INSERT INTO context_series (model_family, bucket, count, sum) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (model_family, bucket)"
-            " DO UPDATE SET count = count + excluded.count, sum = sum + excluded.sum",
-            [(*key, n, total) for key, (n, total) in self.context.items()],
-        )
+        add(db, "usage_series", USAGE_LABELS, USAGE_VALUES, [(*k, *v) for k, v in self.usage.items()])
+        add(db, "tool_series", ("tool", "agent", "project"), ("calls",), [(*k, n) for k, n in self.tools.items()])
+        add(db, "context_series", ("model_family", "bucket"), ("count", "sum"),
+            [(*k, *v) for k, v in self.context.items()])  # fmt: skip
         if self.new:
             _sessions(db, self.new)
+
+
+def add(db: sqlite3.Connection, table: str, keys: tuple[str, ...], values: tuple[str, ...],
+        rows: Iterable[tuple[object, ...]]) -> None:  # fmt: skip
+    """Adds each row's values to the row of `table` with the same keys (made at 0 when missing)."""
+    sums = ", ".join(f"{v} = {v} + excluded.{v}" for v in values)
+    db.executemany(
+        f"INSERT INTO {table} ({', '.join(keys + values)}) VALUES ({','.join('?' * len(keys + values))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sums}",
+        rows,
+    )
 
 
 def bucket(value: float, bounds: tuple[float, ...]) -> int:
@@ -199,11 +196,7 @@ def close_prompts(db: sqlite3.Connection, now_ms: int, idle_ms: int = PROMPT_IDL
                 series[(kind, index)][0] += 1
                 series[(kind, index)][1] += value
     db.executemany("UPDATE prompts SET requests = ?, cost = ? WHERE key = ?", closed)
-    db.executemany(
-        "INSERT INTO prompt_series (kind, bucket, count, sum) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (kind, bucket) DO UPDATE SET count = count + excluded.count, sum = sum + excluded.sum",
-        [(*key, n, total) for key, (n, total) in series.items()],
-    )
+    add(db, "prompt_series", ("kind", "bucket"), ("count", "sum"), [(*k, *v) for k, v in series.items()])
     return len(closed)
 
 
@@ -229,8 +222,4 @@ def _sessions(db: sqlite3.Connection, new: Iterable[Request]) -> None:
         "INSERT OR REPLACE INTO sessions (session_id, project, last_ts, last_family) VALUES (?, ?, ?, ?)",
         [(sid, *state) for sid, state in known.items()],
     )
-    db.executemany(
-        "INSERT INTO switch_series (from_family, to_family, count) VALUES (?, ?, ?)"
-        " ON CONFLICT (from_family, to_family) DO UPDATE SET count = count + excluded.count",
-        [(*key, n) for key, n in switches.items()],
-    )
+    add(db, "switch_series", ("from_family", "to_family"), ("count",), [(*k, n) for k, n in switches.items()])
