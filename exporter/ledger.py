@@ -331,11 +331,7 @@ class Ledger:
         return self.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None
 
     def _add_counters(self, values: dict[str, int]) -> None:
-        self.db.executemany(
-            "INSERT INTO counters (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-            [(k, v) for k, v in values.items() if v],
-        )
+        series.add(self.db, "counters", ("name",), ("value",), [(k, v) for k, v in values.items() if v])
 
     def add_counters(self, values: dict[str, int]) -> None:
         with self.transaction():
