@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,7 +214,10 @@ class Daemon:
         if core != self.core:
             self.app.ledger.close()
             self.core, self.app = core, App(core, self.app.start_method)
-        self.options, self.polling = options, options.poll
+        if options.poll != self.options.poll:  # the watcher thread runs or not from the start
+            log.warning("sources.transcripts.poll changed: it takes effect on restart")
+            options = replace(options, poll=self.options.poll)
+        self.options = options
         self.status.ingested = False  # a full pass with the new settings before ready again
         log.info("configuration reloaded")
 

@@ -244,6 +244,13 @@ def test_a_pass_with_nothing_new_renders_nothing(daemon: Daemon, monkeypatch: py
     assert renders == []
 
 
+def test_a_reload_cannot_switch_between_polling_and_inotify(daemon: Daemon) -> None:
+    daemon.reload = lambda: (daemon.core, Options(poll=True, poll_interval=5))
+    daemon.request_reload()
+    daemon._reload()
+    assert (daemon.options, daemon.polling) == (Options(poll=False, poll_interval=5), False)
+
+
 def test_a_reload_with_new_roots_keeps_parse_workers_off_fork(tmp_path: Path, claude_dir: Path, clock: Clock) -> None:
     daemon = Daemon(core(tmp_path, claude_dir), Options(), clock=clock, start_method="forkserver")
     moved = core(tmp_path, tmp_path / "elsewhere")
