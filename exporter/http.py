@@ -119,6 +119,10 @@ class _Handler(BaseHTTPRequestHandler):
     def healthz(self) -> tuple[int, bytes, str]:
         return 200, b"OK\n", "text/plain; charset=utf-8"
 
+    def favicon(self) -> tuple[int, bytes, str]:
+        # Browsers ask for it on any page, /metrics included: no content is better than a 404.
+        return 204, b"", "image/x-icon"
+
     def readyz(self) -> tuple[int, bytes, str]:
         status = self.server.exporter.status
         if status.ready:
@@ -132,4 +136,5 @@ _ROUTES: dict[str, Callable[[_Handler], tuple[int, bytes, str]]] = {
     "/": _Handler.index,
     "/healthz": _Handler.healthz,
     "/readyz": _Handler.readyz,
+    "/favicon.ico": _Handler.favicon,
 }

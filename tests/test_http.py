@@ -83,6 +83,7 @@ def test_metrics_are_gzipped_for_scrapers_that_accept_it(serve: Server, daemon: 
 
 def test_unknown_paths_are_404_other_methods_405_and_head_has_no_body(serve: Server) -> None:
     assert get(serve, "/nope")[0] == 404
+    assert get(serve, "/favicon.ico")[::2] == (204, b"")  # browsers ask for it on every page
     status, headers, _ = get(serve, "/metrics", method="POST")
     assert (status, headers["Allow"]) == (405, "GET, HEAD")
     status, headers, body = get(serve, "/healthz", method="HEAD")
