@@ -25,9 +25,10 @@ USAGE_MARK = b'"usage"'
 ASSISTANT_MARK = b'"assistant"'
 USER_HEAD = b'"type":"user"'
 # A typed prompt's content is a string or starts with a text or image block; a tool result's with
-# {"tool_use_id" or {"type":"tool_result". Claude Code writes "message" before the long fields.
-TYPED = (b'"role":"user","content":"', b'"role":"user","content":[{"type":"text"',
-         b'"role":"user","content":[{"type":"image"')  # fmt: skip
+# {"tool_use_id" or {"type":"tool_result". Claude Code writes "message" near the start of the line,
+# before the long fields, so only the head is searched: user lines hold most of the bytes.
+USER_CONTENT = b'"role":"user","content":'
+TYPED = (b'"', b'[{"type":"text"', b'[{"type":"image"')
 GENERATED = ("<local-command", "[Request interrupted", "Caveat: The messages below")
 HEAD = 300
 # No real request has more tokens than this in one field; larger numbers are corruption.
@@ -56,8 +57,10 @@ def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[by
         user = find(USER_HEAD, start, head) != -1 and find(ASSISTANT_MARK, start, head) == -1
         if not user and find(USAGE_MARK, start, end) != -1 and find(ASSISTANT_MARK, start, end) != -1:
             found.append(data[start:end])
-        elif user and prompts is not None and any(find(mark, start, end) != -1 for mark in TYPED):
-            prompts.append(data[start:end])
+        elif user and prompts is not None:
+            at = find(USER_CONTENT, start, min(start + 2 * HEAD, end))
+            if at != -1 and data.startswith(TYPED, at + len(USER_CONTENT)):
+                prompts.append(data[start:end])
         start = end + 1
     return found, lines
 
