@@ -108,10 +108,16 @@ class Changes:
         self.new: list[Request] = []  # requests seen for the first time, for sessions and switches
 
     def add(self, old: Request | None, new: Request) -> None:
-        """`new` is the enriched merge of `old` (the stored row, if any) with the copies just read."""
+        """`new` is the enriched merge of `old` (the stored row, if any) with the copies just read.
+
+        What a later copy adds goes to the series of the request as stored, even when the merge gives
+        it other labels (the ledger row, and so `report`, follows the merge): a request's count never
+        moves between label sets, so no series can go down.
+        """
         before = old.tokens if old is not None else Tokens()
         grown = [max(0, a - b) for a, b in zip(new.tokens, before, strict=True)]
-        row = self.usage[(new.model, new.agent, new.interaction, new.category, new.project)]
+        first = old if old is not None else new
+        row = self.usage[(first.model, first.agent, first.interaction, first.category, first.project)]
         for i, value in enumerate(grown):
             row[i] += value
         if new.cost is not None:
@@ -121,7 +127,7 @@ class Changes:
         row[7] += old is None
         row[8] += max(0, new.web_search - (old.web_search if old is not None else 0))
         for tool in sorted(new.tools - (old.tools if old is not None else frozenset())):
-            self.tools[(tool_label(tool), new.agent, new.project)] += 1
+            self.tools[(tool_label(tool), first.agent, first.project)] += 1
         if old is None:  # a request is observed once, at the context its first copies show
             self.new.append(new)
             context = self.context[(new.model_family, context_bucket(new.tokens.context))]

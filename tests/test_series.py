@@ -119,3 +119,18 @@ def test_a_main_thread_change_of_model_family_is_one_switch_and_one_session(
 
 def test_context_buckets_hold_their_upper_bound_and_overflow_to_inf() -> None:
     assert [context_bucket(n) for n in (0, 1_000, 1_001, 1_000_000, 1_000_001)] == [0, 0, 1, 9, len(CONTEXT_BUCKETS)]
+
+
+def test_a_later_copy_that_changes_the_labels_adds_to_the_series_already_counted(
+    make_app: Callable[..., App], claude_dir: Path
+) -> None:
+    path = write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1", output=10))
+    app = make_app()
+    app.refresh()
+    [(interaction, requests)] = app.ledger.db.execute("SELECT interaction, requests FROM usage_series")
+    write(path, assistant_line("msg_1", "req_1", output=500, tools=["Edit"]))  # the same response, now an edit
+    app.refresh()
+    assert list(app.ledger.db.execute("SELECT interaction, requests, output FROM usage_series")) == [
+        (interaction, requests, 500)
+    ]
+    assert [r.interaction for r in app.ledger.requests()] == ["code_change"] != [interaction]
