@@ -238,12 +238,12 @@ def check_config(file: Path | None) -> None:
               help="Exporter-toolkit web config: TLS and basic auth.")  # fmt: skip
 @click.option("--poll", is_flag=True, default=None, help="Poll for changes instead of inotify (some volumes).")
 @click.option("--once", is_flag=True, help="Ingest to the end, print the exposition and exit.")
-@click.option("--log.format", "log_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--log.level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)  # fmt: skip
+@click.option("--log.format", "log_format", type=click.Choice(["text", "json"]), help="Text (default) or JSON lines.")
+@click.option("--log.level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Least severe log level written. Default: info.")  # fmt: skip
 @common
-def serve(listen: str | None, web_config: Path | None, poll: bool | None, once: bool, log_format: str,
-          log_level: str, config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
+def serve(listen: str | None, web_config: Path | None, poll: bool | None, once: bool, log_format: str | None,
+          log_level: str | None, config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
           timezone: str | None) -> None:  # fmt: skip
     """Follow the transcripts and serve /metrics (Prometheus), /, /healthz and /readyz."""
     from exporter.config import ConfigError, Settings, load_settings
@@ -254,15 +254,17 @@ def serve(listen: str | None, web_config: Path | None, poll: bool | None, once: 
 
     env = dict(os.environ)
     flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
-             "web.listen": listen, "web.config_file": web_config, "sources.transcripts.poll": poll}  # fmt: skip
+             "web.listen": listen, "web.config_file": web_config, "sources.transcripts.poll": poll,
+             "log.format": log_format, "log.level": log_level}  # fmt: skip
 
     def settings() -> Settings:
         from exporter.defaults import config_file_from
 
         return load_settings(config_file_from(config_file, env), env, flags)
 
-    setup_logging(log_format, log_level)
     try:
+        first = settings()
+        setup_logging(first.log.format, first.log.level)
         code = run(settings, env, once)
     except (ConfigError, WebConfigError, LedgerError, OSError) as err:
         raise click.ClickException(str(err)) from None

@@ -38,6 +38,8 @@ ENV_VARS: dict[str, str] = {
     "CLAUDE_USAGE_EXPORTER_OTLP_LISTEN": "sources.otlp.listen",
     "CLAUDE_USAGE_EXPORTER_OTLP_PUSH_ENDPOINT": "export.otlp_push.endpoint",
     "CLAUDE_USAGE_EXPORTER_PRICING_MODE": "pricing.mode",
+    "CLAUDE_USAGE_EXPORTER_LOG_FORMAT": "log.format",
+    "CLAUDE_USAGE_EXPORTER_LOG_LEVEL": "log.level",
 }
 _LIST_PATHS = frozenset({"sources.transcripts.roots"})  # comma-separated in the environment
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -159,6 +161,11 @@ class LabelSettings(_Strict):
     user: Literal["off", "hash", "email"] = "off"
 
 
+class LogSettings(_Strict):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class _Rates(_Strict):
     input: Rate
     output: Rate
@@ -243,6 +250,7 @@ class Settings(_Strict):
     budgets: Annotated[tuple[Budget, ...], AfterValidator(_unique_names)] = ()
     export: ExportSettings = Field(default_factory=ExportSettings)
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     settle: Duration = timedelta(seconds=0.5)
 
     @property

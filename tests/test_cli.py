@@ -172,3 +172,17 @@ def test_the_readme_config_example_is_a_valid_config(run: Run, tmp_path: Path) -
     config = tmp_path / "config.yaml"
     config.write_text(example)
     assert run("check-config", str(config)).startswith(f"{config}: OK (timezone Europe/Berlin; sources: transcripts;")
+
+
+def test_serve_logs_json_lines_when_the_environment_asks(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "claude/projects/p/s1.jsonl", line())
+    monkeypatch.setenv("CLAUDE_USAGE_EXPORTER_LOG_FORMAT", "json")
+    result = CliRunner().invoke(main, ["serve", "--once", *common(tmp_path)])
+    assert result.exit_code == 0, result.output
+    logged = [orjson.loads(entry) for entry in result.stderr.splitlines()]
+    assert [(entry["level"], entry["msg"].split(" ")[0]) for entry in logged] == [
+        ("info", "ingested"),
+        ("info", "ready:"),
+    ]
