@@ -337,7 +337,11 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         daemon.close()
         return 0 if daemon.status.ready else 1
     web = load_web_config(settings.web.config_file) if settings.web.config_file else None
-    server = Server(split_host_port(settings.web.listen), daemon, web)
+    try:
+        server = Server(split_host_port(settings.web.listen), daemon, web)
+    except OSError as err:
+        daemon.close()
+        raise OSError(f"cannot listen on {settings.web.listen}: {err.strerror or err}") from None
 
     def reload() -> tuple[Core, Options] | None:
         try:

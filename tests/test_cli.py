@@ -186,3 +186,14 @@ def test_serve_logs_json_lines_when_the_environment_asks(
         ("info", "ingested"),
         ("info", "ready:"),
     ]
+
+
+def test_serve_on_a_port_in_use_says_which_address_and_exits_1(run: Run, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        out = run("serve", "--web.listen-address", address, *common(tmp_path), code=1)
+    assert out == f"Error: cannot listen on {address}: Address already in use\n"
