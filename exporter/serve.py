@@ -275,8 +275,8 @@ def watch_targets(roots: tuple[Path, ...]) -> list[Path]:
 def watch(daemon: Daemon, stop: threading.Event) -> None:
     """Wakes the daemon on every change of a transcript, until `stop` is set. Runs in a thread.
 
-    Where inotify cannot watch (a folder we may not read stops a recursive watch), the daemon polls
-    until a later attempt, one rescan period on, succeeds.
+    Where inotify cannot watch (a folder we may not read stops a recursive watch; the kernel's limit
+    of watches is reached), the daemon polls until a later attempt, one rescan period on, succeeds.
     """
     import watchfiles
 
@@ -302,9 +302,9 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
                     daemon.changed()
                 elif watch_targets(daemon.core.roots) != targets:
                     break
-        except PermissionError as err:
+        except OSError as err:  # EACCES; ENOSPC when fs.inotify.max_user_watches is used up
             if not daemon.polling:
-                log.warning("cannot watch %s (%s): polling until it can", err.filename, err.strerror)
+                log.warning("cannot watch %s (%s): polling until it can", err.filename or targets, err.strerror or err)
                 daemon.polling = True
                 daemon.waker.wake()
             stop.wait(daemon.options.rescan)

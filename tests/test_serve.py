@@ -259,3 +259,20 @@ def test_a_reload_with_new_roots_keeps_parse_workers_off_fork(tmp_path: Path, cl
     daemon._reload()
     assert (daemon.core, daemon.app.core, daemon.app.start_method) == (moved, moved, "forkserver")
     daemon.close()
+
+
+def test_when_the_kernel_runs_out_of_inotify_watches_the_daemon_polls(
+    daemon: Daemon, claude_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import watchfiles
+
+    stop = threading.Event()
+
+    def exhausted(*paths: object, **options: object) -> object:
+        stop.set()  # one attempt is enough for the test: the next one waits a rescan period
+        raise OSError(28, "OS file watch limit reached")
+
+    monkeypatch.setattr(watchfiles, "watch", exhausted)  # the kernel's limit cannot be lowered for one test
+    watch(daemon, stop)
+    assert daemon.polling is True
+    assert daemon.waker.wait(0) is True  # the loop is woken to start polling
