@@ -7,6 +7,8 @@ corpus' truth current, so the tests hold in any order. Needs the Debian package 
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +24,12 @@ from tests.corpus import Truth, append_activity, generate
 from tests.daemon import Serve, samples, serving
 from tests.prometheus import (
     JOB,
+    PROMTOOL,
     Prometheus,
     parse_labels,
     prometheus,
     promtool_check_metrics,
+    require,
 )
 
 SEED = 31
@@ -169,3 +173,16 @@ def test_the_exposition_passes_promtool_check_metrics(stack: Stack) -> None:
     assert (status, headers["Content-Type"]) == (200, TEXT)
     checked = promtool_check_metrics(body)
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+
+
+def test_the_readme_scrape_config_is_one_promtool_accepts(tmp_path: Path) -> None:
+    require(PROMTOOL, "the README's scrape config")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("scrape_configs:")]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(example)
+    checked = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
+    assert (checked.returncode, checked.stdout) == (
+        0,
+        f"Checking {config}\n SUCCESS: {config} is valid prometheus config file syntax\n\n",
+    )
