@@ -249,8 +249,6 @@ def serve(listen: str | None, web_config: Path | None, poll: bool | None, once: 
     from exporter.config import ConfigError, Settings, load_settings
     from exporter.ledger import LedgerError
     from exporter.serve import serve as run
-    from exporter.serve import setup_logging
-    from exporter.webconfig import WebConfigError
 
     env = dict(os.environ)
     flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
@@ -263,10 +261,8 @@ def serve(listen: str | None, web_config: Path | None, poll: bool | None, once: 
         return load_settings(config_file_from(config_file, env), env, flags)
 
     try:
-        first = settings()
-        setup_logging(first.log.format, first.log.level)
         code = run(settings, env, once)
-    except (ConfigError, WebConfigError, LedgerError, OSError) as err:
+    except (ConfigError, LedgerError, OSError) as err:  # WebConfigError is a ConfigError
         raise click.ClickException(str(err)) from None
     sys.exit(code)
 

@@ -66,11 +66,14 @@ class Parsed:
 
 @dataclass
 class IngestResult:
-    files: int = 0
     found: list[fs.Found] = field(default_factory=list)  # the files, as discovered
     bytes_read: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return len(self.found)
 
 
 def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
@@ -154,7 +157,7 @@ def ingest(
     result = IngestResult()
     with ingest_lock(ledger.path.parent):
         found = fs.discover(roots, result.errors)
-        result.files, result.found = len(found), found
+        result.found = found
         states = ledger.file_states()
         units = plan(found, states, result.errors)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)

@@ -325,9 +325,10 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
     from exporter.config import ConfigError, split_host_port
     from exporter.http import Server
     from exporter.metrics import TEXT
-    from exporter.webconfig import WebConfigError, load_web_config
+    from exporter.webconfig import load_web_config
 
     settings = load()
+    setup_logging(settings.log.format, settings.log.level)
     # With HTTP and watcher threads running, forking parse workers is unsafe: they start from a server.
     method = "fork" if once else "forkserver"
     daemon = Daemon(Core.from_settings(settings, env), options_from(settings), start_method=method)
@@ -348,7 +349,7 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
             fresh = load()
             if fresh.web.config_file:
                 server.web = load_web_config(fresh.web.config_file)
-        except (ConfigError, WebConfigError) as err:
+        except ConfigError as err:  # a WebConfigError too
             log.error("configuration not reloaded: %s", err)
             return None
         if fresh.web.listen != settings.web.listen:

@@ -23,7 +23,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from exporter.config import ConfigError, _Loader, _yaml_problem
+from exporter.config import ConfigError, _Loader, _message, _yaml_problem
 
 Problem = tuple[tuple[int | str, ...], str]  # (location, message)
 TLSName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
@@ -309,14 +309,6 @@ def _context(tls: _TLSConfig, base: Path) -> tuple[ssl.SSLContext | None, list[P
     if not tls.prefer_server_cipher_suites:
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     return (None if found else context), found
-
-
-def _message(error: Mapping[str, Any]) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    if error["type"] == "model_type":
-        return "Input should be a mapping"
-    return str(error["msg"])
 
 
 def load_web_config(path: Path) -> WebConfig:
