@@ -182,7 +182,6 @@ class Ledger:
             if not self.path.exists():
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except (OSError, sqlite3.Error) as err:
@@ -227,6 +226,9 @@ class Ledger:
         # and migrating; a file lock does, for processes opening a fresh state dir at once.
         with (self.path.parent / "migrate.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            # Switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database is
+            # locked" at once, without waiting, when another process holds one: so under the file lock.
+            self.db.execute("PRAGMA journal_mode=WAL")
             self._migrate_locked()
 
     def _migrate_locked(self) -> None:
