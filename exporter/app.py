@@ -13,12 +13,15 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from exporter.budgets import BudgetSpec
 from exporter.ingest import IngestResult, Progress, ingest
 from exporter.ledger import Ledger, Request, to_nanos
 from exporter.pricing import Override, Pricer, Rates
+from exporter.reports import WEEKDAYS
 
 if TYPE_CHECKING:
     from exporter.classify import Classifier
+    from exporter.config import Budget as BudgetSettings
     from exporter.config import PriceOverride, Settings
 
 
@@ -35,6 +38,8 @@ class Core:
     overrides: tuple[Override, ...] = ()
     tools: Mapping[str, str] = field(default_factory=dict)  # tool (or glob) -> interaction
     categories: Mapping[str, str] = field(default_factory=dict)  # interaction -> category
+    budgets: tuple[BudgetSpec, ...] = ()
+    week_start: int = 0  # budgets' weeks: 0 Monday … 6 Sunday
 
     @classmethod
     def from_settings(cls, s: Settings, env: Mapping[str, str]) -> Core:
@@ -48,6 +53,8 @@ class Core:
             overrides=tuple(override(o) for o in s.pricing.overrides),
             tools=s.classify.tools,
             categories=s.classify.categories,
+            budgets=tuple(budget(b) for b in s.budgets),
+            week_start=WEEKDAYS.index(s.week_start),
         )
 
     @property
@@ -114,6 +121,10 @@ class App:
 
     def remember(self, lookups: dict[str, Any]) -> None:
         self.pricer.remember(lookups)
+
+
+def budget(b: BudgetSettings) -> BudgetSpec:
+    return BudgetSpec(b.name, b.window, b.limit_usd, tuple((k, v) for k, v in b.filter if v is not None))
 
 
 def override(o: PriceOverride) -> Override:

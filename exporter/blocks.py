@@ -40,15 +40,43 @@ def split_blocks(times_and_rows: Iterable[tuple[int, str, str, str, tuple[int | 
 
 
 def block_rows(ledger: Ledger, q: Query) -> list[Block]:
-    start, end = q.bounds()
+    return _blocks(ledger, *q.bounds(), q.cost, q.by)
+
+
+def _blocks(ledger: Ledger, start: int, end: int, cost: str = "cost", by: str = "model") -> list[Block]:
     rows = ledger.db.execute(
-        f"SELECT ts, model, category, {q.by}, input, output, cache_write_5m + cache_write_1h,"
-        f" cache_read, {q.cost}, 1, CASE WHEN {q.cost} IS NULL THEN input + output + cache_read"
+        f"SELECT ts, model, category, {by}, input, output, cache_write_5m + cache_write_1h,"
+        f" cache_read, {cost}, 1, CASE WHEN {cost} IS NULL THEN input + output + cache_read"
         " + cache_write_5m + cache_write_1h ELSE 0 END"
         " FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts",
         (start, end),
     )
     return split_blocks((r[0], r[1], r[2], str(r[3]), tuple(r[4:])) for r in rows)
+
+
+def chain_start(ledger: Ledger, now_ms: int, lookback_ms: int = 7 * 24 * HOUR_MS) -> int | None:
+    """Where block boundaries can be worked out from without reading all history: a request after a
+    silence longer than a block always starts a block, so the latest such request anchors the chain
+    (looked for in the last week first, then everywhere; with none, the first request of all)."""
+    gaps = (
+        "SELECT max(ts) FROM (SELECT ts, ts - lag(ts) OVER (ORDER BY ts) AS gap FROM requests"
+        " WHERE ts >= coalesce((SELECT max(ts) FROM requests WHERE ts < ?), 0)) WHERE gap > ?"
+    )
+    for since in (now_ms - lookback_ms, 0):
+        (anchor,) = ledger.db.execute(gaps, (since, BLOCK_MS)).fetchone()
+        if anchor is not None:
+            return int(anchor)
+    (first,) = ledger.db.execute("SELECT min(ts) FROM requests").fetchone()
+    return None if first is None else int(first)
+
+
+def active_block(ledger: Ledger, now_ms: int, cost: str = "cost") -> Block | None:
+    """The block in progress at `now_ms`, as `report blocks` shows it; None between blocks."""
+    anchor = chain_start(ledger, now_ms)
+    if anchor is None:
+        return None
+    found = _blocks(ledger, anchor, 2**62, cost)
+    return found[-1] if found and is_active(found[-1], now_ms) else None
 
 
 def report(ledger: Ledger, q: Query, now_ms: int) -> dict[str, Any]:
@@ -60,6 +88,9 @@ def report(ledger: Ledger, q: Query, now_ms: int) -> dict[str, Any]:
             out.append(_gap(previous.times[-1] + BLOCK_MS, block.times[0]))
         out.append(_block_json(block, now_ms, q.by))
         previous = block
+    # As ccusage: by start time. After a silence of 5 to 6 hours, the gap starts after the next block,
+    # whose start is its first request's time floored to the hour.
+    out.sort(key=lambda b: b["startTime"])
     return {"blocks": out}
 
 

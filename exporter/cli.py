@@ -135,7 +135,7 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["daily", "weekly", "monthly", "session", "blocks"]))
+@click.argument("kind", type=click.Choice(["daily", "weekly", "monthly", "session", "blocks", "budgets"]))
 @click.option("--since", callback=_day, help="First local day, YYYY-MM-DD.")
 @click.option("--until", callback=_day, help="Last local day, YYYY-MM-DD.")
 @click.option("--json", "as_json", is_flag=True, help="JSON in ccusage's shape, plus our own fields.")
@@ -148,7 +148,7 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
 @common
 def report(kind: str, since: date | None, until: date | None, as_json: bool, by: str, breakdown: bool,
            mode: str | None, start_of_week: str, **opts: Any) -> None:  # fmt: skip
-    """Usage and cost per day, week, month, session or 5-hour block."""
+    """Usage and cost per day, week, month, session or 5-hour block; or where each budget stands."""
     from exporter import blocks, reports
 
     if since and until and since > until:
@@ -162,6 +162,9 @@ def report(kind: str, since: date | None, until: date | None, as_json: bool, by:
         )
     week_start = reports.WEEKDAYS.index(start_of_week)
     q = reports.Query(app.core.zone, since, until, by, app.core.pricing_mode, week_start)
+    if kind == "budgets":
+        _budgets(app, ledger, q.cost, as_json)
+        return
     if kind == "blocks":  # depends on the clock (active block, projection): never cached
         body = orjson.dumps(blocks.report(ledger, q, int(time.time() * 1000)))
     else:
@@ -177,6 +180,21 @@ def report(kind: str, since: date | None, until: date | None, as_json: bool, by:
         from exporter.render import print_report
 
         print_report(kind, orjson.loads(body), by, breakdown)
+
+
+def _budgets(app: App, ledger: Ledger, cost: str, as_json: bool) -> None:
+    from exporter import budgets
+
+    if not app.core.budgets:
+        raise click.ClickException("no budgets configured: add a `budgets:` list to the config file (see README)")
+    c = app.core
+    states = budgets.evaluate(ledger, c.budgets, int(time.time() * 1000), c.zone, c.week_start, cost)
+    if as_json:
+        emit(budgets.report(states, c.zone))
+    else:
+        from exporter.render import print_budgets
+
+        print_budgets(states, c.timezone)
 
 
 @main.command()
@@ -281,3 +299,15 @@ def metrics_contract(as_json: bool) -> None:
     for row in rows:
         labels = ",".join(row["labels"]) or "-"
         click.echo(f"{row['name']}\t{row['type']}\t{row['unit'] or '-'}\t{labels}\t{row['help']}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Where `serve` keeps the ledger and summary.")
+def statusline(state_dir: Path | None) -> None:
+    """For Claude Code's statusLine.command: reads its JSON on stdin, records the plan usage and prints one line.
+
+    Runs without importing the rest of the package (see exporter/entry.py); this command is the same code,
+    for `--help` and `python -m exporter`."""
+    from exporter.statusline import main as run
+
+    sys.exit(run(["--state-dir", str(state_dir)] if state_dir else []))

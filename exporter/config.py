@@ -251,6 +251,7 @@ class Settings(_Strict):
     export: ExportSettings = Field(default_factory=ExportSettings)
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    week_start: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = "monday"
     settle: Duration = timedelta(seconds=0.5)
 
     @property

@@ -67,6 +67,35 @@ CONTRACT: tuple[Spec, ...] = (
          "Context each request read: uncached input plus cache reads and writes."),
     Spec("claude_usage_last_request_timestamp_seconds", "gauge", "s", (),
          "Time of the latest request in the ledger, in seconds since the epoch."),
+    Spec("claude_usage_budget_limit_usd", "gauge", "usd", ("budget", "window"),
+         "The budget's limit for its current calendar window, in US dollars.", live=True),
+    Spec("claude_usage_budget_spend_usd", "gauge", "usd", ("budget", "window"),
+         "Spend so far in the budget's current window (day, week or month in the configured time zone).",
+         live=True),
+    Spec("claude_usage_budget_projected_spend_usd", "gauge", "usd", ("budget", "window"),
+         "Spend projected at the window's end from its burn rate, taken over at least a tenth of the window.",
+         live=True),
+    Spec("claude_usage_budget_window_end_timestamp_seconds", "gauge", "s", ("budget", "window"),
+         "When the budget's current window ends, in seconds since the epoch.", live=True),
+    Spec("claude_usage_block_cost_usd", "gauge", "usd", (), "Cost of the 5-hour block in progress; 0 between blocks.",
+         live=True),
+    Spec("claude_usage_block_tokens", "gauge", "{token}", (), "Tokens of the 5-hour block in progress.", live=True),
+    Spec("claude_usage_block_start_timestamp_seconds", "gauge", "s", (),
+         "Start of the 5-hour block in progress (absent between blocks).", live=True),
+    Spec("claude_usage_block_end_timestamp_seconds", "gauge", "s", (),
+         "End of the 5-hour block in progress (absent between blocks).", live=True),
+    Spec("claude_usage_block_burn_rate_usd_per_hour", "gauge", "usd/h", (),
+         "Cost per hour over the active span of the block in progress.", live=True),
+    Spec("claude_usage_block_projected_cost_usd", "gauge", "usd", (),
+         "Cost the block in progress reaches at its end at the current burn rate.", live=True),
+    Spec("claude_usage_plan_utilization_ratio", "gauge", "1", ("window",),
+         "Plan usage Claude Code reported (status line) for five_hour or seven_day; absent when stale.", live=True),
+    Spec("claude_usage_plan_reset_timestamp_seconds", "gauge", "s", ("window",),
+         "When the plan window resets, as Claude Code reported it; absent when stale.", live=True),
+    Spec("claude_usage_plan_snapshot_age_seconds", "gauge", "s", ("window",),
+         "Age of the last plan usage the status line recorded.", live=True),
+    Spec("claude_usage_plan_snapshot_stale", "gauge", "", ("window",),
+         "1 when the recorded plan usage is older than its window or its reset time has passed.", live=True),
     Spec("claude_usage_exporter_build_info", "gauge", "", ("version", "pricing_source", "pricing_version"),
          "Always 1; the exporter's version and the price data it uses."),
     Spec("claude_usage_exporter_lines_total", "counter", "{line}", ("source", "outcome"),
@@ -93,6 +122,8 @@ class Health:
     files_watched: int = 0
     pending_since: float | None = None  # monotonic time of the oldest change not yet ingested
     clock: Callable[[], float] = time.monotonic
+    windows: Points = field(default_factory=dict)  # budgets and block, recomputed by the loop
+    plan: Callable[[], Points] = dict  # read at each scrape: `statusline` may write at any time
 
     def lag(self) -> float:
         return 0.0 if self.pending_since is None else max(0.0, self.clock() - self.pending_since)
@@ -153,6 +184,10 @@ class _Histograms:
             yield family
 
 
+def _observe(points: dict[Labels, float]) -> list[Observation]:
+    return [Observation(value, dict(labels)) for labels, value in points.items()]
+
+
 def _unit(unit: str) -> str:
     return "" if unit.startswith("{") else unit
 
@@ -199,7 +234,11 @@ class Exposition:
             return lambda _: [Observation(self.health.files_watched)]
         if spec.name == "claude_usage_exporter_ingest_lag_seconds":
             return lambda _: [Observation(self.health.lag())]
-        return lambda _: [Observation(v, dict(k)) for k, v in self.snapshot.points.get(spec.name, {}).items()]
+        if spec.name.startswith("claude_usage_plan_"):
+            return lambda _: _observe(self.health.plan().get(spec.name, {}))
+        if spec.live:
+            return lambda _: _observe(self.health.windows.get(spec.name, {}))
+        return lambda _: _observe(self.snapshot.points.get(spec.name, {}))
 
     def update(self, snapshot: Snapshot) -> None:
         """New usage values, collected once and encoded for Prometheus (OpenMetrics) here, not at each

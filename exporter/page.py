@@ -12,6 +12,7 @@ from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from exporter import __version__
+from exporter.budgets import BudgetState
 from exporter.ledger import Ledger
 from exporter.metrics import Snapshot
 from exporter.views import LabelPolicy
@@ -29,6 +30,7 @@ class PageData:
     categories: list[tuple[str, float]] = field(default_factory=list)
     as_of: str = ""
     zone: str = "UTC"
+    budgets: list[BudgetState] = field(default_factory=list)
 
 
 def _since(ledger: Ledger, moment: datetime) -> float:
@@ -78,6 +80,19 @@ def _table(title: str, rows: list[tuple[str, float]], key: str) -> str:
     )
 
 
+def _budgets(states: list[BudgetState]) -> str:
+    if not states:
+        return ""
+    rows = "".join(
+        f'<tr class="{s.status}"><td>{html.escape(s.spec.name)}</td><td>{s.spec.window}</td>'
+        f'<td class="usd" data-usd="{s.spend:.6f}">{_usd(s.spend)}</td><td class="usd">{_usd(s.limit)}</td>'
+        f'<td class="usd">{_usd(s.projected)}</td><td>{s.status}</td></tr>'
+        for s in states
+    )
+    head = "<tr><th>budget</th><th>window</th><th>spent</th><th>limit</th><th>projected</th><th>status</th></tr>"
+    return f'<section><h2>Budgets</h2><table id="budgets"><thead>{head}</thead><tbody>{rows}</tbody></table></section>'
+
+
 def render_page(data: PageData, ready: bool) -> bytes:
     figures = [("today", "Today", data.today), ("month", "This month", data.month), ("total", "All time", data.total)]
     cards = "".join(
@@ -95,12 +110,14 @@ body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:52rem}}
 .card{{border:1px solid #ddd;border-radius:8px;padding:1rem 1.5rem;min-width:10rem}}
 .label{{color:#666;font-size:.9rem}} .figure{{font-size:1.8rem;font-weight:600}}
 table{{border-collapse:collapse;margin-top:.5rem}} td,th{{padding:.25rem .75rem;text-align:left}}
-td.usd{{text-align:right}} .warn{{color:#a40}} footer{{margin-top:2rem;color:#666;font-size:.85rem}}
+td.usd{{text-align:right}} tr.warning td{{color:#a60}} tr.exceeded td{{color:#b00;font-weight:600}}
+.warn{{color:#a40}} footer{{margin-top:2rem;color:#666;font-size:.85rem}}
 </style></head><body>
 <h1>Claude Code usage</h1>{state}
 <div class="cards">{cards}</div>
 <p><span id="requests">{data.requests:,}</span> requests in all. Days and months in {html.escape(data.zone)};
 as of {html.escape(data.as_of)}.</p>
+{_budgets(data.budgets)}
 {_table("Top models (all time)", data.models, "model")}
 {_table("Top categories (all time)", data.categories, "category")}
 <footer><a href="/metrics">/metrics</a> · <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a>

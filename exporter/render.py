@@ -118,3 +118,17 @@ def print_pricing(quotes: list[Any]) -> None:
             table.add_row(label, str(r.input), str(r.output), str(r.cache_read), str(r.cache_write_5m),
                           str(r.cache_write_1h), str(r.web_search_per_1k), q.source)  # fmt: skip
     Console().print(table)
+
+
+def print_budgets(states: list[Any], zone: str) -> None:
+    from exporter.reports import iso
+
+    table = Table(title=f"Budgets — windows in {zone}")
+    for name in ("Budget", "Window", "Filter", "Spent", "Limit", "Used", "Projected", "Window ends (UTC)", "Status"):
+        table.add_column(name, justify="right" if name in ("Spent", "Limit", "Used", "Projected") else "left")
+    colour = {"ok": "green", "warning": "yellow", "exceeded": "bold red"}
+    for s in states:
+        where = ", ".join(f"{k}={v}" for k, v in s.spec.filter) or "-"
+        table.add_row(s.spec.name, s.spec.window, where, money(s.spend), money(s.limit), f"{s.spend / s.limit:.0%}",
+                      money(s.projected), iso(s.end_ms)[:16], f"[{colour[s.status]}]{s.status}[/]")  # fmt: skip
+    Console().print(table)

@@ -135,8 +135,8 @@ class Query:
 
     def bounds(self) -> tuple[int, int]:
         """UTC milliseconds [start, end) covering the local days since..until."""
-        start = _local_midnight_ms(self.since, self.tz) if self.since else 0
-        end = _local_midnight_ms(self.until + timedelta(days=1), self.tz) if self.until else 2**62
+        start = local_midnight_ms(self.since, self.tz) if self.since else 0
+        end = local_midnight_ms(self.until + timedelta(days=1), self.tz) if self.until else 2**62
         return start, end
 
 
@@ -144,7 +144,9 @@ def usd(nanos: int) -> float:
     return nanos / 1_000_000_000
 
 
-def _local_midnight_ms(day: date, tz: ZoneInfo) -> int:
+def local_midnight_ms(day: date, tz: ZoneInfo) -> int:
+    """The first instant of a local day. Where midnight falls in a DST gap, fold=0 gives the instant
+    the day really starts (01:00 after the jump); where midnight repeats, the first of the two."""
     return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
 
 

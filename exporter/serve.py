@@ -20,13 +20,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
 from exporter import __version__
 from exporter.app import App, Core
 from exporter.ledger import Ledger, LedgerError
 from exporter.metrics import Exposition, Health, read_snapshot
 from exporter.page import PageData, read_page
 from exporter.sources.files import Found
+from exporter.statusline import SUMMARY, write_atomic
 from exporter.views import LabelPolicy
+from exporter.windows import plan_points, read_windows
 
 if TYPE_CHECKING:
     from exporter.config import Settings
@@ -89,6 +93,9 @@ class Daemon:
         self.reload: Callable[[], tuple[Core, Options] | None] | None = None
         self.reload_requested = False
         self._day = ""
+        self._windows_at: float | None = None  # when the budgets and block were last computed
+        self._summary = b""  # the summary file's content last written
+        self.health.plan = lambda: plan_points(self.core.state_dir, time.time())
         self._published: tuple[int, int] | None = None  # the ledger's version last shown
         self._errors: set[str] = set()  # read errors of the last pass
         self.polling = options.poll  # also when inotify cannot watch (see `watch`)
@@ -126,6 +133,8 @@ class Daemon:
         self.status.error = None
         if changed:
             self._publish(self.app.ledger)
+        if changed or self._windows_due():
+            self._windows(self.app.ledger)
             new = result.outcomes["usage"]
             if new or not self.status.ingested:
                 log.info("ingested %d new request(s) from %d byte(s) in %.3f s", new, result.bytes_read,
@@ -169,6 +178,34 @@ class Daemon:
         self.exposition.update(read_snapshot(ledger, self.options.policy, self.build))
         self.page = read_page(ledger, self.exposition.snapshot, self.core.zone, self.options.policy)
 
+    def _windows_due(self) -> bool:
+        return self._windows_at is None or self.clock() - self._windows_at >= WINDOWS_EVERY
+
+    def _windows(self, ledger: Ledger) -> None:
+        """Budgets and the block from the clock and the ledger; the summary `statusline` shows."""
+        self._windows_at = self.clock()
+        c = self.core
+        cost = "cost" if c.pricing_mode == "calculate" else "COALESCE(reported_cost, cost)"
+        windows = read_windows(ledger, c.budgets, int(time.time() * 1000), c.zone, c.week_start, cost)
+        self.health.windows = windows.points()
+        self.page = replace(self.page, budgets=windows.budgets)
+        summary = orjson.dumps(windows.summary(c.zone))
+        if summary != self._summary:
+            try:
+                write_atomic(os.path.join(c.state_dir, SUMMARY), summary)
+            except OSError as err:  # the ledger's state dir is the problem: `step` reports that
+                log.debug("cannot write the status line summary: %s", err)
+            self._summary = summary
+
+    def tick(self) -> None:
+        """Between passes: keeps the budgets and block current as time passes; never raises."""
+        if not self._windows_due() or "ledger" not in self.app.__dict__:
+            return
+        try:
+            self._windows(self.app.ledger)
+        except (sqlite3.Error, OSError) as err:
+            log.warning("cannot update budgets: %s", err)
+
     def _new_day(self) -> bool:
         return datetime.now(self.core.zone).date().isoformat() != self._day
 
@@ -178,18 +215,24 @@ class Daemon:
         """Until `stop`: a pass whenever woken, and at least every rescan period. Polling, every
         interval checks the places a change is likely, and every `full_poll_every` intervals all."""
         self.step()
-        idle = 0
+        idle, last = 0, self.clock()
         while not self.stopping:
             poll = self.polling
-            woken = self.waker.wait(self.options.poll_interval if poll else self.options.rescan)
+            woken = self.waker.wait(self.options.poll_interval if poll else min(self.options.rescan, WINDOWS_EVERY))
             if self.reload_requested:
                 self._reload()
             idle += 1
             if self.stopping:
                 break
-            if woken or not poll or idle >= self.options.full_poll_every or self.hot is None or self.hot.changed():
+            if poll:
+                due = idle >= self.options.full_poll_every or self.hot is None or self.hot.changed()
+            else:
+                due = self.clock() - last >= self.options.rescan
+            if woken or due:
                 self.step()
-                idle = 0
+                idle, last = 0, self.clock()
+            else:
+                self.tick()
 
     def stop(self) -> None:
         self.stopping = True
@@ -227,6 +270,7 @@ class Daemon:
             self.app.ledger.close()
 
 
+WINDOWS_EVERY = 30.0  # seconds: how stale budgets, projections and the block may grow without new data
 RECENT_NS = 3600 * 10**9  # a session quiet for longer is seen at the next full pass
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from exporter.app import App, Core
 from exporter.config import load_settings
+from exporter.events import UsageEvent
+from exporter.ledger import Ledger, Request
 
 
 @pytest.fixture
@@ -52,3 +54,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         signed = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext"]
         openssl(folder, "x509", "-req", "-in", f"{name}.csr", *signed, "-out", f"{name}.pem")
     return folder
+
+
+@pytest.fixture
+def ledger(make_app: Callable[..., App]) -> Callable[..., Ledger]:
+    """Commits the events given (priced and classified) and returns the ledger."""
+    app = make_app()
+
+    def fill(*events: UsageEvent) -> Ledger:
+        app.ledger.commit([Request.from_event(e) for e in events], app.enrich)
+        return app.ledger
+
+    return fill

@@ -6,9 +6,13 @@ Each builder returns one complete line, newline included, so a file's content is
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
+
+from exporter.events import Tokens, UsageEvent
 
 MODEL = "claude-sonnet-4-5-20250929"
 SESSION = "52cfe79f-d17c-4e1d-8859-e3e9f638e96c"
@@ -157,3 +161,21 @@ def write(path: Path, *lines: bytes) -> Path:
     with path.open("ab") as f:
         f.write(b"".join(raw + b"\n" for raw in lines))
     return path
+
+
+BASE = UsageEvent(
+    key="",
+    request_id=None,
+    timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+    session_id="s1",
+    project="acme",
+    model="claude-haiku-4-5-20251001",
+    agent="main",
+    tokens=Tokens(input=1_000_000),  # $1.00 at Haiku 4.5's $1 per million input tokens
+)
+
+
+def at(when: str, **changes: Any) -> UsageEvent:
+    """A $1 request at an ISO time (any offset), with other fields changed as given."""
+    moment = datetime.fromisoformat(when).astimezone(UTC)
+    return BASE._replace(key=f"msg_{when}_{len(changes)}_{sorted(changes.items())}", timestamp=moment, **changes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -166,12 +167,14 @@ def test_the_readme_lists_every_environment_variable() -> None:
     assert [name for name in ENV_VARS if f"`{name}`" not in readme] == []
 
 
-def test_the_readme_config_example_is_a_valid_config(run: Run, tmp_path: Path) -> None:
+def test_the_readme_config_examples_are_valid_configs(run: Run, tmp_path: Path) -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    [example] = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if block.startswith("timezone:")]
-    config = tmp_path / "config.yaml"
-    config.write_text(example)
-    assert run("check-config", str(config)).startswith(f"{config}: OK (timezone Europe/Berlin; sources: transcripts;")
+    examples = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if block.startswith("timezone:")]
+    assert len(examples) == 2  # the budgets section's and the full one
+    for example in examples:
+        config = tmp_path / "config.yaml"
+        config.write_text(example)
+        assert run("check-config", str(config)).startswith(f"{config}: OK (timezone Europe/Berlin; sources: transcripts;")
 
 
 def test_serve_logs_json_lines_when_the_environment_asks(
@@ -197,3 +200,33 @@ def test_serve_on_a_port_in_use_says_which_address_and_exits_1(run: Run, tmp_pat
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         out = run("serve", "--web.listen-address", address, *common(tmp_path), code=1)
     assert out == f"Error: cannot listen on {address}: Address already in use\n"
+
+
+def budget_config(tmp_path: Path) -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "week_start: sunday\nbudgets:\n  - {name: daily, window: day, limit_usd: 20}\n"
+        "  - {name: notes-week, window: week, limit_usd: 0.01, filter: {project: acme-api}}\n"
+    )
+    return config
+
+
+def test_report_budgets_json_gives_each_budgets_window_spend_and_status(run: Run, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    write(tmp_path / "claude/projects/p/s1.jsonl", line(timestamp=now.strftime("%Y-%m-%dT%H:%M:%S.000Z")))
+    data = orjson.loads(run("report", "budgets", "--json", "--config", str(budget_config(tmp_path)), *common(tmp_path)))
+    daily, weekly = data["budgets"]
+    cost = 10 * 1e-6 + 135 * 5e-6 + 22820 * 0.1e-6 + 9907 * 2e-6  # Haiku 4.5, the cache write for 1 h
+    assert (data["timezone"], daily["name"], daily["spendUSD"], daily["status"]) == ("UTC", "daily", cost, "ok")
+    assert daily["windowStart"] == now.strftime("%Y-%m-%dT00:00:00.000Z")
+    sunday = now.date() - timedelta(days=(now.weekday() + 1) % 7)
+    assert (weekly["filter"], weekly["spendUSD"], weekly["status"]) == ({"project": "acme-api"}, cost, "exceeded")
+    assert weekly["windowStart"] == f"{sunday.isoformat()}T00:00:00.000Z"
+
+
+def test_report_budgets_table_and_the_error_without_budgets(run: Run, tmp_path: Path) -> None:
+    write(tmp_path / "claude/projects/p/s1.jsonl", line())
+    table = run("report", "budgets", "--config", str(budget_config(tmp_path)), *common(tmp_path))
+    assert re.search(r"notes-week .* week .* project=acme-api .* \$0\.00 .* \$0\.01 .* 0% .* ok", table)
+    error = run("report", "budgets", *common(tmp_path), code=1)
+    assert "no budgets configured: add a `budgets:` list to the config file" in error

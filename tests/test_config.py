@@ -89,6 +89,7 @@ def test_the_full_good_config_sets_every_field(monkeypatch):
         timezone="Europe/Berlin",
         state_dir=Path("/var/lib/claude-usage-exporter"),
         settle=timedelta(milliseconds=750),
+        week_start="sunday",
         sources=Sources(
             transcripts=TranscriptsSettings(
                 enabled=True,

@@ -11,36 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from exporter import blocks, reports
-from exporter.app import App
-from exporter.events import Tokens, UsageEvent
-from exporter.ledger import Ledger, Request
-
-BASE = UsageEvent(
-    key="",
-    request_id=None,
-    timestamp=datetime(2026, 1, 1, tzinfo=UTC),
-    session_id="s1",
-    project="acme",
-    model="claude-haiku-4-5-20251001",
-    agent="main",
-    tokens=Tokens(input=1_000_000),  # $1.00 at Haiku 4.5's $1 per million input tokens
-)
-
-
-def at(when: str, **changes: Any) -> UsageEvent:
-    moment = datetime.fromisoformat(when).astimezone(UTC)
-    return BASE._replace(key=f"msg_{when}_{len(changes)}_{sorted(changes.items())}", timestamp=moment, **changes)
-
-
-@pytest.fixture
-def ledger(make_app: Callable[..., App]) -> Callable[..., Ledger]:
-    app = make_app()
-
-    def fill(*events: UsageEvent) -> Ledger:
-        app.ledger.commit([Request.from_event(e) for e in events], app.enrich)
-        return app.ledger
-
-    return fill
+from exporter.events import Tokens
+from exporter.ledger import Ledger
+from tests.lines import at
 
 
 def daily(ledger: Ledger, tz: str = "UTC", **q: Any) -> dict[str, float]:
