@@ -112,11 +112,14 @@ def test_statusline_records_and_serve_exposes_and_the_line_shows_the_summary(tmp
         line = subprocess.run([*console_script(), "statusline", "--state-dir", str(state)], input=orjson.dumps(stdin),
                               capture_output=True, env=env, timeout=WAIT, check=True).stdout.decode()  # fmt: skip
         text = daemon.metrics()
+        page = daemon.get("/")[2].decode()
     assert samples(text, "claude_usage_plan_utilization_ratio") == {'{window="five_hour"}': 0.42}
     assert samples(text, "claude_usage_plan_reset_timestamp_seconds") == {'{window="five_hour"}': int(now) + 3600}
     assert samples(text, "claude_usage_plan_snapshot_stale") == {'{window="five_hour"}': 0.0}
     assert samples(text, "claude_usage_budget_spend_usd") == {'{budget="daily",window="day"}': 1.0}
     assert samples(text, "claude_usage_budget_limit_usd") == {'{budget="daily",window="day"}': 20.0}
     assert samples(text, "claude_usage_block_cost_usd") == {"": 1.0}
+    assert ('<tr class="ok"><td>daily</td><td>day</td><td class="usd" data-usd="1.000000">$1.00</td>'
+            '<td class="usd">$20.00</td>') in page  # fmt: skip
     assert line.startswith("Haiku 4.5 · session $0.50 · today $1.00 / $20.00 · block $1.00 (")
     assert line.endswith(" left) · 5h 42%\n")
