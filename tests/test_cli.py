@@ -174,7 +174,8 @@ def test_the_readme_config_examples_are_valid_configs(run: Run, tmp_path: Path) 
     for example in examples:
         config = tmp_path / "config.yaml"
         config.write_text(example)
-        assert run("check-config", str(config)).startswith(f"{config}: OK (timezone Europe/Berlin; sources: transcripts;")
+        checked = run("check-config", str(config))
+        assert checked.startswith(f"{config}: OK (timezone Europe/Berlin; sources: transcripts;")
 
 
 def test_serve_logs_json_lines_when_the_environment_asks(
