@@ -92,8 +92,11 @@ class App:
         """Prices and classifies a merged request; labels derive from the merge, never one copy."""
         interaction, category = self.classifier.classify(r.agent, r.tools, r.compaction, r.web_search)
         at = datetime.fromtimestamp(r.ts / 1000, UTC)
+        if r.source == "otlp" and r.reported_cost is not None:
+            # Claude Code's own price: its event has no cache TTL split to price the tokens from.
+            return Request(*r[:-3], interaction, category, r.reported_cost)  # the last three fields
         cost = self.pricer.price(r.model, r.tokens, r.web_search, r.speed, at)
-        return Request(*r[:-3], interaction, category, to_nanos(cost))  # the last three fields
+        return Request(*r[:-3], interaction, category, to_nanos(cost))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"core": self.core}  # for parse workers: the ledger stays in this process

@@ -255,15 +255,21 @@ def check_config(file: Path | None) -> None:
 @click.option("--web.config.file", "web_config", type=click.Path(path_type=Path),
               help="Exporter-toolkit web config: TLS and basic auth.")  # fmt: skip
 @click.option("--poll", is_flag=True, default=None, help="Poll for changes instead of inotify (some volumes).")
+@click.option("--otlp.listen", "otlp_listen",
+              help="HOST:PORT to receive Claude Code's OpenTelemetry on (OTLP/HTTP; team mode). Default: off.")
+@click.option("--otlp.push-endpoint", "push_endpoint",
+              help="OTLP/HTTP metrics URL to push our metrics to, e.g. http://collector:4318/v1/metrics.")
 @click.option("--once", is_flag=True, help="Ingest to the end, print the exposition and exit.")
 @click.option("--log.format", "log_format", type=click.Choice(["text", "json"]), help="Text (default) or JSON lines.")
 @click.option("--log.level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Least severe log level written. Default: info.")  # fmt: skip
 @common
-def serve(listen: str | None, web_config: Path | None, poll: bool | None, once: bool, log_format: str | None,
-          log_level: str | None, config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
+def serve(listen: str | None, web_config: Path | None, poll: bool | None, otlp_listen: str | None,
+          push_endpoint: str | None, once: bool, log_format: str | None, log_level: str | None,
+          config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
           timezone: str | None) -> None:  # fmt: skip
-    """Follow the transcripts and serve /metrics (Prometheus), /, /healthz and /readyz."""
+    """Follow the transcripts and serve /metrics (Prometheus), /, /healthz and /readyz; optionally receive
+    Claude Code's OpenTelemetry and push ours."""
     from exporter.config import ConfigError, Settings, load_settings
     from exporter.ledger import LedgerError
     from exporter.serve import serve as run
@@ -271,7 +277,8 @@ def serve(listen: str | None, web_config: Path | None, poll: bool | None, once: 
     env = dict(os.environ)
     flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
              "web.listen": listen, "web.config_file": web_config, "sources.transcripts.poll": poll,
-             "log.format": log_format, "log.level": log_level}  # fmt: skip
+             "log.format": log_format, "log.level": log_level, "sources.otlp.listen": otlp_listen,
+             "export.otlp_push.endpoint": push_endpoint}  # fmt: skip
 
     def settings() -> Settings:
         from exporter.defaults import config_file_from

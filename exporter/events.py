@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache
+from functools import lru_cache
 from typing import NamedTuple
 
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
@@ -81,14 +81,14 @@ def to_ms(moment: datetime) -> int:
 _FAMILY = re.compile(r"(opus|sonnet|haiku)", re.IGNORECASE)
 
 
-@cache
+@lru_cache(maxsize=4096)  # bounded: model ids and paths also come off the network (OTLP)
 def model_family(model: str) -> str:
     """`opus`, `sonnet`, `haiku` or `other`: a bounded label for any model id."""
     found = _FAMILY.search(model)
     return found.group(1).lower() if found else "other"
 
 
-@cache
+@lru_cache(maxsize=4096)  # bounded: model ids and paths also come off the network (OTLP)
 def project_name(cwd: str | None) -> str:
     """The last path component of a working directory (POSIX or Windows), or `unknown`."""
     if not cwd:

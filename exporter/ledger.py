@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+import orjson
+
 from exporter import series
 from exporter.events import Prompt, Tokens, UsageEvent, model_family, to_ms
 from exporter.sources.files import FileState
@@ -63,6 +65,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE reports (key TEXT PRIMARY KEY, generation INTEGER NOT NULL, body BLOB NOT NULL);
     """,
     series.SCHEMA,
+    """
+    CREATE INDEX requests_request_id ON requests (request_id);
+    -- OTLP api_request events waiting up to the grace period for their transcript line
+    CREATE TABLE pending (
+        request_id TEXT PRIMARY KEY,
+        received INTEGER NOT NULL,      -- epoch milliseconds
+        request BLOB NOT NULL           -- the request as a JSON row
+    );
+    """,
 )
 
 
@@ -100,7 +111,14 @@ class Request(NamedTuple):
         )  # fmt: skip
 
     def merge(self, other: Request) -> Request:
-        """Both copies of one request: token maxima, tool union, identity of the earliest copy."""
+        """Both copies of one request: token maxima, tool union, identity of the earliest copy.
+
+        A transcript copy replaces what only OTLP reported (the event has no cache TTL split, so a
+        maximum would count its cache writes twice); the row keeps the key it is stored under."""
+        if (self.source == "otlp") != (other.source == "otlp"):
+            transcript = other if self.source == "otlp" else self
+            return transcript._replace(key=self.key, copies=self.copies + other.copies, interaction="", category="",
+                                       cost=None)  # fmt: skip
         first, later = (other, self) if other.ts < self.ts else (self, other)
         return first._replace(
             tokens=self.tokens.merge(other.tokens),
@@ -286,6 +304,7 @@ class Ledger:
         bytes_read: int = 0,
         fresh: set[str] | None = None,
         prompts: Iterable[Prompt] = (),
+        settled: Iterable[str] = (),
     ) -> Counter[str]:
         """Merges a batch into the ledger in one transaction; returns the line outcomes.
 
@@ -296,11 +315,13 @@ class Ledger:
         merged = merge_all(requests)
         outcomes: Counter[str] = Counter(counts or {})
         with self.transaction():
-            stored = self.existing(merged if fresh is None else [k for k in merged if k in fresh])
+            # A request the OTLP source stored first is keyed by its request id (see `receive`).
+            wanted = [*merged, *(r.request_id for r in merged.values() if r.request_id)]
+            stored = self.existing(wanted if fresh is None else [k for k in merged if k in fresh])
             rows = []
             changes = series.Changes()
             for key, request in merged.items():
-                old = stored.get(key)
+                old = stored.get(key) or stored.get(request.request_id or key)
                 outcomes["usage"] += old is None
                 outcomes["duplicate"] += request.copies - (old is None)
                 if old is not None:
@@ -312,6 +333,7 @@ class Ledger:
                 changes.write(self.db)
                 self._changed()
             series.add_prompts(self.db, prompts)
+            self.db.executemany("DELETE FROM pending WHERE request_id = ?", [(key,) for key in settled])
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
@@ -322,6 +344,47 @@ class Ledger:
         if fresh is not None:
             fresh.update(merged)
         return outcomes
+
+    def receive(self, requests: Iterable[Request], enrich: Enrich, grace_ms: int, now_ms: int) -> Counter[str]:
+        """OTLP api_request events. One the ledger holds already (its transcript line came first, or
+        an earlier delivery) is a duplicate; the others wait `grace_ms` for their transcript line in
+        `pending` (see `settle`), or, with no grace, are stored at once, keyed by their request id."""
+        batch = merge_all(requests)
+        known = self._known_request_ids(batch)
+        outcomes: Counter[str] = Counter(duplicate=sum(batch[k].copies for k in known))
+        new = [r for key, r in batch.items() if key not in known]
+        if grace_ms <= 0:
+            return self.commit(new, enrich, source="otlp", counts=outcomes)
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO pending (request_id, received, request) VALUES (?, ?, ?)",
+                [(r.key, now_ms, orjson.dumps(_row(r))) for r in new],
+            )
+            self._add_counters({f"lines.otlp.{k}": v for k, v in outcomes.items()})
+        return outcomes
+
+    def settle(self, enrich: Enrich, grace_ms: int, now_ms: int) -> Counter[str]:
+        """Stores the pending events whose grace is over and whose transcript line never came."""
+        due = self.db.execute("SELECT request_id, request FROM pending WHERE received <= ?", (now_ms - grace_ms,))
+        waiting = {key: _request(orjson.loads(row)) for key, row in due}
+        if not waiting:
+            return Counter()
+        held = self._known_request_ids(waiting, pending=False)
+        outcomes: Counter[str] = Counter(duplicate=len(held))
+        fresh = [r for key, r in waiting.items() if key not in held]
+        return self.commit(fresh, enrich, source="otlp", counts=outcomes, settled=list(waiting))
+
+    def _known_request_ids(self, ids: Iterable[str], pending: bool = True) -> set[str]:
+        batch = list(ids)
+        known: set[str] = set()
+        tables = ("requests", "pending") if pending else ("requests",)
+        for start in range(0, len(batch), 500):
+            part = batch[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for table in tables:
+                known.update(r for (r,) in self.db.execute(
+                    f"SELECT request_id FROM {table} WHERE request_id IN ({marks})", part))  # fmt: skip
+        return known
 
     def close_prompts(self, now_ms: int) -> int:
         if self.db.execute("SELECT 1 FROM prompts WHERE requests IS NULL LIMIT 1").fetchone() is None:
@@ -335,9 +398,14 @@ class Ledger:
     def _add_counters(self, values: dict[str, int]) -> None:
         series.add(self.db, "counters", ("name",), ("value",), [(k, v) for k, v in values.items() if v])
 
-    def add_counters(self, values: dict[str, int]) -> None:
+    def add_counters(self, values: dict[str, int], tool_calls: Counter[tuple[str, str, str]] | None = None) -> None:
+        """Adds to named counters, and to the tool-call counts (tool, agent, project) a source reported."""
         with self.transaction():
             self._add_counters(values)
+            if tool_calls:
+                rows = [(*labels, calls) for labels, calls in tool_calls.items()]
+                series.add(self.db, "tool_series", ("tool", "agent", "project"), ("calls",), rows)
+                self._changed()
 
     def forget_files(self, gone: Iterable[tuple[int, int]]) -> None:
         """Drops offsets of files that are gone; their requests stay (counters never go down)."""

@@ -26,7 +26,7 @@ from exporter import __version__
 from exporter.ledger import Ledger
 from exporter.views import HISTOGRAMS, Histogram, LabelPolicy, Labels, Points, read_histograms, read_points
 
-SOURCES = ("transcripts",)
+SOURCES = ("transcripts",)  # the sources the exporter always shows counters for
 OUTCOMES = ("usage", "duplicate", "skipped", "malformed")
 USAGE = ("model", "model_family", "category", "interaction", "agent", "project")
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -65,6 +65,14 @@ CONTRACT: tuple[Spec, ...] = (
     Spec("claude_usage_prompt_cost_usd", "histogram", "usd", (), "Cost per prompt in US dollars."),
     Spec("claude_usage_request_context_tokens", "histogram", "{token}", ("model_family",),
          "Context each request read: uncached input plus cache reads and writes."),
+    Spec("claude_usage_lines_of_code_total", "counter", "{line}", ("kind",),
+         "Lines of code Claude Code added or removed (kind), from its own telemetry (team mode)."),
+    Spec("claude_usage_commits_total", "counter", "{commit}", (),
+         "Git commits Claude Code made, from its own telemetry (team mode)."),
+    Spec("claude_usage_pull_requests_total", "counter", "{pull_request}", (),
+         "Pull requests Claude Code opened, from its own telemetry (team mode)."),
+    Spec("claude_usage_active_time_seconds_total", "counter", "s", ("kind",),
+         "Active time Claude Code reported: kind user (the user at work) or cli (Claude Code at work)."),
     Spec("claude_usage_last_request_timestamp_seconds", "gauge", "s", (),
          "Time of the latest request in the ledger, in seconds since the epoch."),
     Spec("claude_usage_budget_limit_usd", "gauge", "usd", ("budget", "window"),
@@ -111,7 +119,15 @@ CONTRACT: tuple[Spec, ...] = (
          live=True),
     Spec("claude_usage_exporter_ingest_lag_seconds", "gauge", "s", (),
          "Age of the oldest change seen but not yet in the ledger; 0 when caught up.", live=True),
+    Spec("claude_usage_exporter_otlp_requests_total", "counter", "{request}", ("code",),
+         "OTLP requests the receiver answered, by HTTP status code, since the exporter started.", live=True),
 )  # fmt: skip
+ENGINEERING = {  # ledger counter "eng.<metric>.<kind>" -> metric, the kinds it always shows, stored units per unit
+    "lines_of_code": ("claude_usage_lines_of_code_total", ("added", "removed"), 1),
+    "commits": ("claude_usage_commits_total", ("",), 1),
+    "pull_requests": ("claude_usage_pull_requests_total", ("",), 1),
+    "active_time_seconds": ("claude_usage_active_time_seconds_total", ("user", "cli"), 1000),
+}
 
 
 @dataclass
@@ -123,6 +139,7 @@ class Health:
     pending_since: float | None = None  # monotonic time of the oldest change not yet ingested
     clock: Callable[[], float] = time.monotonic
     windows: Points = field(default_factory=dict)  # budgets and block, recomputed by the loop
+    otlp: Callable[[], dict[str, int]] = dict  # the receiver's answers by status code
     plan: Callable[[], Points] = dict  # read at each scrape: `statusline` may write at any time
 
     def lag(self) -> float:
@@ -137,15 +154,24 @@ class Snapshot:
     histograms: dict[str, Histogram] = field(default_factory=dict)
 
 
-def read_snapshot(ledger: Ledger, policy: LabelPolicy, build: dict[str, str]) -> Snapshot:
+def read_snapshot(ledger: Ledger, policy: LabelPolicy, build: dict[str, str],
+                  sources: tuple[str, ...] = SOURCES) -> Snapshot:  # fmt: skip
     points = read_points(ledger, policy)
     # Every source's counters exist from the start at 0, so rate() and increase() see their first rise.
-    lines: dict[Labels, float] = {(("outcome", o), ("source", src)): 0.0 for src in SOURCES for o in OUTCOMES}
-    bytes_read: dict[Labels, float] = {(("source", src),): 0.0 for src in SOURCES}
+    lines: dict[Labels, float] = {(("outcome", o), ("source", src)): 0.0 for src in sources for o in OUTCOMES}
+    bytes_read: dict[Labels, float] = {(("source", "transcripts"),): 0.0}
     errors = dict(bytes_read)
+    engineering: dict[str, dict[Labels, float]] = {}
+    if "otlp" in sources:
+        for name, kinds, _ in ENGINEERING.values():
+            engineering[name] = {_kind(k): 0.0 for k in kinds}
     for name, value in ledger.counters().items():
         kind, _, rest = name.partition(".")
-        if kind == "lines":
+        if kind == "eng" and rest.partition(".")[0] in ENGINEERING:
+            metric, _, what = rest.partition(".")
+            name, _, scale = ENGINEERING[metric]
+            engineering.setdefault(name, {})[_kind(what)] = value / scale
+        elif kind == "lines":
             source, _, outcome = rest.partition(".")
             lines[(("outcome", outcome), ("source", source))] = value
         elif kind == "bytes":
@@ -160,10 +186,15 @@ def read_snapshot(ledger: Ledger, policy: LabelPolicy, build: dict[str, str]) ->
         "claude_usage_exporter_read_errors_total": errors,
         "claude_usage_exporter_ledger_requests": {(): count},
         "claude_usage_exporter_build_info": {tuple(sorted(build.items())): 1},
+        **engineering,
     }
     if last is not None:
         points["claude_usage_last_request_timestamp_seconds"] = {(): last / 1000}
     return Snapshot(points, read_histograms(ledger))
+
+
+def _kind(kind: str) -> Labels:
+    return (("kind", kind),) if kind else ()
 
 
 class _Histograms:
@@ -234,6 +265,8 @@ class Exposition:
             return lambda _: [Observation(self.health.files_watched)]
         if spec.name == "claude_usage_exporter_ingest_lag_seconds":
             return lambda _: [Observation(self.health.lag())]
+        if spec.name == "claude_usage_exporter_otlp_requests_total":
+            return lambda _: [Observation(n, {"code": code}) for code, n in sorted(self.health.otlp().items())]
         if spec.name.startswith("claude_usage_plan_"):
             return lambda _: _observe(self.health.plan().get(spec.name, {}))
         if spec.live:

@@ -15,10 +15,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,11 +30,13 @@ from exporter.metrics import Exposition, Health, read_snapshot
 from exporter.page import PageData, read_page
 from exporter.sources.files import Found
 from exporter.statusline import SUMMARY, write_atomic
+from exporter.team import Inbox, Team, bearer_tokens
 from exporter.views import LabelPolicy
 from exporter.windows import plan_points, read_windows
 
 if TYPE_CHECKING:
     from exporter.config import Settings
+    from exporter.otlp_http import OtlpServer
 
 log = logging.getLogger("claude_usage_exporter")
 SOURCE = "transcripts"
@@ -63,6 +66,7 @@ class Options:
     rescan: float = 60.0  # a full pass even without events: inotify queues can overflow
     full_poll_every: int = 30  # polling: a full pass every this many intervals, else only likely places
     policy: LabelPolicy = field(default_factory=LabelPolicy)
+    sources: tuple[str, ...] = ("transcripts",)
 
 
 @dataclass
@@ -96,16 +100,26 @@ class Daemon:
         self._windows_at: float | None = None  # when the budgets and block were last computed
         self._summary = b""  # the summary file's content last written
         self.health.plan = lambda: plan_points(self.core.state_dir, time.time())
-        self._published: tuple[int, int] | None = None  # the ledger's version last shown
+        self._published: tuple[int, tuple[tuple[str, int], ...]] | None = None  # the ledger's version last shown
         self._errors: set[str] = set()  # read errors of the last pass
         self.polling = options.poll  # also when inotify cannot watch (see `watch`)
         self.hot: Hot | None = None  # polling: where a change is likely, from the last pass
+        self.team: Team | None = None  # the OTLP receiver's side, in team mode
+        self.inbox = Inbox(lambda: self.waker.wake())
+        self._committed: list[Future[None]] = []  # OTLP batches stored, their senders not yet answered
 
     # --- one pass -------------------------------------------------------------------------------
 
     def step(self) -> None:
         """One ingest of everything new, then new values for the metrics; never raises."""
+        try:
+            self._step()
+        finally:
+            self._answer()
+
+    def _step(self) -> None:
         started = self.clock()
+        self._receive()
         try:
             result = self.app.refresh(stop=lambda: self.stopping)
         except (LedgerError, OSError, sqlite3.Error) as err:
@@ -115,7 +129,8 @@ class Daemon:
             log.exception("ingest failed")
             self._failed(f"ingest failed: {err!r}")
             return
-        self.health.source_up[SOURCE] = 1
+        if SOURCE in self.options.sources:
+            self.health.source_up[SOURCE] = 1
         self.health.files_watched = result.files
         self.hot = Hot.of(result.found, self.core.roots, time.time_ns()) if self.polling else None
         if self.health.pending_since is not None and self.health.pending_since <= started:
@@ -145,7 +160,8 @@ class Daemon:
 
     def _failed(self, message: str) -> None:
         repeated, self.status.error = self.status.error == message, message
-        self.health.source_up[SOURCE] = 0
+        for source in self.options.sources:
+            self.health.source_up[source] = 0
         if self.health.pending_since is None:
             self.health.pending_since = self.clock()
         if not self.exposition.snapshot.points:  # nothing shown yet: show the last good state, if any
@@ -166,16 +182,16 @@ class Daemon:
             ledger.close()
 
     @staticmethod
-    def _version(ledger: Ledger) -> tuple[int, int]:
-        """Changes with every commit that stored a request or read a byte, by any process."""
-        return ledger.generation(), ledger.counters().get(f"bytes.{SOURCE}", 0)
+    def _version(ledger: Ledger) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """Changes with every commit that stored a request or counted a line or byte, by any process."""
+        return ledger.generation(), tuple(sorted(ledger.counters().items()))
 
     def _publish(self, ledger: Ledger) -> None:
         self._published = self._version(ledger)
         self._day = datetime.now(self.core.zone).date().isoformat()  # the page's "today" changes with it
         pricer = self.app.pricer
         self.build.update(pricing_source=pricer.source, pricing_version=pricer.version)
-        self.exposition.update(read_snapshot(ledger, self.options.policy, self.build))
+        self.exposition.update(read_snapshot(ledger, self.options.policy, self.build, self.options.sources))
         self.page = read_page(ledger, self.exposition.snapshot, self.core.zone, self.options.policy)
 
     def _windows_due(self) -> bool:
@@ -198,13 +214,35 @@ class Daemon:
             self._summary = summary
 
     def tick(self) -> None:
-        """Between passes: keeps the budgets and block current as time passes; never raises."""
-        if not self._windows_due() or "ledger" not in self.app.__dict__:
+        """Between passes: stores OTLP events whose grace is over, and keeps the budgets and block
+        current as time passes; never raises."""
+        if "ledger" not in self.app.__dict__:
             return
         try:
-            self._windows(self.app.ledger)
+            if self._receive() and self._version(self.app.ledger) != self._published:
+                self._publish(self.app.ledger)
+                self._windows(self.app.ledger)
+            elif self._windows_due():
+                self._windows(self.app.ledger)
         except (sqlite3.Error, OSError) as err:
             log.warning("cannot update budgets: %s", err)
+        finally:
+            self._answer()
+
+    def _receive(self) -> bool:
+        """Commits what the OTLP receiver handed over, then the events whose grace is over."""
+        if self.team is None:
+            return False
+        try:
+            self._committed += self.team.apply(self.app, self.inbox.take(), int(time.time() * 1000))
+            self.team.settle(self.app, int(time.time() * 1000))
+        except (LedgerError, OSError, sqlite3.Error) as err:
+            if self.health.source_up.get("otlp") != 0:
+                log.error("cannot store OTLP data in %s: %s", self.core.state_dir, err)
+            self.health.source_up["otlp"] = 0
+            return False
+        self.health.source_up["otlp"] = 1
+        return True
 
     def _new_day(self) -> bool:
         return datetime.now(self.core.zone).date().isoformat() != self._day
@@ -218,7 +256,7 @@ class Daemon:
         idle, last = 0, self.clock()
         while not self.stopping:
             poll = self.polling
-            woken = self.waker.wait(self.options.poll_interval if poll else min(self.options.rescan, WINDOWS_EVERY))
+            woken = self.waker.wait(self.options.poll_interval if poll else self._timeout())
             if self.reload_requested:
                 self._reload()
             idle += 1
@@ -233,6 +271,17 @@ class Daemon:
                 idle, last = 0, self.clock()
             else:
                 self.tick()
+
+    def _answer(self) -> None:
+        """OTLP senders get their 200 once what they sent is committed and, normally, published."""
+        for done in self._committed:
+            done.set_result(None)
+        self._committed = []
+
+    def _timeout(self) -> float:
+        """How long the loop may sleep: OTLP events whose grace ends must not wait much longer."""
+        grace = self.team.grace_ms / 1000 if self.team is not None and self.team.grace_ms else WINDOWS_EVERY
+        return min(self.options.rescan, WINDOWS_EVERY, max(grace / 2, 0.1))
 
     def stop(self) -> None:
         self.stopping = True
@@ -357,7 +406,33 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
 def options_from(settings: Settings) -> Options:
     t, labels = settings.sources.transcripts, settings.labels
     policy = LabelPolicy(labels.project, labels.max_projects, labels.max_models, labels.max_tools)
-    return Options(poll=t.poll, poll_interval=t.poll_interval.total_seconds(), policy=policy)
+    sources = (*(["transcripts"] if t.enabled else []), *(["otlp"] if settings.sources.otlp.enabled else []))
+    return Options(poll=t.poll, poll_interval=t.poll_interval.total_seconds(), policy=policy, sources=sources)
+
+
+def receiver(settings: Settings, daemon: Daemon) -> OtlpServer | None:
+    """The OTLP receiver of team mode, when configured; the daemon's loop commits what it takes."""
+    from exporter.config import split_host_port
+    from exporter.otlp_http import OtlpServer
+
+    o, transcripts = settings.sources.otlp, settings.sources.transcripts.enabled
+    if not o.enabled:
+        return None
+    # With no transcripts to wait for (a central exporter), an event is stored at once.
+    grace_ms = int(o.grace.total_seconds() * 1000) if transcripts else 0
+    daemon.team = Team(grace_ms=grace_ms, tools_from_otlp=not transcripts)
+    try:
+        server = OtlpServer(split_host_port(o.listen), daemon.inbox.sink, tokens=bearer_tokens(o.bearer_tokens_file),
+                            max_body_bytes=o.max_body_bytes)  # fmt: skip
+    except OSError as err:
+        raise OSError(f"cannot listen for OTLP on {o.listen}: {err.strerror or err}") from None
+    daemon.health.otlp = lambda: _answers(server.stats.snapshot())
+    return server
+
+
+def _answers(stats: dict[str, Any]) -> dict[str, int]:
+    refused: dict[int, int] = stats["refused"]
+    return {"200": stats["requests"] - sum(refused.values()), **{str(code): n for code, n in refused.items()}}
 
 
 def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = False) -> int:
@@ -387,6 +462,12 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
     except OSError as err:
         daemon.close()
         raise OSError(f"cannot listen on {settings.web.listen}: {err.strerror or err}") from None
+    try:
+        otlp = receiver(settings, daemon)
+    except OSError:
+        server.server_close()
+        daemon.close()
+        raise
 
     def reload() -> tuple[Core, Options] | None:
         try:
@@ -407,12 +488,18 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
     stop_watching = threading.Event()
     server.start()
     log.info("listening on %s; watching %s", server.url, ", ".join(str(r / "projects") for r in daemon.core.roots))
+    if otlp is not None:
+        otlp.start()
+        log.info("receiving OTLP on %s/v1/logs and /v1/metrics", otlp.url)
     if not daemon.options.poll:
         threading.Thread(target=watch, args=(daemon, stop_watching), name="watch", daemon=True).start()
     try:
         daemon.run()
     finally:
         stop_watching.set()
+        if otlp is not None:
+            otlp.shutdown()
+            otlp.server_close()
         server.shutdown()
         server.server_close()
         daemon.close()
