@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter, ObservableGauge
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
@@ -121,6 +122,8 @@ CONTRACT: tuple[Spec, ...] = (
          "Age of the oldest change seen but not yet in the ledger; 0 when caught up.", live=True),
     Spec("claude_usage_exporter_otlp_requests_total", "counter", "{request}", ("code",),
          "OTLP requests the receiver answered, by HTTP status code, since the exporter started.", live=True),
+    Spec("claude_usage_exporter_otlp_pushes_total", "counter", "{push}", ("outcome",),
+         "OTLP pushes of these metrics, by outcome (success or failure), since the exporter started.", live=True),
 )  # fmt: skip
 ENGINEERING = {  # ledger counter "eng.<metric>.<kind>" -> metric, the kinds it always shows, stored units per unit
     "lines_of_code": ("claude_usage_lines_of_code_total", ("added", "removed"), 1),
@@ -140,6 +143,7 @@ class Health:
     clock: Callable[[], float] = time.monotonic
     windows: Points = field(default_factory=dict)  # budgets and block, recomputed by the loop
     otlp: Callable[[], dict[str, int]] = dict  # the receiver's answers by status code
+    pushes: Callable[[], dict[str, int]] = dict  # the pusher's outcomes
     plan: Callable[[], Points] = dict  # read at each scrape: `statusline` may write at any time
 
     def lag(self) -> float:
@@ -230,18 +234,24 @@ def _registry() -> CollectorRegistry:
 class Exposition:
     """Builds the instruments of the contract on private registries and serves their rendering."""
 
-    def __init__(self, health: Health, build: dict[str, str]) -> None:
+    def __init__(self, health: Health, build: dict[str, str], push: bool = False) -> None:
+        """`push`: also readers an OTLP pusher collects from (see exporter/push.py)."""
         self.health = health
         self.build = build
         self.snapshot = Snapshot()
         self.usage, self.live, self.process = _registry(), _registry(), _registry()
         limits: Any = {ObservableCounter: 1_000_000, ObservableGauge: 1_000_000}  # our caps bound labels
         self._providers = []
+        self.push_readers: list[InMemoryMetricReader] = []
         for registry, live in ((self.usage, False), (self.live, True)):
             reader = PrometheusMetricReader(
                 disable_target_info=True, scope_info_enabled=False, registry=registry, cardinality_limits=limits
             )
-            provider = MeterProvider(metric_readers=[reader])
+            readers: list[MetricReader] = [reader]
+            if push:  # cumulative, the reader's default
+                self.push_readers.append(InMemoryMetricReader())
+                readers.append(self.push_readers[-1])
+            provider = MeterProvider(metric_readers=readers)
             self._providers.append(provider)
             meter = provider.get_meter("claude-usage-exporter", __version__)
             for spec in CONTRACT:
@@ -267,6 +277,8 @@ class Exposition:
             return lambda _: [Observation(self.health.lag())]
         if spec.name == "claude_usage_exporter_otlp_requests_total":
             return lambda _: [Observation(n, {"code": code}) for code, n in sorted(self.health.otlp().items())]
+        if spec.name == "claude_usage_exporter_otlp_pushes_total":
+            return lambda _: [Observation(n, {"outcome": o}) for o, n in sorted(self.health.pushes().items())]
         if spec.name.startswith("claude_usage_plan_"):
             return lambda _: _observe(self.health.plan().get(spec.name, {}))
         if spec.live:

@@ -37,6 +37,7 @@ from exporter.windows import plan_points, read_windows
 if TYPE_CHECKING:
     from exporter.config import Settings
     from exporter.otlp_http import OtlpServer
+    from exporter.push import Pusher
 
 log = logging.getLogger("claude_usage_exporter")
 SOURCE = "transcripts"
@@ -67,6 +68,7 @@ class Options:
     full_poll_every: int = 30  # polling: a full pass every this many intervals, else only likely places
     policy: LabelPolicy = field(default_factory=LabelPolicy)
     sources: tuple[str, ...] = ("transcripts",)
+    push: bool = False  # an OTLP pusher reads the metrics too
 
 
 @dataclass
@@ -91,7 +93,7 @@ class Daemon:
         self.status = Status()
         self.app = App(core, start_method)
         self.build = {"version": __version__, "pricing_source": "", "pricing_version": ""}
-        self.exposition = Exposition(self.health, self.build)
+        self.exposition = Exposition(self.health, self.build, options.push)
         self.page = PageData()
         self.stopping = False
         self.reload: Callable[[], tuple[Core, Options] | None] | None = None
@@ -407,7 +409,19 @@ def options_from(settings: Settings) -> Options:
     t, labels = settings.sources.transcripts, settings.labels
     policy = LabelPolicy(labels.project, labels.max_projects, labels.max_models, labels.max_tools)
     sources = (*(["transcripts"] if t.enabled else []), *(["otlp"] if settings.sources.otlp.enabled else []))
-    return Options(poll=t.poll, poll_interval=t.poll_interval.total_seconds(), policy=policy, sources=sources)
+    return Options(poll=t.poll, poll_interval=t.poll_interval.total_seconds(), policy=policy, sources=sources,
+                   push=settings.export.otlp_push.endpoint is not None)  # fmt: skip
+
+
+def pusher(settings: Settings, daemon: Daemon) -> Pusher | None:
+    from exporter.push import Pusher
+
+    push = settings.export.otlp_push
+    if push.endpoint is None:
+        return None
+    found = Pusher(daemon.exposition, push.endpoint, push.headers, push.interval.total_seconds())
+    daemon.health.pushes = found.answers
+    return found
 
 
 def receiver(settings: Settings, daemon: Daemon) -> OtlpServer | None:
@@ -491,12 +505,19 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
     if otlp is not None:
         otlp.start()
         log.info("receiving OTLP on %s/v1/logs and /v1/metrics", otlp.url)
+    push = pusher(settings, daemon)
+    pushing = threading.Thread(target=push.run, args=(stop_watching,), name="push") if push else None
+    if push and pushing:
+        pushing.start()
+        log.info("pushing metrics to %s every %g s", push.url, push.interval)
     if not daemon.options.poll:
         threading.Thread(target=watch, args=(daemon, stop_watching), name="watch", daemon=True).start()
     try:
         daemon.run()
     finally:
         stop_watching.set()
+        if pushing is not None:
+            pushing.join(timeout=15)  # its last push, with the final values
         if otlp is not None:
             otlp.shutdown()
             otlp.server_close()

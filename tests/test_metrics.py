@@ -82,12 +82,12 @@ def test_every_metric_exposed_is_in_the_contract_with_its_type_and_help() -> Non
         exposed[name] = (kind, help_text[1])
     # Shown only with budgets configured, during a 5-hour block, or after the status line recorded the
     # plan usage (tests/test_windows.py sees them exposed by a real `serve`); or in team mode, with the
-    # OTLP receiver on (tests/test_team.py).
+    # OTLP receiver or push on (tests/test_team.py, tests/test_push.py).
     conditional = {s.name for s in CONTRACT if s.name.startswith(("claude_usage_budget_", "claude_usage_plan_"))}
     conditional |= {"claude_usage_block_start_timestamp_seconds", "claude_usage_block_end_timestamp_seconds"}
     conditional |= {"claude_usage_lines_of_code_total", "claude_usage_commits_total",
                     "claude_usage_pull_requests_total", "claude_usage_active_time_seconds_total",
-                    "claude_usage_exporter_otlp_requests_total"}  # fmt: skip
+                    "claude_usage_exporter_otlp_requests_total", "claude_usage_exporter_otlp_pushes_total"}  # fmt: skip
     assert exposed == {name: (s.kind, s.help) for name, s in declared.items() if name not in conditional}
 
 
