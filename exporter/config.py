@@ -159,6 +159,7 @@ class LabelSettings(_Strict):
     max_models: int = Field(default=50, ge=1)
     max_tools: int = Field(default=100, ge=1)
     user: Literal["off", "hash", "email"] = "off"
+    max_users: int = Field(default=200, ge=1)
 
 
 class LogSettings(_Strict):

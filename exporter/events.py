@@ -63,6 +63,7 @@ class UsageEvent(NamedTuple):
     source: str = "transcripts"
     reported_cost: Decimal | None = None
     compaction: bool = False
+    user: str = ""  # team mode: who sent it, as `labels.user` shapes it (never set from transcripts)
     lines: int = 1  # transcript lines this event stands for (a response is written one block a line)
 
     @property

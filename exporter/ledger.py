@@ -65,15 +65,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE reports (key TEXT PRIMARY KEY, generation INTEGER NOT NULL, body BLOB NOT NULL);
     """,
     series.SCHEMA,
-    """
-    CREATE INDEX requests_request_id ON requests (request_id);
-    -- OTLP api_request events waiting up to the grace period for their transcript line
-    CREATE TABLE pending (
-        request_id TEXT PRIMARY KEY,
-        received INTEGER NOT NULL,      -- epoch milliseconds
-        request BLOB NOT NULL           -- the request as a JSON row
-    );
-    """,
+    series.SCHEMA_3,
 )
 
 
@@ -94,6 +86,7 @@ class Request(NamedTuple):
     source: str
     compaction: bool
     reported_cost: int | None
+    user: str = ""  # team mode's user label, as `labels.user` shaped it; "" when unknown or off
     copies: int = 1
     interaction: str = ""
     category: str = ""
@@ -107,7 +100,8 @@ class Request(NamedTuple):
     def from_event(cls, e: UsageEvent) -> Request:
         return cls(  # positional, in field order: this runs once per parsed event
             e.key, e.request_id, to_ms(e.timestamp), e.session_id, e.project, e.model, e.agent, e.tokens,
-            e.web_search_requests, e.tools, e.speed, e.source, e.compaction, to_nanos(e.reported_cost), e.lines,
+            e.web_search_requests, e.tools, e.speed, e.source, e.compaction, to_nanos(e.reported_cost), e.user,
+            e.lines,
         )  # fmt: skip
 
     def merge(self, other: Request) -> Request:
@@ -117,8 +111,8 @@ class Request(NamedTuple):
         maximum would count its cache writes twice); the row keeps the key it is stored under."""
         if (self.source == "otlp") != (other.source == "otlp"):
             transcript = other if self.source == "otlp" else self
-            return transcript._replace(key=self.key, copies=self.copies + other.copies, interaction="", category="",
-                                       cost=None)  # fmt: skip
+            return transcript._replace(key=self.key, copies=self.copies + other.copies, user=self.user or other.user,
+                                       interaction="", category="", cost=None)  # fmt: skip
         first, later = (other, self) if other.ts < self.ts else (self, other)
         return first._replace(
             tokens=self.tokens.merge(other.tokens),
@@ -148,11 +142,11 @@ def _max_opt(a: int | None, b: int | None) -> int | None:
 _COLUMNS = (
     "key, request_id, ts, session_id, project, model, model_family, agent, input, output, cache_read,"
     " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction,"
-    " category, cost, reported_cost, copies"
+    " category, cost, reported_cost, copies, user"
 )
 
 
-_MARKS = ",".join("?" * 23)
+_MARKS = ",".join("?" * 24)
 
 
 def merge_all(requests: Iterable[Request], into: dict[str, Request] | None = None) -> dict[str, Request]:
@@ -168,18 +162,18 @@ def _row(r: Request) -> tuple[object, ...]:
     return (
         r.key, r.request_id, r.ts, r.session_id, r.project, r.model, r.model_family, r.agent,
         *r.tokens, r.web_search, ",".join(sorted(r.tools)), r.speed, r.source,
-        int(r.compaction), r.interaction, r.category, r.cost, r.reported_cost, r.copies,
+        int(r.compaction), r.interaction, r.category, r.cost, r.reported_cost, r.copies, r.user,
     )  # fmt: skip
 
 
 def _request(row: Any) -> Request:
     (key, request_id, ts, session_id, project, model, _family, agent, i, o, cr, c5, c1h, web, tools,
-     speed, source, compaction, interaction, category, cost, reported, copies) = row  # fmt: skip
+     speed, source, compaction, interaction, category, cost, reported, copies, user) = row  # fmt: skip
     return Request(
         key=key, request_id=request_id, ts=ts, session_id=session_id, project=project, model=model,
         agent=agent, tokens=Tokens(i, o, cr, c5, c1h), web_search=web,
         tools=frozenset(tools.split(",")) - {""}, speed=speed, source=source, compaction=bool(compaction),
-        reported_cost=reported, copies=copies, interaction=interaction, category=category, cost=cost,
+        reported_cost=reported, copies=copies, interaction=interaction, category=category, cost=cost, user=user,
     )  # fmt: skip
 
 

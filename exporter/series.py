@@ -22,7 +22,8 @@ PROMPT_REQUEST_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
 PROMPT_COST_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50)  # USD
 PROMPT_IDLE_MS = 30 * 60 * 1000  # a prompt with no later prompt closes after this long without a request
 CONTEXT_BUCKETS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000)
-USAGE_LABELS = ("model", "agent", "interaction", "category", "project")
+_V2_LABELS = ("model", "agent", "interaction", "category", "project")  # migration 2's, never to change
+USAGE_LABELS = (*_V2_LABELS, "user")
 USAGE_VALUES = (
     "input", "output", "cache_read", "cache_write_5m", "cache_write_1h",
     "cost", "unpriced", "requests", "web_search",
@@ -34,9 +35,9 @@ _BUCKET = " ".join(f"WHEN {_CONTEXT} <= {bound} THEN {i}" for i, bound in enumer
 # Migration 2: the tables, filled from the requests a version-1 ledger already holds.
 SCHEMA = f"""
 CREATE TABLE usage_series (
-    {", ".join(f"{name} TEXT NOT NULL" for name in USAGE_LABELS)},
+    {", ".join(f"{name} TEXT NOT NULL" for name in _V2_LABELS)},
     {", ".join(f"{name} INTEGER NOT NULL" for name in USAGE_VALUES)},  -- cost in nano-USD
-    PRIMARY KEY ({", ".join(USAGE_LABELS)})
+    PRIMARY KEY ({", ".join(_V2_LABELS)})
 );
 CREATE TABLE tool_series (
     tool TEXT NOT NULL, agent TEXT NOT NULL, project TEXT NOT NULL, calls INTEGER NOT NULL,
@@ -98,6 +99,29 @@ WHERE n = 1;
 """
 
 
+# Migration 3: the user label (team mode), pending OTLP events, and requests found by request id.
+SCHEMA_3 = f"""
+ALTER TABLE requests ADD COLUMN user TEXT NOT NULL DEFAULT '';
+CREATE TABLE usage_series_3 (
+    {", ".join(f"{name} TEXT NOT NULL" for name in USAGE_LABELS)},
+    {", ".join(f"{name} INTEGER NOT NULL" for name in USAGE_VALUES)},
+    PRIMARY KEY ({", ".join(USAGE_LABELS)})
+);
+-- in rowid order: label caps keep the values seen first
+INSERT INTO usage_series_3
+SELECT {", ".join(_V2_LABELS)}, '', {", ".join(USAGE_VALUES)} FROM usage_series ORDER BY rowid;
+DROP TABLE usage_series;
+ALTER TABLE usage_series_3 RENAME TO usage_series;
+CREATE INDEX requests_request_id ON requests (request_id);
+-- OTLP api_request events waiting up to the grace period for their transcript line
+CREATE TABLE pending (
+    request_id TEXT PRIMARY KEY,
+    received INTEGER NOT NULL,      -- epoch milliseconds
+    request BLOB NOT NULL           -- the request as a JSON row
+);
+"""
+
+
 class Changes:
     """What one commit adds to the durable counters."""
 
@@ -117,7 +141,7 @@ class Changes:
         before = old.tokens if old is not None else Tokens()
         grown = [max(0, a - b) for a, b in zip(new.tokens, before, strict=True)]
         first = old if old is not None else new
-        row = self.usage[(first.model, first.agent, first.interaction, first.category, first.project)]
+        row = self.usage[(first.model, first.agent, first.interaction, first.category, first.project, first.user)]
         for i, value in enumerate(grown):
             row[i] += value
         if new.cost is not None:

@@ -407,7 +407,8 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
 
 def options_from(settings: Settings) -> Options:
     t, labels = settings.sources.transcripts, settings.labels
-    policy = LabelPolicy(labels.project, labels.max_projects, labels.max_models, labels.max_tools)
+    policy = LabelPolicy(labels.project, labels.max_projects, labels.max_models, labels.max_tools,
+                         labels.user != "off", labels.max_users)  # fmt: skip
     sources = (*(["transcripts"] if t.enabled else []), *(["otlp"] if settings.sources.otlp.enabled else []))
     return Options(poll=t.poll, poll_interval=t.poll_interval.total_seconds(), policy=policy, sources=sources,
                    push=settings.export.otlp_push.endpoint is not None)  # fmt: skip
@@ -434,7 +435,7 @@ def receiver(settings: Settings, daemon: Daemon) -> OtlpServer | None:
         return None
     # With no transcripts to wait for (a central exporter), an event is stored at once.
     grace_ms = int(o.grace.total_seconds() * 1000) if transcripts else 0
-    daemon.team = Team(grace_ms=grace_ms, tools_from_otlp=not transcripts)
+    daemon.team = Team(grace_ms=grace_ms, tools_from_otlp=not transcripts, users=settings.labels.user)
     try:
         server = OtlpServer(split_host_port(o.listen), daemon.inbox.sink, tokens=bearer_tokens(o.bearer_tokens_file),
                             max_body_bytes=o.max_body_bytes)  # fmt: skip

@@ -4,6 +4,7 @@ a batch the loop cannot take in time gets 503, and the sender's retry is absorbe
 
 from __future__ import annotations
 
+import hashlib
 import queue
 from collections import Counter
 from concurrent.futures import Future
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from exporter.app import App
 from exporter.ledger import Request
-from exporter.otlp import Engineering, Logs, Point
+from exporter.otlp import Engineering, Identity, Logs, Point
 
 ANSWER_WITHIN = 10.0  # seconds a sender waits for its batch to be committed before a 503
 SCALE = {"active_time_seconds": 1000}  # stored as integer milliseconds; the rest are counts
@@ -53,6 +54,7 @@ class Team:
 
     grace_ms: int  # how long an event waits for its transcript line; 0 with the transcript source off
     tools_from_otlp: bool  # with transcripts, the responses' tool_use blocks count tool calls already
+    users: str = "off"  # labels.user: off | hash | email
     engineering: Engineering = field(default_factory=Engineering)
 
     def apply(self, app: App, items: list[tuple[Batch, Future[None]]], now_ms: int) -> list[Future[None]]:
@@ -78,13 +80,21 @@ class Team:
         return app.ledger.settle(app.enrich, self.grace_ms, now_ms)
 
     def _logs(self, app: App, logs: Logs, now_ms: int) -> None:
-        requests = [Request.from_event(event) for event, _, _ in logs.requests]
+        requests = [Request.from_event(event._replace(user=self.user(who))) for event, _, who in logs.requests]
         if requests:
             app.ledger.receive(requests, app.enrich, self.grace_ms, now_ms)
         tools = Counter((t.tool, t.agent, t.project) for t in logs.tools) if self.tools_from_otlp else Counter()
         skipped = logs.other + (0 if self.tools_from_otlp else len(logs.tools))
         app.ledger.add_counters({"lines.otlp.skipped": skipped, "lines.otlp.malformed": logs.rejected},
                                 tool_calls=tools)  # fmt: skip
+
+    def user(self, who: Identity) -> str:
+        """The user label: off (""), a short hash of the e-mail (or the user id), or the e-mail itself.
+        Only what the setting asks for reaches the ledger."""
+        person = who.email or who.user_id or ""
+        if self.users == "off" or not person:
+            return ""
+        return person if self.users == "email" else hashlib.sha256(person.encode()).hexdigest()[:12]
 
     def _points(self, app: App, points: list[Point]) -> None:
         before = self.engineering.totals

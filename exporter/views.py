@@ -33,6 +33,8 @@ class LabelPolicy:
     max_projects: int = 100
     max_models: int = 50
     max_tools: int = 100
+    user: bool = False  # team mode: usage metrics carry a `user` label
+    max_users: int = 200
 
 
 @dataclass
@@ -74,13 +76,16 @@ def read_points(ledger: Ledger, policy: LabelPolicy) -> Points:
     def project(name: str) -> str:
         return project_label(policy, projects(name))
 
+    users = Capped(policy.max_users)
     points: Points = defaultdict(lambda: defaultdict(float))
-    rows = ledger.db.execute(f"SELECT {', '.join(USAGE_LABELS + USAGE_VALUES)} FROM usage_series")
-    for model, agent, interaction, category, proj, *values in rows:
+    rows = ledger.db.execute(f"SELECT {', '.join(USAGE_LABELS + USAGE_VALUES)} FROM usage_series ORDER BY rowid")
+    for model, agent, interaction, category, proj, user, *values in rows:
         model = models(model)
         family = model_family(model) if model != OTHER else OTHER
-        base = (("agent", agent), ("category", category), ("interaction", interaction), ("model", model),
-                ("model_family", family), ("project", project(proj)))  # fmt: skip
+        base: Labels = (("agent", agent), ("category", category), ("interaction", interaction), ("model", model),
+                        ("model_family", family), ("project", project(proj)))  # fmt: skip
+        if policy.user:
+            base += (("user", users(user) or "unknown"),)
         for token_type, value in zip(TOKEN_TYPES, values, strict=False):
             points["claude_usage_tokens_total"][(*base, ("token_type", token_type))] += value
         cost, unpriced, requests, web_search = values[5:]

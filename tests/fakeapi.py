@@ -381,7 +381,6 @@ def _handler(api: FakeApi) -> type[http.server.BaseHTTPRequestHandler]:
                 self._error(exchange, api.fail_with)
             else:
                 self._answer(exchange, body)
-            api.record(exchange)
 
         def _empty(self, status: int) -> None:
             api.record(Exchange(seq=0, method=self.command, path=self.path, kind="other", status=status))
@@ -420,6 +419,7 @@ def _handler(api: FakeApi) -> type[http.server.BaseHTTPRequestHandler]:
             for chunk in chunks:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
+            api.record(exchange)  # before the answer ends: whoever got it finds it in the log
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 

@@ -176,6 +176,10 @@ def test_the_readme_config_examples_are_valid_configs(run: Run, tmp_path: Path) 
         config.write_text(example)
         checked = run("check-config", str(config))
         assert checked.startswith(f"{config}: OK (timezone Europe/Berlin; sources: transcripts;")
+    [team] = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if block.startswith("# team.yaml")]
+    config.write_text(team)
+    expected = f"{config}: OK (timezone Europe/Berlin; sources: OTLP on 0.0.0.0:4318;"
+    assert run("check-config", str(config)).startswith(expected)
 
 
 def test_serve_logs_json_lines_when_the_environment_asks(

@@ -61,7 +61,8 @@ def test_a_version_1_ledger_migrates_to_the_counters_a_fresh_ingest_builds(
     db = sqlite3.connect(old / Ledger.FILE)
     db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
     db.execute(f"ATTACH '{fresh.ledger.path}' AS fresh")
-    db.execute("INSERT INTO requests SELECT * FROM fresh.requests ORDER BY rowid")
+    columns = ", ".join(row[1] for row in db.execute("PRAGMA table_info(requests)"))  # version 1's
+    db.execute(f"INSERT INTO requests SELECT {columns} FROM fresh.requests ORDER BY rowid")
     db.commit()
     db.close()
     migrated = Ledger(old)

@@ -3,6 +3,7 @@ tool and engineering counters; duplicates and transcripts count once; tokens and
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,24 @@ def test_a_bearer_token_is_required_when_configured_and_bad_bodies_are_refused(t
         '{code="200"}': 1, '{code="400"}': 1, '{code="401"}': 1, '{code="413"}': 1,
     }  # fmt: skip
     assert total(metrics, "claude_usage_requests_total") == 1
+
+
+def test_the_user_label_is_off_by_default_else_a_hash_or_the_email_as_configured(tmp_path: Path) -> None:
+    ada = {"user.email": "ada@example.com"}
+    ada_records = logs(2, identity=ada)["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    bob = logs(1, first=2)["resourceLogs"][0]["scopeLogs"][0]["logRecords"]  # API key: only user.id
+    body = otlpgen.to_json(otlpgen.logs_body(ada_records + bob))
+    found = {}
+    for mode in ("off", "hash", "email"):
+        text = f"sources: {{transcripts: {{enabled: false}}}}\nlabels: {{user: {mode}}}\n"
+        state = tmp_path / mode
+        with serving(state, [], "--config", config(tmp_path, text), "--otlp.listen", "127.0.0.1:0") as d:
+            assert post(d, "/v1/logs", body)[0] == 200
+            requests = samples(d.metrics(), "claude_usage_requests_total")
+        found[mode] = {k.split('user="')[1].split('"')[0] if "user=" in k else None: v for k, v in requests.items()}
+    assert found["off"] == {None: 3}
+    assert found["hash"] == {hashlib.sha256(b"ada@example.com").hexdigest()[:12]: 2,
+                             hashlib.sha256(otlpgen.USER_ID.encode()).hexdigest()[:12]: 1}  # fmt: skip
+    assert found["email"] == {"ada@example.com": 2, otlpgen.USER_ID: 1}
+    ledger = (tmp_path / "hash" / "ledger.sqlite3").read_bytes()
+    assert b"ada@example.com" not in ledger  # only what the setting asks for reaches the ledger
