@@ -109,18 +109,30 @@ def burn(block: Block, now_ms: int) -> tuple[dict[str, float] | None, dict[str, 
     minutes = (block.times[-1] - block.times[0]) / 60_000
     if not is_active(block, now_ms) or minutes <= 0:
         return None, None
+    per_hour, projected = cost_rate(block, now_ms)
     rate = {
         "tokensPerMinute": s.total_tokens / minutes,
         "tokensPerMinuteForIndicator": (s.input + s.output) / minutes,
-        "costPerHour": usd(s.cost) / minutes * 60,
+        "costPerHour": per_hour,
     }
     remaining = max(0.0, (block.end - now_ms) / 60_000)
     projection = {
         "totalTokens": round(s.total_tokens + rate["tokensPerMinute"] * remaining),
-        "totalCost": round(usd(s.cost) + rate["costPerHour"] / 60 * remaining, 2),
+        "totalCost": round(projected, 2),
         "remainingMinutes": round(remaining),
     }
     return rate, projection
+
+
+def cost_rate(block: Block, now_ms: int) -> tuple[float, float]:
+    """USD per hour over the block's active span (first to last request, as ccusage), and the cost the
+    block reaches at its end at that rate."""
+    minutes = (block.times[-1] - block.times[0]) / 60_000
+    cost = usd(block.group.sums.cost)
+    if minutes <= 0:
+        return 0.0, cost
+    rate = cost / minutes * 60
+    return rate, cost + rate * max(0.0, (block.end - now_ms) / 3_600_000)
 
 
 def is_active(block: Block, now_ms: int) -> bool:

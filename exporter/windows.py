@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from exporter.blocks import Block, active_block
+from exporter.blocks import Block, active_block, cost_rate
 from exporter.budgets import BudgetSpec, BudgetState, evaluate, spend_nanos, window_bounds
 from exporter.ledger import Ledger
 from exporter.reports import usd
@@ -38,7 +38,7 @@ class Windows:
         times: dict[str, dict[Labels, float]] = {}
         if (b := self.block) is not None:
             cost, tokens = usd(b.group.sums.cost), float(b.group.sums.total_tokens)
-            rate, projected = block_burn(b, self.now_ms)
+            rate, projected = cost_rate(b, self.now_ms)
             times = {"claude_usage_block_start_timestamp_seconds": {(): b.start / 1000},
                      "claude_usage_block_end_timestamp_seconds": {(): b.end / 1000}}  # fmt: skip
         return {
@@ -54,7 +54,7 @@ class Windows:
         start, end, nanos = self.today
         block = None
         if (b := self.block) is not None:
-            rate, projected = block_burn(b, self.now_ms)
+            rate, projected = cost_rate(b, self.now_ms)
             block = {"start": b.start / 1000, "end": b.end / 1000, "cost_usd": usd(b.group.sums.cost),
                      "burn_rate_usd_per_hour": rate, "projected_cost_usd": projected}  # fmt: skip
         budgets = [
@@ -72,17 +72,6 @@ _BUDGET_GAUGES = (
     "claude_usage_budget_projected_spend_usd",
     "claude_usage_budget_window_end_timestamp_seconds",
 )
-
-
-def block_burn(block: Block, now_ms: int) -> tuple[float, float]:
-    """USD per hour over the block's active span (as ccusage: first to last request), and the cost
-    projected to the block's end at that rate."""
-    minutes = (block.times[-1] - block.times[0]) / 60_000
-    cost = usd(block.group.sums.cost)
-    if minutes <= 0:
-        return 0.0, cost
-    rate = cost / minutes * 60
-    return rate, cost + rate * max(0.0, (block.end - now_ms) / 3_600_000)
 
 
 def read_windows(ledger: Ledger, specs: tuple[BudgetSpec, ...], now_ms: int, zone: ZoneInfo, week_start: int = 0,
