@@ -150,12 +150,12 @@ class Daemon:
         self.status.error = None
         if changed:
             self._publish(self.app.ledger)
-        if changed or self._windows_due():
-            self._windows(self.app.ledger)
             new = result.outcomes["usage"]
             if new or not self.status.ingested:
                 log.info("ingested %d new request(s) from %d byte(s) in %.3f s", new, result.bytes_read,
                          self.clock() - started)  # fmt: skip
+        if changed or self._windows_due():
+            self._windows(self.app.ledger)
         if not self.status.ingested and not self.stopping:  # a stopped ingest did not reach the end
             self.status.ingested = True
             log.info("ready: %d transcript file(s) found", result.files)
