@@ -140,6 +140,11 @@ class Changes:
         """
         before = old.tokens if old is not None else Tokens()
         grown = [max(0, a - b) for a, b in zip(new.tokens, before, strict=True)]
+        # Cache writes grow as one quantity: an OTLP event counted all of them as 5-minute writes, and
+        # the transcript copy that replaces it must not count its 1-hour share again.
+        writes = max(0, new.tokens.cache_write - before.cache_write)
+        grown[4] = min(grown[4], writes)
+        grown[3] = min(grown[3], writes - grown[4])
         first = old if old is not None else new
         row = self.usage[(first.model, first.agent, first.interaction, first.category, first.project, first.user)]
         for i, value in enumerate(grown):

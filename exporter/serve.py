@@ -375,8 +375,10 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
     """
     import watchfiles
 
-    def transcripts(_: watchfiles.Change, path: str) -> bool:
-        return path.endswith(".jsonl")
+    def transcripts(change: watchfiles.Change, path: str) -> bool:
+        # A new folder may arrive holding transcripts already (copied, or written before the watch
+        # on it began): no event would name them.
+        return path.endswith(".jsonl") or (change == watchfiles.Change.added and os.path.isdir(path))
 
     previous: list[Path] | None = None
     while not stop.is_set():
