@@ -8,14 +8,13 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from exporter import __version__
 from exporter.budgets import BudgetState
-from exporter.ledger import Ledger
 from exporter.metrics import Snapshot
-from exporter.views import LabelPolicy
+from exporter.windows import Windows
 
 TOP = 5
 
@@ -33,13 +32,6 @@ class PageData:
     budgets: list[BudgetState] = field(default_factory=list)
 
 
-def _since(ledger: Ledger, moment: datetime) -> float:
-    (nanos,) = ledger.db.execute(
-        "SELECT coalesce(sum(cost), 0) FROM requests WHERE ts >= ?", (int(moment.timestamp() * 1000),)
-    ).fetchone()
-    return float(nanos) / 1e9
-
-
 def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
     sums: defaultdict[str, float] = defaultdict(float)
     for labels, value in snapshot.points.get("claude_usage_cost_usd_total", {}).items():
@@ -47,20 +39,22 @@ def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
     return sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:TOP]
 
 
-def read_page(ledger: Ledger, snapshot: Snapshot, zone: ZoneInfo, policy: LabelPolicy) -> PageData:
+def read_page(snapshot: Snapshot, zone: ZoneInfo, windows: Windows) -> PageData:
+    """The page's figures: all-time ones from the metrics' snapshot, today's and this month's from the
+    windows the loop computes (so a page costs no scan of the ledger)."""
     now = datetime.now(zone)
-    midnight = datetime.combine(now.date(), time(), zone)
     costs = snapshot.points.get("claude_usage_cost_usd_total", {})
     requests = snapshot.points.get("claude_usage_requests_total", {})
     return PageData(
-        today=_since(ledger, midnight),
-        month=_since(ledger, midnight.replace(day=1)),
+        today=windows.today[2] / 1e9,
+        month=windows.month / 1e9,
         total=sum(costs.values()),
         requests=int(sum(requests.values())),
         models=_top(snapshot, "model"),
         categories=_top(snapshot, "category"),
         as_of=now.strftime("%Y-%m-%d %H:%M:%S %Z"),
         zone=str(zone),
+        budgets=windows.budgets,
     )
 
 

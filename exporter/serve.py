@@ -32,7 +32,7 @@ from exporter.sources.files import Found
 from exporter.statusline import SUMMARY, write_atomic
 from exporter.team import Inbox, Team, bearer_tokens
 from exporter.views import LabelPolicy
-from exporter.windows import plan_points, read_windows
+from exporter.windows import Windows, plan_points, read_windows
 
 if TYPE_CHECKING:
     from exporter.config import Settings
@@ -100,6 +100,8 @@ class Daemon:
         self.reload_requested = False
         self._day = ""
         self._windows_at: float | None = None  # when the budgets and block were last computed
+        self._windows_stale = False  # the ledger changed since
+        self.windows = Windows(0)
         self._summary = b""  # the summary file's content last written
         self.health.plan = lambda: plan_points(self.core.state_dir, time.time())
         self._published: tuple[int, tuple[tuple[str, int], ...]] | None = None  # the ledger's version last shown
@@ -154,7 +156,7 @@ class Daemon:
             if new or not self.status.ingested:
                 log.info("ingested %d new request(s) from %d byte(s) in %.3f s", new, result.bytes_read,
                          self.clock() - started)  # fmt: skip
-        if changed or self._windows_due():
+        if self._windows_due():
             self._windows(self.app.ledger)
         if not self.status.ingested and not self.stopping:  # a stopped ingest did not reach the end
             self.status.ingested = True
@@ -194,19 +196,27 @@ class Daemon:
         pricer = self.app.pricer
         self.build.update(pricing_source=pricer.source, pricing_version=pricer.version)
         self.exposition.update(read_snapshot(ledger, self.options.policy, self.build, self.options.sources))
-        self.page = read_page(ledger, self.exposition.snapshot, self.core.zone, self.options.policy)
+        self.page = read_page(self.exposition.snapshot, self.core.zone, self.windows)
+        self._windows_stale = True
 
     def _windows_due(self) -> bool:
-        return self._windows_at is None or self.clock() - self._windows_at >= WINDOWS_EVERY
+        """At most every WINDOWS_SOON seconds after a change (a busy team exporter commits many times a
+        second, and each pass sums the month), and every WINDOWS_EVERY seconds as the clock moves."""
+        if self._windows_at is None:
+            return True
+        since = self.clock() - self._windows_at
+        return since >= WINDOWS_EVERY or (self._windows_stale and since >= WINDOWS_SOON)
 
     def _windows(self, ledger: Ledger) -> None:
         """Budgets and the block from the clock and the ledger; the summary `statusline` shows."""
-        self._windows_at = self.clock()
+        self._windows_at, self._windows_stale = self.clock(), False
         c = self.core
         cost = "cost" if c.pricing_mode == "calculate" else "COALESCE(reported_cost, cost)"
-        windows = read_windows(ledger, c.budgets, int(time.time() * 1000), c.zone, c.week_start, cost)
+        blocks = "transcripts" in self.options.sources  # a central team exporter has no one account's block
+        now_ms = int(time.time() * 1000)
+        self.windows = windows = read_windows(ledger, c.budgets, now_ms, c.zone, c.week_start, cost, blocks)
         self.health.windows = windows.points()
-        self.page = replace(self.page, budgets=windows.budgets)
+        self.page = read_page(self.exposition.snapshot, c.zone, windows)
         summary = orjson.dumps(windows.summary(c.zone))
         if summary != self._summary:
             try:
@@ -223,8 +233,7 @@ class Daemon:
         try:
             if self._receive() and self._version(self.app.ledger) != self._published:
                 self._publish(self.app.ledger)
-                self._windows(self.app.ledger)
-            elif self._windows_due():
+            if self._windows_due():
                 self._windows(self.app.ledger)
         except (sqlite3.Error, OSError) as err:
             log.warning("cannot update budgets: %s", err)
@@ -283,7 +292,8 @@ class Daemon:
     def _timeout(self) -> float:
         """How long the loop may sleep: OTLP events whose grace ends must not wait much longer."""
         grace = self.team.grace_ms / 1000 if self.team is not None and self.team.grace_ms else WINDOWS_EVERY
-        return min(self.options.rescan, WINDOWS_EVERY, max(grace / 2, 0.1))
+        soon = WINDOWS_SOON if self._windows_stale else WINDOWS_EVERY
+        return min(self.options.rescan, soon, max(grace / 2, 0.1))
 
     def stop(self) -> None:
         self.stopping = True
@@ -322,6 +332,7 @@ class Daemon:
 
 
 WINDOWS_EVERY = 30.0  # seconds: how stale budgets, projections and the block may grow without new data
+WINDOWS_SOON = 5.0  # seconds: how long after a change they may wait
 RECENT_NS = 3600 * 10**9  # a session quiet for longer is seen at the next full pass
 
 

@@ -26,6 +26,7 @@ class Windows:
     today: tuple[int, int, int] = (0, 0, 0)  # start ms, end ms, spend nano-USD
     budgets: list[BudgetState] = field(default_factory=list)
     block: Block | None = None
+    month: int = 0  # this calendar month's spend, nano-USD
 
     def points(self) -> Points:
         budget: dict[str, dict[Labels, float]] = {name: {} for name in _BUDGET_GAUGES}
@@ -75,11 +76,13 @@ _BUDGET_GAUGES = (
 
 
 def read_windows(ledger: Ledger, specs: tuple[BudgetSpec, ...], now_ms: int, zone: ZoneInfo, week_start: int = 0,
-                 cost: str = "cost") -> Windows:  # fmt: skip
+                 cost: str = "cost", blocks: bool = True) -> Windows:  # fmt: skip
+    """`blocks=False` leaves the 5-hour block out: it is one account's window, meaningless for a team."""
     start, end = window_bounds("day", now_ms, zone)
     today = (start, end, spend_nanos(ledger, start, end, (), cost))
-    return Windows(now_ms, today, evaluate(ledger, specs, now_ms, zone, week_start, cost),
-                   active_block(ledger, now_ms, cost))  # fmt: skip
+    month = spend_nanos(ledger, *window_bounds("month", now_ms, zone), (), cost)
+    block = active_block(ledger, now_ms, cost) if blocks else None
+    return Windows(now_ms, today, evaluate(ledger, specs, now_ms, zone, week_start, cost), block, month)
 
 
 def plan_points(state_dir: Path, now: float) -> Points:
