@@ -12,8 +12,9 @@ import pytest
 
 from exporter.app import App, Core
 from exporter.ledger import Ledger
-from exporter.serve import Daemon, Options, Waker, watch
+from exporter.serve import Daemon, Options, Waker
 from exporter.views import LabelPolicy
+from exporter.watch import watch
 from tests.lines import assistant_line, write
 
 
