@@ -2,7 +2,7 @@
 
 1. Receiver only: batched api_request exports, posted on kept-alive connections from separate client
    processes to an OtlpServer whose sink only counts; JSON (chunked, as Claude Code sends it) and
-   protobuf, plain and gzip. Then decoding alone, without HTTP. Aim: 20,000 events/s.
+   protobuf, plain and gzip. Then decoding alone, without HTTP.
 2. The whole path: a real `python -m exporter serve` (central mode: transcripts off, so events are
    stored at once; a fresh state dir) receives the same exports, every request id new; a POST is
    answered 200 only once the daemon's loop committed its batch to the ledger and published the metrics.
@@ -43,7 +43,6 @@ from exporter.otlp_http import OtlpServer  # noqa: E402
 from tests import otlpgen  # noqa: E402
 from tests.daemon import Serve, samples, serving  # noqa: E402
 
-AIM = 20_000  # events/s for receiving and decoding alone
 TARGET = 5_000  # events/s for the whole path: received, committed to the ledger, published
 DISTINCT = 10  # different bodies per encoding, posted in turn (receiver only)
 CHUNK = 64 * 1024  # bytes per chunk of a chunked body
@@ -378,10 +377,9 @@ def receiver_only(records: int, count: int, connections: int) -> None:
     )
     for case in CASES:
         result = run(case, records, count, connections)
-        verdict = "meets" if result.rate >= AIM else "MISSES"
         print(
             f"  {case.name:<20} {result.events:>8,} events in {result.seconds:6.2f} s: {result.rate:>8,.0f} events/s "
-            f"({verdict} the {AIM:,}/s aim; server CPU {result.cpu_seconds:.2f} s)",
+            f"(server CPU {result.cpu_seconds:.2f} s)",
             flush=True,
         )
     rounds = max(1, count // 3)
