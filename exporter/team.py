@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import queue
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ Batch = Logs | list[Point]
 class Inbox:
     """Batches handed from the receiver's threads to the loop."""
 
-    def __init__(self, wake: object, answer_within: float = ANSWER_WITHIN) -> None:
+    def __init__(self, wake: Callable[[], None], answer_within: float = ANSWER_WITHIN) -> None:
         self._queue: queue.SimpleQueue[tuple[Batch, Future[None]]] = queue.SimpleQueue()
         self._wake = wake
         self.answer_within = answer_within
@@ -33,7 +34,7 @@ class Inbox:
         """The receiver's sink: returns once the loop committed the batch; raises (→ 503) otherwise."""
         done: Future[None] = Future()
         self._queue.put((batch, done))
-        self._wake()  # type: ignore[operator]
+        self._wake()
         try:
             done.result(self.answer_within)
         except FutureTimeout:

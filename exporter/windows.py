@@ -1,6 +1,6 @@
 """Clock-dependent views for the daemon: budgets, the 5-hour block in progress, and the plan usage that
-`statusline` recorded. They change with time alone, so the loop recomputes them every half minute,
-and writes the summary `statusline` shows (it never opens the ledger itself)."""
+`statusline` recorded. They change with time alone, so the loop recomputes them every half minute (and
+within seconds of a change), and writes the summary `statusline` shows (it never opens the ledger)."""
 
 from __future__ import annotations
 
