@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from fnmatch import fnmatchcase
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 SOURCE = "genai-prices"
 PROVIDER = "anthropic"
 # Bump when the arithmetic below changes, so the ledger's stored fingerprint goes stale and it reprices.
-_FORMULA = "1"
+_FORMULA = "2"
 _EPOCH = date(1970, 1, 1)
 
 
@@ -246,10 +246,21 @@ class Pricer:
             quote = _quote(info, info.get_prices(datetime.combine(since, time(), UTC), context), self.version)
             if quote is None:
                 return None
+            if quote.long_context is None and info.id in _MISSING_TIERS:
+                threshold, tier = _MISSING_TIERS[info.id]
+                quote = replace(quote, long_context_threshold=threshold, long_context=tier,
+                                source=f"{quote.source} + Anthropic's long-context list price")  # fmt: skip
             if not timeline or timeline[-1][1] != quote:
                 timeline.append((since, quote))
         return tuple(timeline)
 
+
+# Long-context tiers the bundled data lacks, at Anthropic's list prices (genai-prices 0.2.3 has none for
+# Sonnet 4.0). A request above the threshold exists only with the 1 M-context beta, so the base rates
+# would always be wrong for it.
+_MISSING_TIERS = {
+    "claude-sonnet-4-0": (200_000, Rates(*map(Decimal, ("6", "22.5", "0.6", "7.5", "12", "10")))),
+}
 
 _RATE_FIELDS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "web_search_per_1k")
 
