@@ -266,6 +266,7 @@ class Exposition:
         # collecting at once could each take the other's.
         self._live_lock = threading.Lock()
         self._collected = _Collected([])
+        self._plan: Points = {}
         self._rendered: dict[str, bytes] = {}
 
     def _callback(self, spec: Spec) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -280,7 +281,7 @@ class Exposition:
         if spec.name == "claude_usage_exporter_otlp_pushes_total":
             return lambda _: [Observation(n, {"outcome": o}) for o, n in sorted(self.health.pushes().items())]
         if spec.name.startswith("claude_usage_plan_"):
-            return lambda _: _observe(self.health.plan().get(spec.name, {}))
+            return lambda _: _observe(self._plan.get(spec.name, {}))
         if spec.live:
             return lambda _: _observe(self.health.windows.get(spec.name, {}))
         return lambda _: _observe(self.snapshot.points.get(spec.name, {}))
@@ -293,6 +294,10 @@ class Exposition:
             self._collected = _Collected(list(self.usage.collect()))
             self._rendered = {OPENMETRICS: _encoder(OPENMETRICS)(self._collected)}
 
+    def refresh_live(self) -> None:
+        """Reads, once per collection, what several live instruments share: the plan usage file."""
+        self._plan = self.health.plan()
+
     def render(self, content_type: str, process: bool = True) -> bytes:
         """The exposition; `process=False` leaves out `process_*` (for output that must not vary)."""
         with self._lock:
@@ -301,6 +306,7 @@ class Exposition:
                 usage = self._rendered[content_type] = _encoder(content_type)(self._collected)
         encode = _encoder(content_type)
         with self._live_lock:
+            self.refresh_live()
             live = encode(self.live)
         parts = [usage, live, *([encode(self.process)] if process else [])]
         if content_type == OPENMETRICS:

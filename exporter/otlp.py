@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics_pb
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from exporter.events import Tokens, UsageEvent
+from exporter.classify import tool_label
+from exporter.events import Tokens, UsageEvent, project_name
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
@@ -36,7 +36,6 @@ _PREFIX = "claude_code."
 _NO_TOOLS: frozenset[str] = frozenset()
 _CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 _CUMULATIVE_NAME = "AGGREGATION_TEMPORALITY_CUMULATIVE"  # proto3 JSON also allows the enum's name
-_PATH = re.compile(r"[\\/]")
 
 
 class OtlpError(ValueError):
@@ -273,15 +272,6 @@ def agent_of(query_source: str | None) -> str:
     return "auxiliary"  # title generation, prompt suggestions, compaction, …
 
 
-def tool_label(tool: str) -> str:
-    """`mcp__<server>__<tool>` -> `mcp__<server>`: one label per MCP server, not per tool."""
-    if tool.startswith("mcp__"):
-        server = tool[5:].split("__", 1)[0]
-        if server:
-            return "mcp__" + server
-    return tool
-
-
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -374,11 +364,7 @@ def _fallback_key(attrs: dict[str, object], session: str, moment: datetime) -> s
 
 
 def _project(attrs: dict[str, object], resource: dict[str, object]) -> str:
-    # Not events.project_name: that one is cached without bound, and these names come off the network.
-    value = _text(attrs.get("project")) or _text(resource.get("project"))
-    if value is None:
-        return "unknown"
-    return _PATH.split(value.rstrip("/\\"))[-1] or "unknown"
+    return project_name(_text(attrs.get("project")) or _text(resource.get("project")))  # never a path
 
 
 def _speed(value: object) -> str:

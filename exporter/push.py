@@ -75,6 +75,7 @@ class Pusher:
         self.outcomes: Counter[str] = Counter()
 
     def collect(self) -> MetricsData:
+        self.exposition.refresh_live()
         metrics = [
             metric
             for reader in self.exposition.push_readers

@@ -26,6 +26,7 @@ from exporter.app import App, Core
 from exporter.ledger import Ledger, LedgerError
 from exporter.metrics import Exposition, Health, read_snapshot
 from exporter.page import PageData, read_page
+from exporter.reports import Query
 from exporter.statusline import SUMMARY, write_atomic
 from exporter.team import Inbox, Team, bearer_tokens
 from exporter.views import LabelPolicy
@@ -209,7 +210,7 @@ class Daemon:
         """Budgets and the block from the clock and the ledger; the summary `statusline` shows."""
         self._windows_at, self._windows_stale = self.clock(), False
         c = self.core
-        cost = "cost" if c.pricing_mode == "calculate" else "COALESCE(reported_cost, cost)"
+        cost = Query(c.zone, mode=c.pricing_mode).cost
         blocks = "transcripts" in self.options.sources  # a central team exporter has no one account's block
         now_ms = int(time.time() * 1000)
         self.windows = windows = read_windows(ledger, c.budgets, now_ms, c.zone, c.week_start, cost, blocks)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from exporter.app import App
 from exporter.ledger import Request
+from exporter.metrics import ENGINEERING
 from exporter.otlp import Engineering, Identity, Logs, Point
 
 ANSWER_WITHIN = 10.0  # seconds a sender waits for its batch to be committed before a 503
-SCALE = {"active_time_seconds": 1000}  # stored as integer milliseconds; the rest are counts
 Batch = Logs | list[Point]
 
 
@@ -102,7 +102,7 @@ class Team:
         self.engineering.add(points)
         grown = {}
         for (metric, kind), total in self.engineering.totals.items():
-            scale = SCALE.get(metric, 1)
+            scale = ENGINEERING[metric][2]  # whole stored units per unit (active time: milliseconds)
             # Whole units only cross into the ledger; the fraction waits in the running total.
             delta = int(total * scale) - int(before.get((metric, kind), 0.0) * scale)
             if delta > 0:

@@ -14,7 +14,7 @@ from exporter.blocks import Block, active_block, cost_rate
 from exporter.budgets import BudgetSpec, BudgetState, evaluate, spend_nanos, window_bounds
 from exporter.ledger import Ledger
 from exporter.reports import usd
-from exporter.statusline import SNAPSHOT, load_json
+from exporter.statusline import SNAPSHOT, load_json, number
 from exporter.views import Labels, Points
 
 PLAN_WINDOWS = {"five_hour": 5 * 3600, "seven_day": 7 * 86400}  # seconds each plan window lasts
@@ -95,11 +95,8 @@ def plan_points(state_dir: Path, now: float) -> Points:
         entry = limits.get(window) if isinstance(limits, dict) else None
         if not isinstance(entry, dict):
             continue
-        try:
-            used, resets, recorded = (float(entry[k]) for k in ("used_percentage", "resets_at", "recorded_at"))
-        except (TypeError, KeyError, ValueError):  # garbled by hand: skipped, like a missing window
-            continue
-        if used != used or resets != resets or recorded != recorded:  # NaN
+        used, resets, recorded = (number(entry.get(k)) for k in ("used_percentage", "resets_at", "recorded_at"))
+        if used is None or resets is None or recorded is None:  # garbled by hand: skipped, like a missing one
             continue
         key = (("window", window),)
         stale = now >= resets or now - recorded > length

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
+from exporter.classify import tool_label
 from exporter.events import Tokens, UsageEvent
 from exporter.otlp import (
     JSON,
@@ -32,7 +33,6 @@ from exporter.otlp import (
     media_type,
     response,
     status_body,
-    tool_label,
 )
 from tests import otlpgen as gen
 
