@@ -92,11 +92,16 @@ class App:
         """Prices and classifies a merged request; labels derive from the merge, never one copy."""
         interaction, category = self.classifier.classify(r.agent, r.tools, r.compaction, r.web_search)
         at = datetime.fromtimestamp(r.ts / 1000, UTC)
+        quote = self.pricer.describe(r.model, r.speed, at)
+        # The same context, so the same long-context tier, with nothing read from or written to the cache.
+        uncached = None if quote is None else to_nanos(quote.cost(r.tokens.uncached, r.web_search))
         if r.source == "otlp" and r.reported_cost is not None:
-            # Claude Code's own price: its event has no cache TTL split to price the tokens from.
-            return Request(*r[:-3], interaction, category, r.reported_cost)  # the last three fields
-        cost = self.pricer.price(r.model, r.tokens, r.web_search, r.speed, at)
-        return Request(*r[:-3], interaction, category, to_nanos(cost))
+            # Claude Code's own price: its event has no cache TTL split to price the tokens from. A model
+            # with no rates here claims no saving rather than its whole cost as a loss.
+            uncached = r.reported_cost if uncached is None else uncached
+            return Request(*r[:-4], interaction, category, r.reported_cost, uncached)  # the last four fields
+        cost = None if quote is None else to_nanos(quote.cost(r.tokens, r.web_search))
+        return Request(*r[:-4], interaction, category, cost, uncached)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"core": self.core}  # for parse workers: the ledger stays in this process

@@ -39,6 +39,11 @@ class Tokens(NamedTuple):
         """Everything the model read for this request: uncached input, cache reads and writes."""
         return self.input + self.cache_read + self.cache_write
 
+    @property
+    def uncached(self) -> Tokens:
+        """The same request with every cached token (read or written) sent as uncached input."""
+        return Tokens(self.context, self.output)
+
     def merge(self, other: Tokens) -> Tokens:
         # Copies of one response may carry provisional (smaller) usage: keep the largest per field.
         if self == other:

@@ -66,6 +66,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     series.SCHEMA,
     series.SCHEMA_3,
+    series.SCHEMA_4,
 )
 
 
@@ -91,6 +92,7 @@ class Request(NamedTuple):
     interaction: str = ""
     category: str = ""
     cost: int | None = None
+    uncached_cost: int | None = None  # nano-USD with every cached token priced as uncached input
 
     @property
     def model_family(self) -> str:
@@ -112,7 +114,7 @@ class Request(NamedTuple):
         if (self.source == "otlp") != (other.source == "otlp"):
             transcript = other if self.source == "otlp" else self
             return transcript._replace(key=self.key, copies=self.copies + other.copies, user=self.user or other.user,
-                                       interaction="", category="", cost=None)  # fmt: skip
+                                       interaction="", category="", cost=None, uncached_cost=None)  # fmt: skip
         first, later = (other, self) if other.ts < self.ts else (self, other)
         return first._replace(
             tokens=self.tokens.merge(other.tokens),
@@ -125,10 +127,11 @@ class Request(NamedTuple):
             interaction="",  # labels and cost derive from the merge: `enrich` sets them again
             category="",
             cost=None,
+            uncached_cost=None,
         )
 
 
-Enrich = Callable[[Request], Request]  # sets cost, interaction and category; "" interaction = not yet
+Enrich = Callable[[Request], Request]  # sets costs, interaction and category; "" interaction = not yet
 
 
 def to_nanos(usd: Decimal | None) -> int | None:
@@ -142,11 +145,11 @@ def _max_opt(a: int | None, b: int | None) -> int | None:
 _COLUMNS = (
     "key, request_id, ts, session_id, project, model, model_family, agent, input, output, cache_read,"
     " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction,"
-    " category, cost, reported_cost, copies, user"
+    " category, cost, reported_cost, copies, user, uncached_cost"
 )
 
 
-_MARKS = ",".join("?" * 24)
+_MARKS = ",".join("?" * 25)
 
 
 def merge_all(requests: Iterable[Request], into: dict[str, Request] | None = None) -> dict[str, Request]:
@@ -162,18 +165,19 @@ def _row(r: Request) -> tuple[object, ...]:
     return (
         r.key, r.request_id, r.ts, r.session_id, r.project, r.model, r.model_family, r.agent,
         *r.tokens, r.web_search, ",".join(sorted(r.tools)), r.speed, r.source,
-        int(r.compaction), r.interaction, r.category, r.cost, r.reported_cost, r.copies, r.user,
+        int(r.compaction), r.interaction, r.category, r.cost, r.reported_cost, r.copies, r.user, r.uncached_cost,
     )  # fmt: skip
 
 
 def _request(row: Any) -> Request:
     (key, request_id, ts, session_id, project, model, _family, agent, i, o, cr, c5, c1h, web, tools,
-     speed, source, compaction, interaction, category, cost, reported, copies, user) = row  # fmt: skip
+     speed, source, compaction, interaction, category, cost, reported, copies, user, uncached) = row  # fmt: skip
     return Request(
         key=key, request_id=request_id, ts=ts, session_id=session_id, project=project, model=model,
         agent=agent, tokens=Tokens(i, o, cr, c5, c1h), web_search=web,
         tools=frozenset(tools.split(",")) - {""}, speed=speed, source=source, compaction=bool(compaction),
         reported_cost=reported, copies=copies, interaction=interaction, category=category, cost=cost, user=user,
+        uncached_cost=uncached,
     )  # fmt: skip
 
 
@@ -407,7 +411,8 @@ class Ledger:
             self.db.executemany("DELETE FROM files WHERE dev = ? AND ino = ?", gone)
 
     def reprice(self, fingerprint: str, enrich: Enrich) -> int:
-        """Re-derives cost and labels of every request when the price data or rules changed.
+        """Re-derives costs and labels of every request when the price data or rules changed (or when
+        migration 4 dropped the fingerprint: a request stored before it has no uncached cost).
 
         The durable counters only grow: a higher price adds the difference, a lower one is kept.
         """

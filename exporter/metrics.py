@@ -49,6 +49,9 @@ CONTRACT: tuple[Spec, ...] = (
          "Tokens of billable requests; token_type is input (uncached), output, cache_read, cache_write_5m or"
          " cache_write_1h."),
     Spec("claude_usage_cost_usd_total", "counter", "usd", USAGE, "Cost of billable requests in US dollars."),
+    Spec("claude_usage_uncached_cost_usd_total", "counter", "usd", USAGE,
+         "What the requests would have cost with every cached token (reads and writes) billed as uncached input;"
+         " minus claude_usage_cost_usd_total, what caching saved (negative when writes were not read back)."),
     Spec("claude_usage_requests_total", "counter", "{request}", USAGE, "Billable API requests, each counted once."),
     Spec("claude_usage_web_search_requests_total", "counter", "{request}", ("model", "project"),
          "Server-side web searches the requests made."),

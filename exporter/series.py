@@ -24,10 +24,11 @@ PROMPT_IDLE_MS = 30 * 60 * 1000  # a prompt with no later prompt closes after th
 CONTEXT_BUCKETS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000)
 _V2_LABELS = ("model", "agent", "interaction", "category", "project")  # migration 2's, never to change
 USAGE_LABELS = (*_V2_LABELS, "user")
-USAGE_VALUES = (
+_V3_VALUES = (  # migrations 2 and 3's, never to change
     "input", "output", "cache_read", "cache_write_5m", "cache_write_1h",
     "cost", "unpriced", "requests", "web_search",
 )  # fmt: skip
+USAGE_VALUES = (*_V3_VALUES, "uncached_cost")
 
 _CONTEXT = "input + cache_read + cache_write_5m + cache_write_1h"
 _BUCKET = " ".join(f"WHEN {_CONTEXT} <= {bound} THEN {i}" for i, bound in enumerate(CONTEXT_BUCKETS))
@@ -36,7 +37,7 @@ _BUCKET = " ".join(f"WHEN {_CONTEXT} <= {bound} THEN {i}" for i, bound in enumer
 SCHEMA = f"""
 CREATE TABLE usage_series (
     {", ".join(f"{name} TEXT NOT NULL" for name in _V2_LABELS)},
-    {", ".join(f"{name} INTEGER NOT NULL" for name in USAGE_VALUES)},  -- cost in nano-USD
+    {", ".join(f"{name} INTEGER NOT NULL" for name in _V3_VALUES)},  -- cost in nano-USD
     PRIMARY KEY ({", ".join(_V2_LABELS)})
 );
 CREATE TABLE tool_series (
@@ -104,12 +105,12 @@ SCHEMA_3 = f"""
 ALTER TABLE requests ADD COLUMN user TEXT NOT NULL DEFAULT '';
 CREATE TABLE usage_series_3 (
     {", ".join(f"{name} TEXT NOT NULL" for name in USAGE_LABELS)},
-    {", ".join(f"{name} INTEGER NOT NULL" for name in USAGE_VALUES)},
+    {", ".join(f"{name} INTEGER NOT NULL" for name in _V3_VALUES)},
     PRIMARY KEY ({", ".join(USAGE_LABELS)})
 );
 -- in rowid order: label caps keep the values seen first
 INSERT INTO usage_series_3
-SELECT {", ".join(_V2_LABELS)}, '', {", ".join(USAGE_VALUES)} FROM usage_series ORDER BY rowid;
+SELECT {", ".join(_V2_LABELS)}, '', {", ".join(_V3_VALUES)} FROM usage_series ORDER BY rowid;
 DROP TABLE usage_series;
 ALTER TABLE usage_series_3 RENAME TO usage_series;
 CREATE INDEX requests_request_id ON requests (request_id);
@@ -119,6 +120,17 @@ CREATE TABLE pending (
     received INTEGER NOT NULL,      -- epoch milliseconds
     request BLOB NOT NULL           -- the request as a JSON row
 );
+"""
+
+# Migration 4: what each request would have cost with no caching. SQL cannot price a request, so the
+# stored fingerprint goes: the next refresh reprices every request (`Ledger.reprice`), which adds each
+# one's uncached cost to its series and, the prices being the same, nothing to its cost.
+SCHEMA_4 = """
+ALTER TABLE requests ADD COLUMN uncached_cost INTEGER;  -- nano-USD; NULL = unpriced model
+ALTER TABLE usage_series ADD COLUMN uncached_cost INTEGER NOT NULL DEFAULT 0;
+DELETE FROM meta WHERE key = 'fingerprint';
+-- a pending request is a JSON row of the request columns: it gains the new last one
+UPDATE pending SET request = json_insert(CAST(request AS TEXT), '$[#]', NULL);
 """
 
 
@@ -153,6 +165,8 @@ class Changes:
             row[5] += max(0, new.cost - ((old.cost or 0) if old is not None else 0))
         else:
             row[6] += sum(grown)
+        if new.uncached_cost is not None:
+            row[9] += max(0, new.uncached_cost - ((old.uncached_cost or 0) if old is not None else 0))
         row[7] += old is None
         row[8] += max(0, new.web_search - (old.web_search if old is not None else 0))
         for tool in sorted(new.tools - (old.tools if old is not None else frozenset())):

@@ -88,8 +88,9 @@ def read_points(ledger: Ledger, policy: LabelPolicy) -> Points:
             base += (("user", users(user) or "unknown"),)
         for token_type, value in zip(TOKEN_TYPES, values, strict=False):
             points["claude_usage_tokens_total"][(*base, ("token_type", token_type))] += value
-        cost, unpriced, requests, web_search = values[5:]
+        cost, unpriced, requests, web_search, uncached = values[5:]
         points["claude_usage_cost_usd_total"][base] += cost / 1e9
+        points["claude_usage_uncached_cost_usd_total"][base] += uncached / 1e9
         points["claude_usage_requests_total"][base] += requests
         points["claude_usage_web_search_requests_total"][(("model", model), ("project", project(proj)))] += web_search
         points["claude_usage_unpriced_tokens_total"][(("model", model),)] += unpriced

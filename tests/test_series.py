@@ -18,7 +18,7 @@ SERIES = ("usage_series", "tool_series", "switch_series", "sessions", "context_s
 def usage_totals(ledger: Ledger) -> tuple[int, ...]:
     row = ledger.db.execute(
         "SELECT sum(input), sum(output), sum(cache_read), sum(cache_write_5m), sum(cache_write_1h), sum(cost),"
-        " sum(requests) FROM usage_series"
+        " sum(uncached_cost), sum(requests) FROM usage_series"
     ).fetchone()
     return tuple(row)
 
@@ -26,7 +26,7 @@ def usage_totals(ledger: Ledger) -> tuple[int, ...]:
 def request_totals(ledger: Ledger) -> tuple[int, ...]:
     row = ledger.db.execute(
         "SELECT sum(input), sum(output), sum(cache_read), sum(cache_write_5m), sum(cache_write_1h),"
-        " sum(coalesce(cost, 0)), count(*) FROM requests"
+        " sum(coalesce(cost, 0)), sum(coalesce(uncached_cost, 0)), count(*) FROM requests"
     ).fetchone()
     return tuple(row)
 
@@ -66,6 +66,7 @@ def test_a_version_1_ledger_migrates_to_the_counters_a_fresh_ingest_builds(
     db.commit()
     db.close()
     migrated = Ledger(old)
+    migrated.reprice(fresh.fingerprint, fresh.enrich)  # uncached costs need prices: the first refresh reprices
     assert dump(migrated) == dump(fresh.ledger)
 
 
@@ -93,13 +94,14 @@ def test_a_lower_price_after_repricing_never_lowers_the_cost_counter(
     write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1", input=1000, output=1000))
     app = make_app()
     app.refresh()
-    counted = usage_totals(app.ledger)[5]
+    counted = usage_totals(app.ledger)[5:7]
     cheap = {"model": "claude-sonnet-4-5*", "input": 0, "output": 0, "cache_read": 0, "cache_write_5m": 0,
              "cache_write_1h": 0}  # fmt: skip
     repriced = make_app(pricing__overrides=[cheap])
     repriced.refresh()
-    assert request_totals(repriced.ledger)[5] == 0  # the ledger holds the new price ...
-    assert usage_totals(repriced.ledger)[5] == counted > 0  # ... the counter what it already counted
+    assert request_totals(repriced.ledger)[5:7] == (0, 0)  # the ledger holds the new price ...
+    assert usage_totals(repriced.ledger)[5:7] == counted  # ... the counters what they already counted
+    assert min(counted) > 0
 
 
 def test_a_main_thread_change_of_model_family_is_one_switch_and_one_session(
