@@ -85,14 +85,16 @@ def _seconds(rfc3339: str) -> float:
 
 
 class Prometheus:
-    """`prometheus` in `workdir`, scraping `target` (host:port) every second as job `claude-usage`."""
+    """`prometheus` in `workdir`, scraping `target` (host:port) every second as job `claude-usage`,
+    and evaluating `rule_files` every second."""
 
-    def __init__(self, workdir: Path, target: str, binary: str = PROMETHEUS) -> None:
+    def __init__(self, workdir: Path, target: str, binary: str = PROMETHEUS, rule_files: tuple[Path, ...] = ()) -> None:
         self.workdir = workdir
         self.target = target
         config = workdir / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files: {[str(path) for path in rule_files]}\n"
             f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n"
         )
         self.log_path = workdir / "prometheus.log"
@@ -177,10 +179,10 @@ class Prometheus:
 
 
 @contextmanager
-def prometheus(workdir: Path, target: str) -> Iterator[Prometheus]:
+def prometheus(workdir: Path, target: str, rule_files: tuple[Path, ...] = ()) -> Iterator[Prometheus]:
     """A ready Prometheus scraping `target`; stopped after the block."""
     require(PROMETHEUS, "a real Prometheus scraping the exporter (Debian package `prometheus`)")
-    server = Prometheus(workdir, target)
+    server = Prometheus(workdir, target, rule_files=rule_files)
     try:
         yield server
     finally:

@@ -1,0 +1,670 @@
+"""Generates the Grafana dashboards of claude-usage-exporter: `python dashboards/generate.py` rewrites the JSON.
+
+The JSON files are committed, so Grafana can provision them as they are; tests/test_dashboards.py keeps them
+equal to what this script builds and lints every query. Plain standard library: the script runs without the
+project installed. `--check` exits 1, writing nothing, when a committed file differs from the generator's.
+
+Conventions every panel follows (the lint checks them): the `${datasource}` variable; `job=~"$job"` and
+`instance=~"$instance"` on every selector, `project`/`model_family` where the metric has that label; rates
+over `$__rate_interval` for time series and increases over `$__range` for "in the selected range" figures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+Json = dict[str, Any]
+
+HERE = Path(__file__).resolve().parent
+# Grafana 11.0's schema: older than what Grafana 11.3+/12 writes, which they migrate on load, while a newer
+# schemaVersion in an older Grafana is left as it is - 39 is the newest that every Grafana 11 and 12 reads.
+SCHEMA_VERSION = 39
+TAGS = ["claude-code", "claude-usage"]
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+ANNOTATIONS = {
+    "list": [
+        {
+            "builtIn": 1,
+            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True,
+            "hide": True,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        }
+    ]
+}
+
+# The dashboard filters a metric's selectors carry besides job and instance: only those whose series have
+# the label, since `project=~".*"` on a metric without `project` still matches but `project=~"a"` matches
+# nothing. Histograms are named by family (their _bucket, _sum and _count series share it).
+USAGE = ("project", "model_family")
+FILTERS: dict[str, tuple[str, ...]] = {
+    "claude_usage_cost_usd_total": USAGE,
+    "claude_usage_uncached_cost_usd_total": USAGE,
+    "claude_usage_requests_total": USAGE,
+    "claude_usage_tokens_total": USAGE,
+    "claude_usage_web_search_requests_total": ("project",),
+    "claude_usage_tool_calls_total": ("project",),
+    "claude_usage_sessions_total": ("project",),
+    "claude_usage_prompts_total": ("project",),
+    "claude_usage_request_context_tokens": ("model_family",),
+}
+HISTOGRAM_SERIES = re.compile(r"_(bucket|sum|count)$")
+INPUT_SIDE = "input|cache_read|cache_write_5m|cache_write_1h"  # every token_type the model reads
+PER_HOUR = " * 3600"  # dollars and tokens read best per hour; rate() is per second
+
+
+# --- PromQL ---------------------------------------------------------------------------------------------
+
+
+def sel(metric: str, *matchers: str) -> str:
+    """`metric{job=~"$job", instance=~"$instance", <its dashboard filters>, <matchers>}`."""
+    family = metric if metric in FILTERS else HISTOGRAM_SERIES.sub("", metric)
+    labels = ["job", "instance", *FILTERS.get(family, ())]
+    return metric + "{" + ", ".join([*(f'{label}=~"${label}"' for label in labels), *matchers]) + "}"
+
+
+def rate(selector: str) -> str:
+    """Per-second rate for a time series: `$__rate_interval` is never shorter than four scrapes."""
+    return f"rate({selector}[$__rate_interval])"
+
+
+def increase(selector: str) -> str:
+    """The increase over the whole selected time range, for an instant query."""
+    return f"increase({selector}[$__range])"
+
+
+def quantile(q: float, buckets: str, *by: str) -> str:
+    """The q-quantile of a histogram whose `buckets` is already a rate() or increase() of its _bucket."""
+    return f"histogram_quantile({q}, sum by ({', '.join(('le', *by))}) ({buckets}))"
+
+
+def share(part: str, whole: str) -> str:
+    return f"{part}\n/\n{whole}"
+
+
+# --- panels ---------------------------------------------------------------------------------------------
+
+
+def target(expr: str, legend: str, *, instant: bool = False, table: bool = False) -> Json:
+    """A Prometheus query; `instant` for one value at the range's end, `table` for label columns."""
+    return {
+        "datasource": DATASOURCE,
+        "refId": "",  # set by panel(): A, B, C … in order
+        "editorMode": "code",
+        "expr": expr,
+        "legendFormat": legend,
+        "range": not instant,
+        "instant": instant,
+        "format": "table" if table else "time_series",
+    }
+
+
+def thresholds(*steps: tuple[str, float | None]) -> Json:
+    """Threshold steps; the default is one neutral colour, as dollars or tokens are neither good nor bad."""
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in (steps or (("text", None),))]}
+
+
+def panel(kind: str, title: str, description: str, unit: str, targets: list[Json], *, w: int, h: int,
+          options: Json | None = None, defaults: Json | None = None, overrides: list[Json] | None = None,
+          transformations: list[Json] | None = None) -> Json:  # fmt: skip
+    """A panel of `w` x `h` grid units; its id and position are given by the row() that holds it."""
+    for ref, t in zip("ABCDEFGH", targets, strict=False):
+        t["refId"] = ref
+    result: Json = {
+        "id": 0,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
+        "fieldConfig": {
+            "defaults": {"unit": unit, "thresholds": thresholds(), **(defaults or {})},
+            "overrides": overrides or [],
+        },
+        "options": options or {},
+        "targets": targets,
+    }
+    if transformations:
+        result["transformations"] = transformations
+    return result
+
+
+def reduce(fields: str = "") -> Json:
+    """Each series reduced to its last value: what stat, gauge, bar gauge and pie chart panels show."""
+    return {"calcs": ["lastNotNull"], "fields": fields, "values": False}
+
+
+def stat(title: str, description: str, unit: str, *targets: Json, w: int = 4, h: int = 4,
+         graph: bool = False, defaults: Json | None = None, text: str = "auto") -> Json:  # fmt: skip
+    options = {
+        "reduceOptions": reduce(),
+        "colorMode": "value",
+        "graphMode": "area" if graph else "none",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "textMode": text,
+        "wideLayout": True,
+        "showPercentChange": False,
+    }
+    return panel("stat", title, description, unit, list(targets), w=w, h=h, options=options, defaults=defaults)
+
+
+def timeseries(title: str, description: str, unit: str, *targets: Json, w: int = 12, h: int = 8,
+               stacked: bool = False, defaults: Json | None = None) -> Json:  # fmt: skip
+    custom = {
+        "drawStyle": "line",
+        "lineWidth": 1,
+        "fillOpacity": 25 if stacked else 10,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"group": "A", "mode": "normal" if stacked else "none"},
+    }
+    options = {
+        "legend": {"calcs": ["mean", "max"], "displayMode": "table", "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    return panel("timeseries", title, description, unit, list(targets), w=w, h=h, options=options,
+                 defaults={"custom": custom, **(defaults or {})})  # fmt: skip
+
+
+def bargauge(title: str, description: str, unit: str, *targets: Json, w: int = 12, h: int = 8,
+             defaults: Json | None = None) -> Json:  # fmt: skip
+    options = {
+        "reduceOptions": reduce(),
+        "displayMode": "gradient",
+        "orientation": "horizontal",
+        "showUnfilled": True,
+        "valueMode": "color",
+        "namePlacement": "auto",
+        "sizing": "auto",
+    }
+    return panel("bargauge", title, description, unit, list(targets), w=w, h=h, options=options, defaults=defaults)
+
+
+def gauge(title: str, description: str, unit: str, *targets: Json, w: int = 8, h: int = 6,
+          defaults: Json | None = None) -> Json:  # fmt: skip
+    options = {"reduceOptions": reduce(), "orientation": "auto", "showThresholdLabels": False,
+               "showThresholdMarkers": True, "sizing": "auto"}  # fmt: skip
+    return panel("gauge", title, description, unit, list(targets), w=w, h=h, options=options, defaults=defaults)
+
+
+def piechart(title: str, description: str, unit: str, *targets: Json, w: int = 8, h: int = 8) -> Json:
+    options = {
+        "reduceOptions": reduce(),
+        "pieType": "donut",
+        "displayLabels": ["percent"],
+        "legend": {"displayMode": "table", "placement": "right", "showLegend": True, "values": ["value", "percent"]},
+        "tooltip": {"mode": "single", "sort": "none"},
+    }
+    return panel("piechart", title, description, unit, list(targets), w=w, h=h, options=options)
+
+
+def table(title: str, description: str, unit: str, *targets: Json, columns: dict[str, str], w: int = 12,
+          h: int = 8, overrides: list[Json] | None = None, hide: tuple[str, ...] = ()) -> Json:  # fmt: skip
+    """Instant table queries merged on their labels; `columns` renames the fields kept, in order; `hide` more."""
+    organize = {
+        "excludeByName": dict.fromkeys(("Time", "job", "__name__", *hide), True),
+        "indexByName": {name: i for i, name in enumerate(columns)},
+        "renameByName": columns,
+    }
+    options = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
+    return panel("table", title, description, unit, list(targets), w=w, h=h, options=options,
+                 overrides=overrides, transformations=[{"id": "merge", "options": {}},
+                                                       {"id": "organize", "options": organize}])  # fmt: skip
+
+
+def field_unit(field: str, unit: str) -> Json:
+    """An override giving one field (a table column, after renaming) its own unit."""
+    return {"matcher": {"id": "byName", "options": field}, "properties": [{"id": "unit", "value": unit}]}
+
+
+def mapping(*values: tuple[str, str, str]) -> Json:
+    """Value mappings: (value, text, colour), e.g. 1 -> up in green."""
+    options = {v: {"text": text, "color": color, "index": i} for i, (v, text, color) in enumerate(values)}
+    return {"mappings": [{"type": "value", "options": options}]}
+
+
+# Both dashboards carry the tag, so each lists the other (Grafana leaves the current one out); the time
+# range and the variables go along.
+LINK = {
+    "title": "Claude usage",
+    "type": "dashboards",
+    "tags": ["claude-usage"],
+    "asDropdown": False,
+    "includeVars": True,
+    "keepTime": True,
+    "targetBlank": False,
+    "icon": "external link",
+    "tooltip": "",
+    "url": "",
+}
+UP_DOWN = mapping(("0", "down", "red"), ("1", "up", "green"))
+
+
+def row(number: int, title: str, panels: list[Json], y: int) -> tuple[list[Json], int]:
+    """A row at height `y` and its panels laid out left to right, wrapping at 24 columns.
+
+    Ids are number*100 + position, so a panel added at the end of a row renumbers no other panel (panel
+    links and `viewPanel=` URLs keep working). Returns the panels, row first, and the next free height.
+    """
+    placed: list[Json] = [{"id": number * 100, "type": "row", "title": title, "collapsed": False,
+                           "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}]  # fmt: skip
+    x, y, line = 0, y + 1, 0
+    for position, p in enumerate(panels, start=1):
+        pos = p["gridPos"]
+        if x + pos["w"] > 24:
+            x, y, line = 0, y + line, 0
+        pos["x"], pos["y"] = x, y
+        p["id"] = number * 100 + position
+        x, line = x + pos["w"], max(line, pos["h"])
+        placed.append(p)
+    return placed, y + line
+
+
+def layout(rows: list[tuple[str, list[Json]]]) -> list[Json]:
+    panels: list[Json] = []
+    y = 0
+    for number, (title, members) in enumerate(rows, start=1):
+        placed, y = row(number, title, members, y)
+        panels += placed
+    return panels
+
+
+# --- variables and dashboards ---------------------------------------------------------------------------
+
+
+def datasource_variable() -> Json:
+    return {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+            "current": {}, "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1,
+            "regex": ""}  # fmt: skip
+
+
+def query_variable(name: str, label: str, query: str) -> Json:
+    """A multi-value variable whose All is `.*`, so `label=~"$name"` matches every value, even new ones."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "definition": query,
+        "query": {"qryType": 5, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "refresh": 2,  # on time range change: projects come and go
+        "regex": "",
+        "sort": 1,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {},
+        "options": [],
+        "hide": 0,
+    }
+
+
+def variables(usage: bool) -> list[Json]:
+    """datasource, job, instance; with `usage`, also project and model_family (the overview's filters)."""
+    scope = 'job=~"$job", instance=~"$instance"'
+    result = [
+        datasource_variable(),
+        query_variable("job", "Job", "label_values(claude_usage_exporter_build_info, job)"),
+        query_variable("instance", "Instance", 'label_values(claude_usage_exporter_build_info{job=~"$job"}, instance)'),
+    ]  # fmt: skip
+    if usage:
+        result += [
+            query_variable("project", "Project", f"label_values(claude_usage_requests_total{{{scope}}}, project)"),
+            query_variable("model_family", "Model family",
+                           f"label_values(claude_usage_requests_total{{{scope}}}, model_family)"),
+        ]  # fmt: skip
+    return result
+
+
+def dashboard(uid: str, title: str, description: str, since: str, usage: bool, panels: list[Json]) -> Json:
+    return {
+        "id": None,
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": TAGS,
+        "editable": True,
+        "graphTooltip": 1,  # a shared crosshair: a spike in one panel lines up with the others
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "time": {"from": since, "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "refresh": "1m",
+        "weekStart": "",
+        "annotations": ANNOTATIONS,
+        "links": [LINK],
+        "templating": {"list": variables(usage)},
+        "panels": panels,
+    }
+
+
+# The overview's recurring selectors.
+COST, UNCACHED = sel("claude_usage_cost_usd_total"), sel("claude_usage_uncached_cost_usd_total")
+TOKENS = "claude_usage_tokens_total"
+CACHE_READ, INPUT_SIDE_TOKENS = sel(TOKENS, 'token_type="cache_read"'), sel(TOKENS, f'token_type=~"{INPUT_SIDE}"')
+COST_OVER_TIME = "Cost over time by {}"
+
+
+def budget(name: str) -> str:
+    return sel(f"claude_usage_budget_{name}")
+
+
+def block(name: str) -> str:
+    return sel(f"claude_usage_block_{name}")
+
+
+def plan(name: str) -> str:
+    return sel(f"claude_usage_plan_{name}")
+
+
+def spend_and_budgets() -> list[Json]:
+    """Spend in range and against the budgets' calendar windows."""
+    return [
+        stat("Spend in range", "What did Claude Code cost over the selected time range?", "currencyUSD",
+             target(f"sum({increase(COST)})", "spend", instant=True)),
+        # A fixed 24 h whatever the time range: the one range the lint lets through, as an exception.
+        stat("Spend, last 24 h", "What did Claude Code cost over the last 24 hours, whatever the time range?",
+             "currencyUSD", target(f"sum(increase({COST}[24h]))", "spend", instant=True)),
+        stat("Requests in range", "How many billable API requests were made in the selected range?", "short",
+             target(f"sum({increase(sel('claude_usage_requests_total'))})", "requests", instant=True)),
+        stat("Prompts in range", "How many prompts were typed in the selected range?", "short",
+             target(f"sum({increase(sel('claude_usage_prompts_total'))})", "prompts", instant=True)),
+        stat("Sessions in range", "How many Claude Code sessions were seen in the selected range?", "short",
+             target(f"sum({increase(sel('claude_usage_sessions_total'))})", "sessions", instant=True)),
+        stat("Last request", "When did the latest request in the ledger happen?", "dateTimeFromNow",
+             target(f"max({sel('claude_usage_last_request_timestamp_seconds')}) * 1000", "last request",
+                    instant=True)),
+        bargauge("Budget used", "How much of each budget's current window (today, this week, this month, in the"
+                 " exporter's time zone) is spent? 100% is the limit.", "percentunit",
+                 target(f"{budget('spend_usd')}\n/\n{budget('limit_usd')}", "{{budget}} ({{window}})", instant=True),
+                 w=8, defaults={"min": 0, "max": 1,
+                                "thresholds": thresholds(("green", None), ("orange", 0.8), ("red", 1))}),
+        table("Budgets", "Per budget and window: the limit, the spend so far, the spend projected at the"
+              " window's end from its burn rate, and when the window ends.", "currencyUSD",
+              target(budget("limit_usd"), "limit", instant=True, table=True),
+              target(budget("spend_usd"), "spend", instant=True, table=True),
+              target(budget("projected_spend_usd"), "projected", instant=True, table=True),
+              target(f"{budget('window_end_timestamp_seconds')} * 1000", "window end", instant=True, table=True),
+              columns={"budget": "Budget", "window": "Window", "instance": "Instance", "Value #A": "Limit",
+                       "Value #B": "Spend", "Value #C": "Projected", "Value #D": "Window ends"},
+              overrides=[field_unit("Window ends", "dateTimeFromNow")], w=16),
+    ]  # fmt: skip
+
+
+def block_and_plan() -> list[Json]:
+    """The 5-hour block in progress and the plan usage Claude Code reports."""
+    return [
+        stat("Block cost", "What has the 5-hour block in progress cost so far? 0 between blocks.", "currencyUSD",
+             target(block("cost_usd"), "{{instance}}", instant=True)),
+        stat("Block projected cost", "What will the block in progress cost at its end at the current burn rate?",
+             "currencyUSD", target(block("projected_cost_usd"), "{{instance}}", instant=True)),
+        stat("Block burn rate (USD per hour)", "How fast is the block in progress spending, per hour of activity?",
+             "currencyUSD", target(block("burn_rate_usd_per_hour"), "{{instance}}", instant=True)),
+        stat("Block time left", "How long until the block in progress ends? No data between blocks.", "s",
+             target(f"{block('end_timestamp_seconds')} - time()", "{{instance}}", instant=True)),
+        stat("Block tokens", "How many tokens has the block in progress used?", "short",
+             target(block("tokens"), "{{instance}}", instant=True)),
+        stat("Plan data stale", "Is the plan usage Claude Code's status line reported too old to show?", "none",
+             target(plan("snapshot_stale"), "{{window}}", instant=True), defaults=mapping(
+                 ("0", "fresh", "green"), ("1", "stale", "orange")), text="value_and_name"),
+        gauge("Plan usage", "How much of the subscription plan's 5-hour and 7-day allowance is used, as"
+              " Claude Code reports it?", "percentunit",
+              target(plan("utilization_ratio"), "{{window}}", instant=True),
+              defaults={"min": 0, "max": 1,
+                        "thresholds": thresholds(("green", None), ("orange", 0.75), ("red", 0.9))}),
+        stat("Plan resets", "When does each plan window's allowance reset?", "dateTimeFromNow",
+             target(f"{plan('reset_timestamp_seconds')} * 1000", "{{window}}", instant=True),
+             w=8, h=6, text="value_and_name"),
+        stat("Plan snapshot age", "How old is the latest plan usage the status line recorded?", "s",
+             target(plan("snapshot_age_seconds"), "{{window}}", instant=True),
+             w=8, h=6, text="value_and_name"),
+    ]  # fmt: skip
+
+
+def cost_over_time() -> list[Json]:
+    """Where the money goes over time."""
+    return [
+        timeseries(COST_OVER_TIME.format("model"), "Which models is the money going to, and when? In USD per hour.",
+                   "currencyUSD", target(f"sum by (model) ({rate(COST)}){PER_HOUR}", "{{model}}"), stacked=True),
+        timeseries(COST_OVER_TIME.format("category and interaction"), "What kind of work is the money spent on:"
+                   " direct interaction, context processing or model operation, and which interaction? In USD per"
+                   " hour.",
+                   "currencyUSD", target(f"sum by (category, interaction) ({rate(COST)}){PER_HOUR}",
+                                         "{{category}} / {{interaction}}"), stacked=True),
+        timeseries(COST_OVER_TIME.format("project"), "Which projects is the money spent on, and when? In USD per hour.",
+                   "currencyUSD", target(f"sum by (project) ({rate(COST)}){PER_HOUR}", "{{project}}"), stacked=True),
+        bargauge("Spend by project in range", "Which projects cost the most over the selected range?",
+                 "currencyUSD", target(f"sort_desc(sum by (project) ({increase(COST)}))", "{{project}}",
+                                       instant=True)),
+    ]  # fmt: skip
+
+
+def tokens_and_caching() -> list[Json]:
+    """Tokens by type, and what prompt caching reads and saves."""
+    return [
+        timeseries("Tokens per hour by token type", "How many tokens go in and out, and how many of the input"
+                   " side are cache reads and writes?", "short",
+                   target(f"sum by (token_type) ({rate(sel(TOKENS))}){PER_HOUR}", "{{token_type}}"), stacked=True),
+        timeseries("Cache read share over time", "Which share of the input side (uncached input, cache reads"
+                   " and writes) is read from the cache? Higher is cheaper.", "percentunit",
+                   target(share(f"sum({rate(CACHE_READ)})", f"sum({rate(INPUT_SIDE_TOKENS)})"), "cache read share"),
+                   defaults={"min": 0, "max": 1}),
+        stat("Cache read share in range", "Which share of the input-side tokens was read from the cache over the"
+             " selected range?", "percentunit",
+             target(share(f"sum({increase(CACHE_READ)})", f"sum({increase(INPUT_SIDE_TOKENS)})"), "cache read share",
+                    instant=True), w=6, h=8),
+        stat("Caching saved in range", "How much did prompt caching save over the selected range: the cost with"
+             " every cached token billed as plain input, minus the cost? Negative when cache writes were not read"
+             " back.", "currencyUSD",
+             target(f"sum({increase(UNCACHED)})\n-\nsum({increase(COST)})", "saved", instant=True), w=6, h=8),
+        timeseries("Caching saved per hour (USD)", "How much is prompt caching saving, and when?", "currencyUSD",
+                   target(f"(sum({rate(UNCACHED)}) - sum({rate(COST)})){PER_HOUR}", "saved")),
+    ]  # fmt: skip
+
+
+def models_agents_and_tools() -> list[Json]:
+    """Model mix, subagents, model switches and tools."""
+    subagents = sel("claude_usage_cost_usd_total", 'agent="subagent"')
+    switches, tools = sel("claude_usage_model_switches_total"), sel("claude_usage_tool_calls_total")
+    return [
+        piechart("Cost share by model family", "Which share of the spend in the selected range went to Opus,"
+                 " Sonnet, Haiku and other models?", "currencyUSD",
+                 target(f"sum by (model_family) ({increase(COST)})", "{{model_family}}", instant=True)),
+        stat("Subagent share", "Which share of the spend in the selected range did subagents make?",
+             "percentunit", target(share(f"sum({increase(subagents)})", f"sum({increase(COST)})"), "subagent share",
+                                   instant=True), w=4, h=8),
+        timeseries("Cost share by agent", "How does the spend split between the main thread, subagents and"
+                   " auxiliary requests over time?", "percentunit",
+                   target(share(f"sum by (agent) ({rate(COST)})", f"ignoring (agent) group_left sum({rate(COST)})"),
+                          "{{agent}}"), stacked=True, defaults={"min": 0, "max": 1}),
+        bargauge("Model switches in range", "How often did the main thread switch model family in the selected"
+                 " range, from which family to which?", "short",
+                 target(f"sort_desc(sum by (from_family, to_family) ({increase(switches)}))",
+                        "{{from_family}} → {{to_family}}", instant=True)),
+        bargauge("Top tools", "Which ten tools were called most in the selected range (MCP tools by server)?",
+                 "short", target(f"sort_desc(topk(10, sum by (tool) ({increase(tools)})))", "{{tool}}", instant=True)),
+    ]  # fmt: skip
+
+
+def prompts_and_context() -> list[Json]:
+    """What a typed prompt costs and fans out into, and the context per request."""
+    prompt_cost, prompt_requests = "claude_usage_prompt_cost_usd", "claude_usage_prompt_requests"
+    context = sel("claude_usage_request_context_tokens_bucket")
+    return [
+        stat("Cost per prompt", "What does a typed prompt cost, with every request it fans out into: median, 90th"
+             " percentile and mean over the selected range?", "currencyUSD", *per_prompt(prompt_cost), w=6, h=8,
+             text="value_and_name"),
+        stat("Requests per prompt", "How many API requests does a typed prompt fan out into (subagents'"
+             " included): median, 90th percentile and mean over the selected range?", "short",
+             *per_prompt(prompt_requests), w=6, h=8, text="value_and_name"),
+        timeseries("Context per request", "How much context does each request read (uncached input plus"
+                   " cache reads and writes), by model family: median and 90th percentile?", "short",
+                   target(quantile(0.5, rate(context), "model_family"), "p50 {{model_family}}"),
+                   target(quantile(0.9, rate(context), "model_family"), "p90 {{model_family}}")),
+    ]  # fmt: skip
+
+
+def searches_and_unpriced() -> list[Json]:
+    """Web searches, and tokens the exporter could not price."""
+    return [
+        stat("Web searches in range", "How many server-side web searches did the requests make in the selected"
+             " range?", "short", target(f"sum({increase(sel('claude_usage_web_search_requests_total'))})",
+                                        "web searches", instant=True), w=6, h=6),
+        bargauge("Unpriced tokens", "Which models had tokens the exporter could not price in the selected"
+                 " range? Their cost is missing from every cost panel.", "short",
+                 target(f"sort_desc(sum by (model) ({increase(sel('claude_usage_unpriced_tokens_total'))}))",
+                        "{{model}}", instant=True), w=18, h=6,
+                 defaults={"thresholds": thresholds(("orange", None))}),
+    ]  # fmt: skip
+
+
+def overview() -> Json:
+    return dashboard(
+        "claude-usage-overview",
+        "Claude usage overview",
+        "What Claude Code costs, against which budgets, on what, and how well caching works.",
+        "now-7d",
+        True,
+        layout([("Spend and budgets", spend_and_budgets()), ("5-hour block and plan", block_and_plan()),
+                ("Cost over time", cost_over_time()), ("Tokens and caching", tokens_and_caching()),
+                ("Models, agents and tools", models_agents_and_tools()), ("Prompts and context", prompts_and_context()),
+                ("Web searches and unpriced tokens", searches_and_unpriced())]),
+    )  # fmt: skip
+
+
+def per_prompt(histogram: str) -> list[Json]:
+    """Median, 90th percentile and mean of a per-prompt histogram over the selected range."""
+    buckets = increase(sel(f"{histogram}_bucket"))
+    mean = share(f"sum({increase(sel(f'{histogram}_sum'))})", f"sum({increase(sel(f'{histogram}_count'))})")
+    return [target(quantile(0.5, buckets), "p50", instant=True), target(quantile(0.9, buckets), "p90", instant=True),
+            target(mean, "mean", instant=True)]  # fmt: skip
+
+
+def exporter() -> Json:
+    lines = "claude_usage_exporter_lines_total"
+    build = sel("claude_usage_exporter_build_info")
+    malformed = sel(lines, 'outcome="malformed"')
+    health = [
+        stat("Up", "Can Prometheus scrape each exporter?", "none", target(sel("up"), "{{instance}}", instant=True),
+             defaults=UP_DOWN),
+        stat("Uptime", "How long has each exporter been running?", "s",
+             target(f"time() - {sel('process_start_time_seconds')}", "{{instance}}", instant=True)),
+        stat("Ingest lag", "How old is the oldest change seen but not yet in the ledger? 0 when caught up.", "s",
+             target(sel("claude_usage_exporter_ingest_lag_seconds"), "{{instance}}", instant=True),
+             defaults={"thresholds": thresholds(("green", None), ("orange", 60), ("red", 300))}),
+        stat("Files watched", "How many transcript files are under the exporter's roots?", "short",
+             target(sel("claude_usage_exporter_files_watched"), "{{instance}}", instant=True)),
+        stat("Ledger requests", "How many requests does the ledger hold?", "short",
+             target(sel("claude_usage_exporter_ledger_requests"), "{{instance}}", instant=True)),
+        stat("Last request", "When did the latest request in the ledger happen? An old time while Claude Code is"
+             " in use means ingestion is stuck.", "dateTimeFromNow",
+             target(f"{sel('claude_usage_last_request_timestamp_seconds')} * 1000", "{{instance}}", instant=True)),
+        table("Build", "Which exporter version and price data is each instance running?", "none",
+              target(build, "{{version}}", instant=True, table=True),
+              columns={"instance": "Instance", "version": "Version", "pricing_source": "Pricing source",
+                       "pricing_version": "Pricing version"}, hide=("Value",), h=6),
+        stat("Source up", "Did each source's last ingest succeed (a failure is e.g. a state dir that is not"
+             " writable)?", "none", target(sel("claude_usage_exporter_source_up"), "{{source}}", instant=True),
+             defaults=UP_DOWN, w=4, h=6, text="value_and_name"),
+        stat("Malformed lines in range", "How many lines could not be parsed in the selected range?", "short",
+             target(f"sum by (source) ({increase(malformed)})", "{{source}}",
+                    instant=True), w=4, h=6, text="value_and_name",
+             defaults={"thresholds": thresholds(("green", None), ("orange", 1))}),
+        stat("Read errors", "How many files or folders could not be read (permissions, deleted"
+             " mid-read) in the selected range?", "short",
+             target(f"sum by (source) ({increase(sel('claude_usage_exporter_read_errors_total'))})", "{{source}}",
+                    instant=True), w=4, h=6, text="value_and_name",
+             defaults={"thresholds": thresholds(("green", None), ("orange", 1))}),
+    ]  # fmt: skip
+    ingest = [
+        timeseries("Lines by outcome", "How many transcript lines are read per second, and are they usage,"
+                   " duplicates, skipped (not usage) or malformed?", "cps",
+                   target(f"sum by (outcome) ({rate(sel(lines))})", "{{outcome}}"), stacked=True),
+        timeseries("Bytes read per second", "How much transcript data is the exporter reading?", "Bps",
+                   target(f"sum by (instance, source) ({rate(sel('claude_usage_exporter_bytes_read_total'))})",
+                          "{{instance}} {{source}}")),
+        timeseries("Ingest lag over time", "Has the ledger kept up with the transcripts over time?", "s",
+                   target(sel("claude_usage_exporter_ingest_lag_seconds"), "{{instance}}")),
+        timeseries("Ledger requests over time", "How has the number of requests in the ledger grown?", "short",
+                   target(sel("claude_usage_exporter_ledger_requests"), "{{instance}}")),
+    ]  # fmt: skip
+    scrape = [
+        timeseries("Scrape duration", "How long does Prometheus take to scrape each exporter?", "s",
+                   target(sel("scrape_duration_seconds"), "{{instance}}")),
+        timeseries("Samples scraped", "How many samples does each scrape return (the exporter's series count)?",
+                   "short", target(sel("scrape_samples_scraped"), "{{instance}}")),
+    ]  # fmt: skip
+    process = [
+        timeseries("CPU", "How much CPU does each exporter use (1 = one core)?", "percentunit",
+                   target(rate(sel("process_cpu_seconds_total")), "{{instance}}"), w=8),
+        timeseries("Resident memory", "How much memory does each exporter hold?", "bytes",
+                   target(sel("process_resident_memory_bytes"), "{{instance}}"), w=8),
+        timeseries("Open file descriptors", "How many file descriptors does each exporter hold, against its"
+                   " limit?", "short", target(sel("process_open_fds"), "{{instance}}"),
+                   target(sel("process_max_fds"), "{{instance}} limit"), w=8),
+    ]  # fmt: skip
+    return dashboard(
+        "claude-usage-exporter",
+        "Claude usage exporter",
+        "Is the claude-usage-exporter up, keeping up with the transcripts, and cheap to run?",
+        "now-6h",
+        False,
+        layout([("Health", health), ("Ingest", ingest), ("Scrape", scrape), ("Process", process)]),
+    )
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+
+def build() -> dict[str, Json]:
+    """File name -> dashboard."""
+    return {"claude-usage-overview.json": overview(), "claude-usage-exporter.json": exporter()}
+
+
+def render(dash: Json) -> str:
+    return json.dumps(dash, indent=2, ensure_ascii=False) + "\n"
+
+
+def targets(dash: Json) -> list[tuple[Json, Json]]:
+    """Every (panel, target) of a dashboard, rows left out (they have no targets)."""
+    return [(p, t) for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def queries(dash: Json) -> list[tuple[str, str]]:
+    """Every (panel title, expr) of a dashboard: what a live check runs against Prometheus."""
+    return [(p["title"], t["expr"]) for p, t in targets(dash)]
+
+
+def variable_queries(dash: Json) -> list[tuple[str, str]]:
+    """Every (variable name, query) of a dashboard's query variables, e.g. `label_values(…, job)`."""
+    return [(v["name"], v["definition"]) for v in dash["templating"]["list"] if v["type"] == "query"]
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for name, dash in build().items():
+        path, text = HERE / name, render(dash)
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(name)
+        if not check:
+            path.write_text(text, encoding="utf-8", newline="\n")
+    verb = "differ from the generator" if check else "written"
+    for name in stale:
+        print(f"dashboards/{name}: {verb}")
+    return 1 if check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

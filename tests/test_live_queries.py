@@ -1,0 +1,164 @@
+"""Every dashboard query, variable and recording rule returns data from a real Prometheus scraping a real `serve`.
+
+A misspelt metric or label is no error in PromQL: the query succeeds with an empty result. So here an
+empty result is the failure. The exporter reads a generated history with activity in the last hour, a
+model with no price, budgets and a plan snapshot, so every panel has something to show; Prometheus
+loads the shipped rule files and evaluates them every second. Needs the Debian package `prometheus`.
+"""
+
+from __future__ import annotations
+
+import re
+import runpy
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from tests.corpus import append_activity, generate
+from tests.daemon import serving
+from tests.lines import assistant_line, write
+from tests.prometheus import JOB, Prometheus, eventually, prometheus
+
+ROOT = Path(__file__).parent.parent
+RULES = (ROOT / "deploy" / "prometheus" / "recording.yml", ROOT / "deploy" / "prometheus" / "alerts.yml")
+GENERATOR = runpy.run_path(str(ROOT / "dashboards" / "generate.py"))
+DASHBOARDS: dict[str, dict[str, Any]] = GENERATOR["build"]()
+# What Grafana puts in place of each variable: the job Prometheus scrapes, "All" (`.*`) for the
+# others, and intervals that hold several of the test's one-second scrapes.
+VALUES = {
+    "job": JOB, "instance": ".*", "project": ".*", "model_family": ".*",
+    "__rate_interval": "1m", "__range": "1h", "__interval": "15s", "__range_s": "3600",
+}  # fmt: skip
+DAY_LIMIT = 1  # USD: one request of today's costs $2
+SEED = 41
+
+
+def substitute(expr: str) -> str:
+    """`expr` as Grafana sends it, every `$name` or `${name}` replaced; an unknown variable fails."""
+
+    def value(found: re.Match[str]) -> str:
+        assert found[1] in VALUES, f"unknown variable ${found[1]} in {expr}"
+        return VALUES[found[1]]
+
+    return re.sub(r"\$\{?(\w+)\}?", value, expr)
+
+
+def params(listed: str) -> list[Any]:
+    """`(title, query)` pairs the generator's function `listed` gives for each dashboard, as test cases."""
+    return [pytest.param(query, id=f"{board['uid']}: {title}") for board in DASHBOARDS.values()
+            for title, query in GENERATOR[listed](board)]  # fmt: skip
+
+
+def recordings() -> list[str]:
+    return [rule["record"] for group in yaml.safe_load(RULES[0].read_text())["groups"] for rule in group["rules"]]
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date(), datetime.min.time(), UTC)  # today's, so near midnight too
+    root = tmp_path_factory.mktemp("claude")
+    generate(root, seed=SEED, days=2, start=(now - timedelta(days=3)).date(), sessions_per_day=2)
+    append_activity(root, seed=SEED, target_bytes=64 << 10, at=now - timedelta(hours=1))
+    write(root / "projects" / "-work-future" / "s.jsonl",
+          # $2.00 for certain today (Haiku 4.5: $1 per million input tokens), whatever the random activity
+          assistant_line("msg_haiku", "req_haiku", stamp(max(now - timedelta(minutes=6), midnight)),
+                         "claude-haiku-4-5-20251001", input=2_000_000, output=0),
+          # a model no price list knows yet
+          assistant_line("msg_future", "req_future", stamp(now - timedelta(minutes=5)), "claude-future-9",
+                         input=1_000, output=200))  # fmt: skip
+    config = tmp_path_factory.mktemp("config") / "config.yaml"
+    config.write_text(
+        "timezone: UTC\nbudgets:\n"
+        f"  - {{name: daily, window: day, limit_usd: {DAY_LIMIT}}}\n"
+        "  - {name: weekly, window: week, limit_usd: 100000}\n"
+        "  - {name: team-month, window: month, limit_usd: 500000}\n"
+    )
+    state = tmp_path_factory.mktemp("state")
+    recorded = now.timestamp()
+    (state / "statusline.json").write_bytes(orjson.dumps({"version": 1, "rate_limits": {
+        "five_hour": {"used_percentage": 95, "resets_at": recorded + 3600, "recorded_at": recorded},
+        "seven_day": {"used_percentage": 40, "resets_at": recorded + 3 * 86400, "recorded_at": recorded},
+    }}))  # fmt: skip
+    with serving(state, [root], "--config", str(config)) as daemon:
+        workdir = tmp_path_factory.mktemp("prometheus")
+        with prometheus(workdir, daemon.url.removeprefix("http://"), rule_files=RULES) as server:
+            # Two scrapes after the first make every rate() over the substituted interval defined.
+            first = server.wait_scraped(time.time())
+            server.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)
+            yield server
+
+
+@pytest.mark.parametrize("expr", params("queries"))
+def test_every_dashboard_query_returns_data(live: Prometheus, expr: str) -> None:
+    query = substitute(expr)
+    assert eventually(lambda: live.query(query), what=f"data for {query}")
+
+
+@pytest.mark.parametrize("query", params("variable_queries"))
+def test_every_dashboard_variable_lists_values(live: Prometheus, query: str) -> None:
+    found = re.fullmatch(r"label_values\((.+), *(\w+)\)", query)
+    assert found is not None, f"{query} is not label_values(selector, label)"
+    selector, label = substitute(found[1]), found[2]
+    values = eventually(lambda: live.query(f"count by ({label}) ({selector})"), what=f"values of {query}")
+    assert all(labels.get(label) for labels, _ in values), values
+
+
+@pytest.mark.parametrize("record", recordings())
+def test_every_recording_rule_records_data(live: Prometheus, record: str) -> None:
+    assert eventually(lambda: live.query(record), what=f"samples of {record}")
+
+
+def test_every_rule_evaluates_without_error(live: Prometheus) -> None:
+    def evaluated() -> list[dict[str, Any]] | None:
+        found = [rule for group in live.api("rules")["groups"] for rule in group["rules"]]
+        return found if all(rule["health"] != "unknown" for rule in found) else None
+
+    found = eventually(evaluated, what="every rule evaluated once")
+    assert [(r["name"], r["health"], r.get("lastError", "")) for r in found if r["health"] != "ok"] == []
+    assert len(found) == 17
+
+
+def alert(live: Prometheus, name: str, **labels: str) -> dict[str, Any]:
+    """The pending or firing alert `name` with `labels`, once Prometheus has it."""
+
+    def found() -> dict[str, Any] | None:
+        for candidate in live.api("alerts")["alerts"]:
+            if candidate["labels"]["alertname"] == name and labels.items() <= candidate["labels"].items():
+                return dict(candidate)
+        return None
+
+    return eventually(found, what=lambda: f"{name} {labels} among the alerts {live.api('alerts')['alerts']}")
+
+
+def test_a_blown_daily_budget_raises_its_alert_with_the_figures_rendered(live: Prometheus) -> None:
+    exceeded = alert(live, "ClaudeUsageBudgetExceeded", budget="daily")
+    spend = live.scalar('claude_usage_budget_spend_usd{budget="daily"}')
+    end = datetime.fromtimestamp(live.scalar('claude_usage_budget_window_end_timestamp_seconds{budget="daily"}'), UTC)
+    instance = live.target
+    assert exceeded["labels"] == {"alertname": "ClaudeUsageBudgetExceeded", "severity": "page", "job": JOB,
+                                  "instance": instance, "budget": "daily", "window": "day"}  # fmt: skip
+    assert exceeded["annotations"]["description"] == (
+        f"{instance} has spent ${spend:.2f} against the ${DAY_LIMIT:.2f} limit of budget daily; the day ends"
+        f" {end:%Y-%m-%d %H:%M:%S} +0000 UTC."
+    )
+    assert end == datetime.combine(datetime.now(UTC).date() + timedelta(days=1), datetime.min.time(), UTC)
+
+
+def test_a_plan_window_at_95_percent_and_a_model_with_no_price_raise_their_alerts(live: Prometheus) -> None:
+    plan = alert(live, "ClaudeUsagePlanWindowHigh")
+    assert (plan["labels"]["window"], plan["annotations"]["summary"]) == (
+        "five_hour", "The Claude plan's five_hour window is 95% used.")  # fmt: skip
+    unpriced = alert(live, "ClaudeUsageUnpricedModel")
+    assert unpriced["labels"]["model"] == "claude-future-9"
+    assert unpriced["annotations"]["summary"] == "Model claude-future-9 has no known price."
