@@ -70,7 +70,9 @@ class Pusher:
         self.url = metrics_url(endpoint)
         self.exporter = exporter or OTLPMetricExporter(endpoint=self.url, headers=dict(headers), timeout=10)
         self.interval = interval
-        self.resource = Resource({"service.name": "claude-usage-exporter", "service.version": __version__})
+        # `create` adds OTEL_RESOURCE_ATTRIBUTES, e.g. service.instance.id, which tells exporters apart in
+        # one backend; our service name and version win over it.
+        self.resource = Resource.create({"service.name": "claude-usage-exporter", "service.version": __version__})
         self.started_ns = time.time_ns()
         self.outcomes: Counter[str] = Counter()
 

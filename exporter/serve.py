@@ -364,7 +364,12 @@ def receiver(settings: Settings, daemon: Daemon) -> OtlpServer | None:
     grace_ms = int(o.grace.total_seconds() * 1000) if transcripts else 0
     daemon.team = Team(grace_ms=grace_ms, tools_from_otlp=not transcripts, users=settings.labels.user)
     try:
-        server = OtlpServer(split_host_port(o.listen), daemon.inbox.sink, tokens=bearer_tokens(o.bearer_tokens_file),
+        tokens = bearer_tokens(o.bearer_tokens_file)
+    except OSError as err:
+        path = o.bearer_tokens_file
+        raise OSError(f"cannot read sources.otlp.bearer_tokens_file {path}: {err.strerror or err}") from None
+    try:
+        server = OtlpServer(split_host_port(o.listen), daemon.inbox.sink, tokens=tokens,
                             max_body_bytes=o.max_body_bytes)  # fmt: skip
     except OSError as err:
         raise OSError(f"cannot listen for OTLP on {o.listen}: {err.strerror or err}") from None

@@ -207,6 +207,14 @@ def test_serve_on_a_port_in_use_says_which_address_and_exits_1(run: Run, tmp_pat
     assert out == f"Error: cannot listen on {address}: Address already in use\n"
 
 
+def test_serve_with_a_missing_bearer_tokens_file_names_the_file_and_exits_1(run: Run, tmp_path: Path) -> None:
+    config = tmp_path / "team.yaml"
+    missing = tmp_path / "tokens"
+    config.write_text(f"sources:\n  otlp: {{enabled: true, listen: 127.0.0.1:0, bearer_tokens_file: {missing}}}\n")
+    out = run("serve", "--config", str(config), *common(tmp_path), code=1)
+    assert out == f"Error: cannot read sources.otlp.bearer_tokens_file {missing}: No such file or directory\n"
+
+
 def budget_config(tmp_path: Path) -> Path:
     config = tmp_path / "config.yaml"
     config.write_text(

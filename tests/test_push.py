@@ -98,6 +98,16 @@ def test_a_push_sends_counters_gauges_and_histograms_cumulatively(capture: Captu
     assert pusher.answers() == {"success": 1}
 
 
+def test_the_pushed_resource_carries_the_otel_resource_attributes_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=laptop-7,service.name=ignored")
+    pusher = Pusher(Exposition(Health(), BUILD, push=True), "http://127.0.0.1:9", {}, 60)
+    attributes = dict(pusher.resource.attributes)
+    assert (attributes["service.instance.id"], attributes["service.name"]) == ("laptop-7", "claude-usage-exporter")
+    pusher.exposition.close()
+
+
 def test_a_failed_push_is_counted_and_never_raises() -> None:
     exposition = Exposition(Health(), BUILD, push=True)
     url = "http://127.0.0.1:9/v1/metrics"  # the discard port: refused
