@@ -73,6 +73,17 @@ def free_port() -> int:
         return port
 
 
+def answers_ok(url: str, process: subprocess.Popen[Any], log: Callable[[], str] = str) -> bool:
+    """Whether `url` answers 200 yet; fails at once, with `log()`, when `process` has exited."""
+    if process.poll() is not None:
+        raise AssertionError(f"{process.args!r} exited with {process.returncode}; its log:\n{log()}")
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
 def parse_labels(written: str) -> dict[str, str]:
     """The labels of an exposition line's `{a="b",…}` part (escapes left as written)."""
     return dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', written))
@@ -105,19 +116,11 @@ class Prometheus:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=workdir, start_new_session=True
             )
-        eventually(self._ready, what=f"{self.url}/-/ready answers 200")
+        eventually(lambda: answers_ok(f"{self.url}/-/ready", self.process, self.log),
+                   what=f"{self.url}/-/ready answers 200")  # fmt: skip
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}; its log:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, ConnectionError):
-            return False
 
     def api(self, path: str, **params: str) -> Any:
         """The `data` of a successful answer of the HTTP API (`/api/v1/...`)."""

@@ -175,14 +175,15 @@ def test_the_exposition_passes_promtool_check_metrics(stack: Stack) -> None:
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
 
 
-def test_the_readme_scrape_config_is_one_promtool_accepts(tmp_path: Path) -> None:
-    require(PROMTOOL, "the README's scrape config")
+def test_every_readme_scrape_config_is_one_promtool_accepts(tmp_path: Path) -> None:
+    require(PROMTOOL, "the README's scrape configs")
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("scrape_configs:")]
-    config = tmp_path / "prometheus.yml"
-    config.write_text(example)
-    checked = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
-    assert (checked.returncode, checked.stdout) == (
-        0,
-        f"Checking {config}\n SUCCESS: {config} is valid prometheus config file syntax\n\n",
-    )
+    examples = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("scrape_configs:")]
+    assert len(examples) == 2  # serve's, and the team's in Deploy
+    for example in examples:
+        config = tmp_path / "prometheus.yml"
+        config.write_text(example)
+        checked = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
+        # The team's file_sd folder does not exist here: a warning, not an error.
+        assert (checked.returncode, checked.stdout.splitlines()[-2:]) == (
+            0, [f" SUCCESS: {config} is valid prometheus config file syntax", ""])  # fmt: skip

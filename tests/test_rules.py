@@ -18,7 +18,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.prometheus import PROMTOOL, eventually, free_port, require
+from tests.prometheus import PROMTOOL, answers_ok, eventually, free_port, require
 
 ROOT = Path(__file__).parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -147,15 +147,8 @@ class Alertmanager:
                    f"--web.listen-address={self.url.removeprefix('http://')}", "--cluster.listen-address="]  # fmt: skip
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        eventually(self.ready, what=lambda: f"alertmanager ready at {self.url}; log:\n{self.log.read_text()}")
-
-    def ready(self) -> bool:
-        assert self.process.poll() is None, f"alertmanager exited; log:\n{self.log.read_text()}"
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as answer:
-                return bool(answer.status == 200)
-        except OSError:
-            return False
+        eventually(lambda: answers_ok(f"{self.url}/-/ready", self.process, self.log.read_text),
+                   what=f"alertmanager ready at {self.url}")  # fmt: skip
 
     def api(self, path: str, body: object = None) -> Any:
         data = None if body is None else orjson.dumps(body)
