@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.prometheus import require
-from tests.test_deploy_docker import DOCKERFILE, STATE, image_env, parse, require_file
+from tests.test_deploy_docker import DOCKERFILE, STATE, image_env, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = ROOT / "deploy/compose"
@@ -58,7 +58,7 @@ def mount_of(service: dict[str, Any], target: str) -> Path:
 
 
 def test_the_stack_follows_the_compose_specification_schema(stack: dict[str, Any]) -> None:
-    require_file(SCHEMA, "the compose-spec JSON schema (Debian package `docker-compose`)")
+    require(str(SCHEMA), "the compose-spec JSON schema (Debian package `docker-compose`)", executable=False)
     require("jsonschema", "the compose-spec JSON schema applied (PyPI package `jsonschema`)")
     import jsonschema
 
