@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("claude_usage_exporter")
 SOURCE = "transcripts"
+WINDOWS_EVERY = 30.0  # seconds: how stale budgets, projections and the block may grow without new data
+WINDOWS_SOON = 5.0  # seconds: how long after a change they may wait
 
 
 class Waker:
@@ -330,8 +332,6 @@ class Daemon:
             self.app.ledger.close()
 
 
-WINDOWS_EVERY = 30.0  # seconds: how stale budgets, projections and the block may grow without new data
-WINDOWS_SOON = 5.0  # seconds: how long after a change they may wait
 def options_from(settings: Settings) -> Options:
     t, labels = settings.sources.transcripts, settings.labels
     policy = LabelPolicy(labels.project, labels.max_projects, labels.max_models, labels.max_tools,
@@ -439,8 +439,9 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         otlp.start()
         log.info("receiving OTLP on %s/v1/logs and /v1/metrics", otlp.url)
     push = pusher(settings, daemon)
-    pushing = threading.Thread(target=push.run, args=(stop_watching,), name="push") if push else None
-    if push and pushing:
+    pushing = None
+    if push is not None:
+        pushing = threading.Thread(target=push.run, args=(stop_watching,), name="push")
         pushing.start()
         log.info("pushing metrics to %s every %g s", push.url, push.interval)
     if not daemon.options.poll:

@@ -4,7 +4,6 @@ dicts (the shapes, attribute order and value types of real captures), encoded to
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,6 +21,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     Sum,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from exporter.reports import iso
 
 VERSION = "2.1.197"
 EVENTS_SCOPE = "com.anthropic.claude_code.events"
@@ -76,10 +77,6 @@ def value(v: object) -> dict[str, object]:
 
 def attributes(pairs: dict[str, object]) -> list[dict[str, object]]:
     return [{"key": k, "value": value(v)} for k, v in pairs.items()]
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def nanos(ms: int) -> str:
@@ -168,20 +165,6 @@ def assistant_response(ms: int, request_id: str, *, model: str = SONNET, query_s
         "query_source": query_source,
     }
     return record("assistant_response", ms, attrs, **common)
-
-
-def api_error(ms: int, request_id: str, *, model: str = "claude-sonnet-4-5", **common: Any) -> dict[str, Any]:
-    attrs: dict[str, object] = {
-        "model": model,
-        "error": "fake injected 400",
-        "status_code": 400,
-        "duration_ms": 19,
-        "attempt": 1,
-        "request_id": request_id,
-        "speed": "normal",
-        "query_source": "sdk",
-    }
-    return record("api_error", ms, attrs, **common)
 
 
 def logs_body(records: list[dict[str, Any]], resource: dict[str, object] | None = None) -> dict[str, Any]:

@@ -71,13 +71,15 @@ def run_json(command: list[str], home: Path, **env: str) -> Any:
     return orjson.loads(done.stdout)
 
 
-def ccusage_daily(ccusage: Path, root: Path, home: Path) -> Any:
-    command = [str(ccusage), "claude", "daily", "--json", "--offline", "-z", "UTC"]
+def ccusage_report(ccusage: Path, report: str, root: Path, home: Path) -> Any:
+    """ccusage's `report` (daily, blocks) in JSON."""
+    command = [str(ccusage), "claude", report, "--json", "--offline", "-z", "UTC"]
     return run_json(command, home, CLAUDE_CONFIG_DIR=str(root))
 
 
-def our_daily(root: Path, home: Path) -> Any:
-    command = [*exporter_command(), "report", "daily", "--json", "--claude-dir", str(root),
+def our_report(report: str, root: Path, home: Path) -> Any:
+    """Our `report` (daily, blocks) in JSON, the ledger in home/state."""
+    command = [*exporter_command(), "report", report, "--json", "--claude-dir", str(root),
                "--state-dir", str(home / "state"), "--timezone", "UTC"]  # fmt: skip
     return run_json(command, home)
 
@@ -125,8 +127,8 @@ def reports(
     ccusage: Path, parity_corpus: tuple[Path, Truth], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Any, Any, Truth]:
     root, truth = parity_corpus
-    theirs = ccusage_daily(ccusage, root, tmp_path_factory.mktemp("home"))
-    ours = our_daily(root, tmp_path_factory.mktemp("home"))
+    theirs = ccusage_report(ccusage, "daily", root, tmp_path_factory.mktemp("home"))
+    ours = our_report("daily", root, tmp_path_factory.mktemp("home"))
     return ours, theirs, truth
 
 
@@ -159,7 +161,7 @@ def test_with_every_trap_the_daily_report_matches_the_truth(tmp_path: Path) -> N
     # Replays, the midnight split and old costUSD lines included: here only the truth is the reference.
     root = tmp_path / "claude"
     truth = generate(root, seed=21, days=5, sessions_per_day=3, old_format=True)
-    ours = our_daily(root, tmp_path)
+    ours = our_report("daily", root, tmp_path)
     assert mismatches(breakdown(ours), truth_breakdown(truth), truth_breakdown(truth)) == []
 
 
@@ -190,23 +192,12 @@ BLOCK_FIELDS = ("id", "startTime", "endTime", "isGap", "entries", "tokenCounts",
 Blocks = tuple[Any, Any, list[Request]]  # ours, ccusage's, our ledger's requests in time order
 
 
-def ccusage_blocks(ccusage: Path, root: Path, home: Path) -> Any:
-    command = [str(ccusage), "claude", "blocks", "--json", "--offline", "-z", "UTC"]
-    return run_json(command, home, CLAUDE_CONFIG_DIR=str(root))
-
-
-def our_blocks(root: Path, home: Path) -> Any:
-    command = [*exporter_command(), "report", "blocks", "--json", "--claude-dir", str(root),
-               "--state-dir", str(home / "state"), "--timezone", "UTC"]  # fmt: skip
-    return run_json(command, home)
-
-
 @pytest.fixture(scope="module")
 def blocks(ccusage: Path, parity_corpus: tuple[Path, Truth], tmp_path_factory: pytest.TempPathFactory) -> Blocks:
     root, _ = parity_corpus
-    theirs = ccusage_blocks(ccusage, root, tmp_path_factory.mktemp("home"))
+    theirs = ccusage_report(ccusage, "blocks", root, tmp_path_factory.mktemp("home"))
     home = tmp_path_factory.mktemp("home")
-    ours = our_blocks(root, home)
+    ours = our_report("blocks", root, home)
     ledger = Ledger.read_only(home / "state")
     try:
         requests = sorted(ledger.requests(), key=lambda r: r.ts)

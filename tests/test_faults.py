@@ -20,7 +20,7 @@ import random
 import re
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -309,31 +309,35 @@ def test_a_transcript_deleted_between_two_writes_keeps_its_requests_and_errs_not
         assert_up(daemon)
 
 
-def test_a_transcript_truncated_then_regrown_past_its_old_size_is_reread_and_counted_once(tmp_path: Path) -> None:
+def truncate_and_regrow(path: Path, tmp_path: Path) -> None:
+    inode = path.stat().st_ino
+    with path.open("r+b") as f:
+        f.truncate(0)
+    append_raw(path, request(3) + b"\n" + request(1) + b"\n" + request(2) + b"\n")  # a new first line
+    assert path.stat().st_ino == inode
+
+
+def replace_under_the_same_name(path: Path, tmp_path: Path) -> None:
+    inode = path.stat().st_ino
+    staged = write(tmp_path / "staging/s.jsonl", request(1), request(3), request(2))  # out of the tree
+    os.replace(staged, path)  # an atomic rewrite: a new inode under the old name
+    assert path.stat().st_ino != inode
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        pytest.param(truncate_and_regrow, id="truncated-then-regrown-past-its-old-size"),
+        pytest.param(replace_under_the_same_name, id="replaced-under-the-same-name"),
+    ],
+)
+def test_a_transcript_rewritten_under_the_same_name_is_reread_and_counted_once(
+    tmp_path: Path, rewrite: Callable[[Path, Path], None]
+) -> None:
     path = write(tmp_path / "claude/projects/p/s.jsonl", request(1), request(2))
     with serving(tmp_path / "state", [tmp_path / "claude"]) as daemon:
         before = counts(daemon)
-        inode = path.stat().st_ino
-        with path.open("r+b") as f:
-            f.truncate(0)
-        append_raw(path, request(3) + b"\n" + request(1) + b"\n" + request(2) + b"\n")  # a new first line
-        assert path.stat().st_ino == inode
-        wait_for_requests(daemon, 1)  # request 3
-        write(path, request(4))
-        wait_for_requests(daemon, 1)
-        assert counts(daemon) - before == Counts(usage=2, duplicate=2, requests=2)
-        assert files_watched(daemon) == 1
-        assert_up(daemon)
-
-
-def test_a_transcript_replaced_under_the_same_name_is_reread_and_counted_once(tmp_path: Path) -> None:
-    path = write(tmp_path / "claude/projects/p/s.jsonl", request(1), request(2))
-    with serving(tmp_path / "state", [tmp_path / "claude"]) as daemon:
-        before = counts(daemon)
-        inode = path.stat().st_ino
-        staged = write(tmp_path / "staging/s.jsonl", request(1), request(3), request(2))  # out of the tree
-        os.replace(staged, path)  # an atomic rewrite: a new inode under the old name
-        assert path.stat().st_ino != inode
+        rewrite(path, tmp_path)  # requests 1 and 2 again, and request 3
         wait_for_requests(daemon, 1)  # request 3
         write(path, request(4))
         wait_for_requests(daemon, 1)

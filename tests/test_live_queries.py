@@ -20,6 +20,7 @@ import orjson
 import pytest
 import yaml
 
+from exporter.reports import iso
 from tests.corpus import append_activity, generate
 from tests.daemon import serving
 from tests.lines import assistant_line, write
@@ -60,7 +61,7 @@ def recordings() -> list[str]:
 
 
 def stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return iso(int(moment.timestamp() * 1000))
 
 
 @pytest.fixture(scope="module")

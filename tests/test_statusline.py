@@ -45,13 +45,6 @@ def edited(name: str, **fields: Any) -> bytes:
     return json.dumps(payload).encode()
 
 
-def without(name: str, *keys: str) -> bytes:
-    payload = json.loads(sample(name))
-    for key in keys:
-        del payload[key]
-    return json.dumps(payload).encode()
-
-
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
     return tmp_path / "state"
