@@ -2,16 +2,70 @@
 
 Immutable plain data; units are in the names (tokens are counts, times are aware UTC datetimes,
 money is Decimal USD). Named tuples, not dataclasses: ingest builds one per transcript line, and a
-tuple is several times cheaper to make.
+tuple is several times cheaper to make. The bounds every source applies to what it hands on are here too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# --- bounds: what one value from a source may cost --------------------------------------------
+# Every string a source hands on reaches the ledger, and labels reach every scrape and the page: one
+# 10 MB model name once made /metrics 125 MB. Real values are short: message and request ids ~30
+# characters, session ids (UUIDs) 36, model ids under 40, tool names under 70 (MCP's
+# mcp__<server>__<tool>), project folders rarely past 60. So one limit, in characters:
+MAX_CHARS = 128
+# Per field, a value longer than MAX_CHARS is either
+# - malformed (the record is counted as such and dropped): identifiers and the model — message id,
+#   request id, session id, prompt uuid, model — since no real one is that long, and a shortened id
+#   could never again match its other copies (the transcript line and the OTLP event of one request);
+# - or shortened (the record is kept): descriptive labels — project, tool, speed, query_source, user
+#   identity, OTLP metric names and attributes — to its first MAX_CHARS characters, "~", and 24 hex
+#   digits of the BLAKE2b hash of the whole value: SHORTENED_CHARS in all. A kept value has at most
+#   MAX_CHARS characters and a shortened one exactly SHORTENED_CHARS, so a shortened value never
+#   equals a kept one, and two long values that differ differ in the hash (96 bits): nothing merges.
+#   A value already in that form is kept as it is, so shortening twice changes nothing (a merge of two
+#   copies, a migration run again); only a sender who crafts the form merges its own series into another.
+#   The ledger's migration 5 shortens what older releases stored the same way, ids and models included.
+_HASH_CHARS = 24
+SHORTENED_CHARS = MAX_CHARS + 1 + _HASH_CHARS
+_SHORTENED = re.compile(rf"~[0-9a-f]{{{_HASH_CHARS}}}")
+MAX_TOOLS = 64  # distinct tool names kept per request (a response uses a handful): the rest are dropped
+# Claude Code stamps records with the machine's clock; a few minutes of skew is normal, a day is not.
+# Later than this after the wall clock at parse time, a timestamp is malformed: kept, it would pin the
+# last-request gauge and the time reports in the future for good.
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+def shorten(value: str) -> str:
+    """`value` if it fits in MAX_CHARS, else its collision-safe shortened form (see MAX_CHARS)."""
+    if len(value) <= MAX_CHARS or (len(value) == SHORTENED_CHARS and _SHORTENED.fullmatch(value, MAX_CHARS)):
+        return value
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=_HASH_CHARS // 2).hexdigest()
+    return f"{value[:MAX_CHARS]}~{digest}"
+
+
+def add_tools(have: frozenset[str], more: Iterable[str]) -> frozenset[str]:
+    """`have` with the names of `more` shortened and added, up to MAX_TOOLS in all. What `have` holds is
+    always kept, so a request's tools only grow and a later copy never counts a tool call again."""
+    extra = {shorten(name) for name in more} - have
+    if len(have) + len(extra) <= MAX_TOOLS:
+        return have | extra if extra else have
+    return have | frozenset(sorted(extra)[: max(0, MAX_TOOLS - len(have))])
+
+
+def latest(now: datetime | None = None) -> datetime:
+    """The latest timestamp a parser accepts, given the wall clock `now` (read when not given)."""
+    return (now if now is not None else datetime.now(UTC)) + FUTURE_TOLERANCE
+
 
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
 AGENTS = ("main", "subagent", "auxiliary")
@@ -87,20 +141,37 @@ def to_ms(moment: datetime) -> int:
 _FAMILY = re.compile(r"(opus|sonnet|haiku)", re.IGNORECASE)
 
 
-@lru_cache(maxsize=4096)  # bounded: model ids and paths also come off the network (OTLP)
 def model_family(model: str) -> str:
     """`opus`, `sonnet`, `haiku` or `other`: a bounded label for any model id."""
+    # Only short ids are cached: 4096 cached keys of 10 MB each would hold 40 GB.
+    return _model_family(model) if len(model) <= SHORTENED_CHARS else _family_of(model)
+
+
+def _family_of(model: str) -> str:
     found = _FAMILY.search(model)
     return found.group(1).lower() if found else "other"
 
 
-@lru_cache(maxsize=4096)  # bounded: model ids and paths also come off the network (OTLP)
+_model_family = lru_cache(maxsize=4096)(_family_of)  # bounded: model ids also come off the network (OTLP)
+
+_PATH_CHARS = 4096  # PATH_MAX: longer paths are not cached
+
+
 def project_name(cwd: str | None) -> str:
-    """The last path component of a working directory (POSIX or Windows), or `unknown`."""
+    """The last path component of a working directory (POSIX or Windows), or `unknown`; shortened
+    past MAX_CHARS (see there)."""
     if not cwd:
         return "unknown"
-    name = re.split(r"[\\/]", cwd.rstrip("/\\"))[-1]
-    return name or "unknown"
+    return _project_name(cwd) if len(cwd) <= _PATH_CHARS else _last_component(cwd)
+
+
+def _last_component(cwd: str) -> str:
+    trimmed = cwd.rstrip("/\\")
+    name = trimmed[max(trimmed.rfind("/"), trimmed.rfind("\\")) + 1 :]
+    return shorten(name) if name else "unknown"
+
+
+_project_name = lru_cache(maxsize=4096)(_last_component)  # bounded: paths also come off the network (OTLP)
 
 
 class Prompt(NamedTuple):

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import orjson
 
 from exporter import series
-from exporter.events import Prompt, Tokens, UsageEvent, model_family, to_ms
+from exporter.events import Prompt, Tokens, UsageEvent, add_tools, model_family, shorten, to_ms
 from exporter.sources.files import FileState
 
 NANOS = Decimal(1_000_000_000)
@@ -67,6 +67,7 @@ MIGRATIONS: tuple[str, ...] = (
     series.SCHEMA,
     series.SCHEMA_3,
     series.SCHEMA_4,
+    series.SCHEMA_5,
 )
 
 
@@ -119,7 +120,7 @@ class Request(NamedTuple):
         return first._replace(
             tokens=self.tokens.merge(other.tokens),
             web_search=max(self.web_search, other.web_search),
-            tools=self.tools | other.tools,
+            tools=add_tools(self.tools, other.tools),
             compaction=self.compaction or other.compaction,
             reported_cost=_max_opt(self.reported_cost, other.reported_cost),
             copies=self.copies + other.copies,
@@ -181,6 +182,35 @@ def _request(row: Any) -> Request:
     )  # fmt: skip
 
 
+_Sql = str | bytes | int | float | None  # a value SQLite hands a function and takes back
+
+
+def _bounded(value: _Sql) -> _Sql:
+    return shorten(value) if isinstance(value, str) else value
+
+
+def _bounded_tools(value: _Sql) -> _Sql:
+    return ",".join(sorted(add_tools(frozenset(), value.split(",")) - {""})) if isinstance(value, str) else value
+
+
+_TOOLS = [c.strip() for c in _COLUMNS.split(",")].index("tools")
+
+
+def _bounded_row(value: _Sql) -> _Sql:
+    """A pending request (a JSON row, see `_row`) with its strings bounded."""
+    if not isinstance(value, bytes | str):
+        return value
+    row = orjson.loads(value)
+    return orjson.dumps([_bounded_tools(v) if i == _TOOLS else _bounded(v) for i, v in enumerate(row)])
+
+
+def _register(db: sqlite3.Connection) -> None:
+    """The SQL functions migration 5 shortens stored strings with (see `series.SCHEMA_5`)."""
+    db.create_function("bounded", 1, _bounded, deterministic=True)
+    db.create_function("bounded_tools", 1, _bounded_tools, deterministic=True)
+    db.create_function("bounded_row", 1, _bounded_row, deterministic=True)
+
+
 class LedgerError(Exception):
     """The ledger cannot be opened or written (permissions, disk, a newer schema)."""
 
@@ -199,6 +229,7 @@ class Ledger:
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA synchronous=NORMAL")
+            _register(self.db)
             self._migrate()
         except (OSError, sqlite3.Error) as err:
             raise LedgerError(f"cannot open the ledger at {self.path}: {err}") from err

@@ -1,6 +1,12 @@
 """Claude Code's own OTLP telemetry, decoded: `api_request` log events become usage events, `tool_result`
 events tool calls, and its engineering counters running totals. Pure: bytes in, values out (I/O is in
 `otlp_http`); OTLP/JSON is walked as plain dicts, protobuf through opentelemetry.proto.
+
+Strings and times are bounded as `exporter.events` says: a record whose model, request id or session id
+is longer than MAX_CHARS, or whose time is more than FUTURE_TOLERANCE after the wall clock (`now`,
+injected), is rejected (partial success); project, tool, speed, query_source and identity are shortened.
+A metric point later than that is dropped like a point without a value; metric names and attributes
+are shortened (they key the series Engineering remembers).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metr
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from exporter.classify import tool_label
-from exporter.events import Tokens, UsageEvent, project_name
+from exporter.events import MAX_CHARS, Tokens, UsageEvent, latest, project_name, shorten
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
@@ -143,9 +149,10 @@ def _varint(n: int) -> bytes:
 # --- logs ----------------------------------------------------------------------------------------
 
 
-def decode_logs(body: bytes, content_type: str) -> Logs:
-    """The usage events and tool results of an ExportLogsServiceRequest; other records are only counted."""
-    out = _LogsBuilder()
+def decode_logs(body: bytes, content_type: str, now: datetime | None = None) -> Logs:
+    """The usage events and tool results of an ExportLogsServiceRequest; other records are only counted.
+    `now` is the wall clock future timestamps are judged by (read once when not given)."""
+    out = _LogsBuilder(latest(now))
     if media_type(content_type) == JSON:
         _json_logs(_json(body), out)
     else:
@@ -186,7 +193,8 @@ def _pb_logs(body: bytes, out: _LogsBuilder) -> None:
 
 
 class _LogsBuilder:
-    def __init__(self) -> None:
+    def __init__(self, until: datetime) -> None:
+        self.until = until
         self.requests: list[tuple[UsageEvent, str | None, Identity]] = []
         self.tools: list[ToolResult] = []
         self.other = self.rejected = 0
@@ -201,9 +209,9 @@ class _LogsBuilder:
             name = name[len(_PREFIX) :]
         try:
             if name == "api_request":
-                self.requests.append(_request(attrs, resource, time, observed))
+                self.requests.append(_request(attrs, resource, (time, observed, self.until)))
             elif name == "tool_result":
-                self.tools.append(_tool_result(attrs, resource, time, observed))
+                self.tools.append(_tool_result(attrs, resource, (time, observed, self.until)))
             else:
                 self.other += 1
         except _Unusable as e:
@@ -215,15 +223,18 @@ class _LogsBuilder:
         return Logs(self.requests, self.tools, self.other, self.rejected, message)
 
 
-def _request(attrs: dict[str, object], resource: dict[str, object], time: object,
-             observed: object) -> tuple[UsageEvent, str | None, Identity]:  # fmt: skip
-    model = _text(attrs.get("model"))
+_When = tuple[object, object, datetime]  # a record's time and observed time, and the latest time accepted
+
+
+def _request(attrs: dict[str, object], resource: dict[str, object],
+             when: _When) -> tuple[UsageEvent, str | None, Identity]:  # fmt: skip
+    model = _id(attrs, "model")
     if model is None:
         raise _Unusable("no model")
-    request_id = _text(attrs.get("request_id"))
-    session = _text(attrs.get("session.id")) or "unknown"
-    moment = _moment(attrs, time, observed)
-    query_source = _text(attrs.get("query_source"))
+    request_id = _id(attrs, "request_id")
+    session = _id(attrs, "session.id") or "unknown"
+    moment = _moment(attrs, *when)
+    query_source = _label_text(attrs.get("query_source"))
     tokens = Tokens(
         _count(attrs, "input_tokens"),
         _count(attrs, "output_tokens"),
@@ -249,16 +260,16 @@ def _request(attrs: dict[str, object], resource: dict[str, object], time: object
     return event, query_source, _identity(attrs, resource)
 
 
-def _tool_result(attrs: dict[str, object], resource: dict[str, object], time: object, observed: object) -> ToolResult:
+def _tool_result(attrs: dict[str, object], resource: dict[str, object], when: _When) -> ToolResult:
     tool = _text(attrs.get("tool_name"))
     if tool is None:
         raise _Unusable("no tool_name")
     return ToolResult(
-        tool_label(tool),
+        shorten(tool_label(tool)),
         _success(attrs.get("success")),
-        _text(attrs.get("session.id")) or "unknown",
+        _id(attrs, "session.id") or "unknown",
         agent_of(_text(attrs.get("query_source"))),
-        _moment(attrs, time, observed),
+        _moment(attrs, *when),
         _project(attrs, resource),
     )
 
@@ -274,6 +285,18 @@ def agent_of(query_source: str | None) -> str:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _label_text(value: object) -> str | None:
+    return shorten(value) if isinstance(value, str) and value else None
+
+
+def _id(attrs: dict[str, object], name: str) -> str | None:
+    """An identifier (or the model), None when absent; longer than MAX_CHARS it is no real one."""
+    value = _text(attrs.get(name))
+    if value is not None and len(value) > MAX_CHARS:
+        raise _Unusable(f"{name} longer than {MAX_CHARS} characters")
+    return value
 
 
 def _count(attrs: dict[str, object], name: str) -> int:
@@ -336,7 +359,14 @@ def _decimal(value: object, name: str) -> Decimal | None:
     return amount
 
 
-def _moment(attrs: dict[str, object], time: object, observed: object) -> datetime:
+def _moment(attrs: dict[str, object], time: object, observed: object, until: datetime) -> datetime:
+    moment = _first_moment(attrs, time, observed)
+    if moment > until:
+        raise _Unusable(f"timestamp {moment.isoformat()} is in the future")
+    return moment
+
+
+def _first_moment(attrs: dict[str, object], time: object, observed: object) -> datetime:
     stamp = attrs.get("event.timestamp")  # milliseconds, like the transcript's, so both sources agree
     if isinstance(stamp, str):
         try:
@@ -371,7 +401,7 @@ def _speed(value: object) -> str:
     # The event says "normal" where transcripts and the pricer say "standard".
     if not isinstance(value, str) or value in ("", "normal"):
         return "standard"
-    return value
+    return shorten(value)
 
 
 def _success(value: object) -> bool | None:
@@ -387,15 +417,19 @@ _IDENTITY = ("user.id", "user.email", "user.account_uuid", "organization.id")  #
 
 def _identity(attrs: dict[str, object], resource: dict[str, object]) -> Identity:
     found = [attrs.get(key) or resource.get(key) for key in _IDENTITY]
-    return Identity._make([value if isinstance(value, str) and value else None for value in found])
+    return Identity._make([_label_text(value) for value in found])
 
 
 # --- metrics -------------------------------------------------------------------------------------
 
 
-def decode_metrics(body: bytes, content_type: str) -> list[Point]:
-    """The Sum and Gauge data points of an ExportMetricsServiceRequest; histograms and the like are ignored."""
-    return _json_points(_json(body)) if media_type(content_type) == JSON else _pb_points(body)
+def decode_metrics(body: bytes, content_type: str, now: datetime | None = None) -> list[Point]:
+    """The Sum and Gauge data points of an ExportMetricsServiceRequest; histograms and the like are ignored,
+    and so are points stamped more than FUTURE_TOLERANCE after `now` (the wall clock when not given)."""
+    until = latest(now)
+    until_ns = (until - _EPOCH) // timedelta(microseconds=1) * 1000
+    points = _json_points(_json(body)) if media_type(content_type) == JSON else _pb_points(body)
+    return [p for p in points if p.time_ns <= until_ns and p.start_ns <= until_ns]
 
 
 def _pb_points(body: bytes) -> list[Point]:
@@ -418,8 +452,8 @@ def _pb_points(body: bytes) -> list[Point]:
                     if kind is not None:
                         labels = _labels(_pb_attributes(p.attributes))
                         value = float(getattr(p, kind))
-                        points.append(Point(metric.name, labels, value, p.start_time_unix_nano, p.time_unix_nano,
-                                            cumulative, monotonic))  # fmt: skip
+                        points.append(Point(shorten(metric.name), labels, value, p.start_time_unix_nano,
+                                            p.time_unix_nano, cumulative, monotonic))  # fmt: skip
     return points
 
 
@@ -444,7 +478,7 @@ def _json_points(doc: dict[str, Any]) -> list[Point]:
                     value = _point_value(p)
                     if value is not None:
                         labels = _labels(_json_attributes(p.get("attributes")))
-                        points.append(Point(name, labels, value, _nanos(p.get("startTimeUnixNano")),
+                        points.append(Point(shorten(name), labels, value, _nanos(p.get("startTimeUnixNano")),
                                             _nanos(p.get("timeUnixNano")), cumulative, monotonic))  # fmt: skip
     return points
 
@@ -469,7 +503,7 @@ def _nanos(value: object) -> int:
 
 
 def _labels(attrs: dict[str, object]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, _label(v)) for k, v in attrs.items()))
+    return tuple(sorted((shorten(k), shorten(_label(v))) for k, v in attrs.items()))
 
 
 def _label(value: object) -> str:

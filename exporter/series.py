@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from exporter.classify import tool_label
-from exporter.events import Prompt, Tokens
+from exporter.events import MAX_CHARS, Prompt, Tokens
 
 if TYPE_CHECKING:
     from exporter.ledger import Request
@@ -131,6 +131,49 @@ ALTER TABLE usage_series ADD COLUMN uncached_cost INTEGER NOT NULL DEFAULT 0;
 DELETE FROM meta WHERE key = 'fingerprint';
 -- a pending request is a JSON row of the request columns: it gains the new last one
 UPDATE pending SET request = json_insert(CAST(request AS TEXT), '$[#]', NULL);
+"""
+
+
+def _long(*columns: str) -> str:
+    """Rows where one of `columns` needs shortening (the length test first: it spares most rows the call)."""
+    return " OR ".join(f"(length({c}) > {MAX_CHARS} AND bounded({c}) != {c})" for c in columns)
+
+
+def _fold(table: str, labels: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """Rows with a long label added into the row of their shortened labels, then removed: every
+    request stays counted once, and a series' total only grows. In rowid order, as migration 3 keeps it."""
+    return f"""
+INSERT INTO {table} ({", ".join(labels + values)})
+SELECT {", ".join(f"bounded({c})" for c in labels)}, {", ".join(f"sum({v})" for v in values)}
+FROM {table} WHERE {_long(*labels)} GROUP BY {", ".join(str(i + 1) for i in range(len(labels)))} ORDER BY min(rowid)
+ON CONFLICT ({", ".join(labels)}) DO UPDATE SET {", ".join(f"{v} = {v} + excluded.{v}" for v in values)};
+DELETE FROM {table} WHERE {_long(*labels)};
+"""
+
+
+# Migration 5: strings longer than MAX_CHARS, stored before sources bounded them, shortened as
+# `exporter.events.shorten` does (the ledger registers it as the SQL function `bounded`, and
+# `bounded_tools` / `bounded_row` for the tools column and pending JSON rows). Shortened values never
+# equal kept ones, nor each other, so rows only meet if a value already held the shortened form: then
+# series rows add up, and of two requests (or prompts, sessions, pending events) the one that held it is
+# kept, the other's counts staying in the series. Report documents may quote the old values: dropped.
+_REQUEST_TEXT = ("key", "request_id", "session_id", "project", "model", "agent", "speed", "interaction", "category",
+                 "user")  # fmt: skip
+SCHEMA_5 = f"""
+{_fold("usage_series", USAGE_LABELS, USAGE_VALUES)}
+{_fold("tool_series", ("tool", "agent", "project"), ("calls",))}
+UPDATE OR IGNORE requests SET {", ".join(f"{c} = bounded({c})" for c in _REQUEST_TEXT)}, tools = bounded_tools(tools)
+WHERE {_long(*_REQUEST_TEXT)} OR (length(tools) > {MAX_CHARS} AND bounded_tools(tools) != tools);
+DELETE FROM requests WHERE {_long(*_REQUEST_TEXT)};
+UPDATE OR IGNORE prompts SET key = bounded(key), session_id = bounded(session_id), project = bounded(project)
+WHERE {_long("key", "session_id", "project")};
+DELETE FROM prompts WHERE {_long("key", "session_id", "project")};
+UPDATE OR IGNORE sessions SET session_id = bounded(session_id), project = bounded(project)
+WHERE {_long("session_id", "project")};
+DELETE FROM sessions WHERE {_long("session_id", "project")};
+UPDATE OR IGNORE pending SET request_id = bounded(request_id), request = bounded_row(request);
+DELETE FROM pending WHERE {_long("request_id")};
+DELETE FROM reports;
 """
 
 

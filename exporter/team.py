@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.app import App
+from exporter.events import shorten
 from exporter.ledger import Request
 from exporter.metrics import ENGINEERING
 from exporter.otlp import Engineering, Identity, Logs, Point
@@ -95,7 +96,8 @@ class Team:
         person = who.email or who.user_id or ""
         if self.users == "off" or not person:
             return ""
-        return person if self.users == "email" else hashlib.sha256(person.encode()).hexdigest()[:12]
+        # The decoder shortened the identity already (see exporter.events.MAX_CHARS): the label stays bounded.
+        return shorten(person) if self.users == "email" else hashlib.sha256(person.encode()).hexdigest()[:12]
 
     def _points(self, app: App, points: list[Point]) -> None:
         before = self.engineering.totals

@@ -2,7 +2,9 @@
 
 Parsing is pure (bytes in, events and outcome counts out); finding and tailing files lives in
 `exporter.sources.files`. Claude Code's format is not ours, so parsing is lenient: anything that
-cannot be used ends as a counted outcome, never as an exception.
+cannot be used ends as a counted outcome, never as an exception. Strings and timestamps are bounded
+as `exporter.events` says: an id or model longer than MAX_CHARS, or a time more than FUTURE_TOLERANCE
+after the wall clock (`now`, injected), makes the line malformed; a long project, tool or speed is shortened.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from exporter.events import Prompt, Tokens, UsageEvent, project_name, to_ms
+from exporter.events import MAX_CHARS, Prompt, Tokens, UsageEvent, add_tools, latest, project_name, shorten, to_ms
 
 SOURCE = "transcripts"
 
@@ -70,17 +72,19 @@ class Malformed(ValueError):
 
 
 def parse_chunk(
-    buf: bytes | memoryview, counts: Counter[str], prompts: list[Prompt] | None = None
+    buf: bytes | memoryview, counts: Counter[str], prompts: list[Prompt] | None = None, now: datetime | None = None
 ) -> list[UsageEvent]:
     """Events of a run of complete lines; lines that give no event are counted in `counts`.
 
     Lines that do give one end as `usage` or `duplicate`, which only the ledger can tell apart.
     With `prompts`, the typed prompts found are added to it (their lines still count as skipped).
+    `now` is the wall clock future timestamps are judged by (read once when not given).
     """
+    until = latest(now)
     typed: list[bytes] | None = [] if prompts is not None else None
     maybe, lines = candidates(bytes(buf), typed)
     if prompts is not None and typed:
-        prompts.extend(p for p in map(parse_prompt, typed) if p is not None)
+        prompts.extend(p for p in (parse_prompt(line, until) for line in typed) if p is not None)
     counts["skipped"] += lines - len(maybe)
     events: list[UsageEvent] = []
     last_id = last_model = last_usage = None  # of the last event
@@ -107,10 +111,10 @@ def parse_chunk(
                 # tools are new. Skipping the rest of the parse halves the cost of a cold ingest.
                 last, tools = events[-1], _tools(message)
                 if tools - last.tools:
-                    last = last._replace(tools=last.tools | tools)
+                    last = last._replace(tools=add_tools(last.tools, tools))
                 events[-1] = UsageEvent(*last[:-1], last.lines + 1)  # `lines` is the last field
                 continue
-            outcome = from_record(record, raw)
+            outcome = from_record(record, raw, until)
             if isinstance(outcome, str):
                 counts[outcome] += 1
                 continue
@@ -120,8 +124,9 @@ def parse_chunk(
     return events
 
 
-def parse_prompt(line: bytes) -> Prompt | None:
-    """The prompt of a user line, or None for a tool result, a generated or subagent line, or junk.
+def parse_prompt(line: bytes, until: datetime | None = None) -> Prompt | None:
+    """The prompt of a user line, or None for a tool result, a generated or subagent line, or junk
+    (an over-long id, a time later than `until`: see `exporter.events.latest`).
 
     Only ids, time and project are kept: never the text.
     """
@@ -143,9 +148,9 @@ def parse_prompt(line: bytes) -> Prompt | None:
         content = first.get("text", "")
     if not isinstance(content, str) or content.startswith(GENERATED):
         return None
-    key, session = _str(record.get("uuid")), _str(record.get("sessionId"))
     try:
-        moment = _timestamp(record.get("timestamp"))
+        key, session = _id(record.get("uuid")), _id(record.get("sessionId"))
+        moment = _timestamp(record.get("timestamp"), latest() if until is None else until)
     except Malformed:
         return None
     if key is None or session is None:
@@ -172,17 +177,18 @@ def split_merged(line: bytes) -> list[bytes]:
         ]
 
 
-def parse_line(line: bytes) -> UsageEvent | str:
+def parse_line(line: bytes, now: datetime | None = None) -> UsageEvent | str:
     """A usage event, or the outcome (`skipped` / `malformed`) of a line that is not one."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
         return "malformed" if ASSISTANT_MARK in line else "skipped"
-    return from_record(record, line)
+    return from_record(record, line, latest(now))
 
 
-def from_record(record: object, line: bytes) -> UsageEvent | str:
-    """The event of a parsed line, or its outcome; `line` keys a request that has no id."""
+def from_record(record: object, line: bytes, until: datetime | None = None) -> UsageEvent | str:
+    """The event of a parsed line, or its outcome; `line` keys a request that has no id. A time later
+    than `until` (by default a day after the wall clock) is malformed."""
     if not isinstance(record, dict) or record.get("type") != "assistant":
         return "skipped"
     message = record.get("message")
@@ -191,31 +197,31 @@ def from_record(record: object, line: bytes) -> UsageEvent | str:
     if message.get("model") == "<synthetic>":  # a locally generated API-error line, zero usage
         return "skipped"
     try:
-        return _event(record, message, line)
+        return _event(record, message, line, latest() if until is None else until)
     except Malformed:
         return "malformed"
 
 
-def _event(record: dict[str, Any], message: dict[str, Any], line: bytes) -> UsageEvent:
+def _event(record: dict[str, Any], message: dict[str, Any], line: bytes, until: datetime) -> UsageEvent:
     usage = message["usage"]
     model = message.get("model")
-    if not isinstance(usage, dict) or not isinstance(model, str) or not model:
+    if not isinstance(usage, dict) or not isinstance(model, str) or not model or len(model) > MAX_CHARS:
         raise Malformed
     server = usage.get("server_tool_use")
     web_searches = _count(server, "web_search_requests") if isinstance(server, dict) else 0
     speed = usage.get("speed")
     return UsageEvent(  # positional: the fields in order (cheaper than keywords on this hot path)
         _key(message, record, line),
-        _str(record.get("requestId")),
-        _timestamp(record.get("timestamp")),
-        _str(record.get("sessionId")) or "unknown",
+        _id(record.get("requestId")),
+        _timestamp(record.get("timestamp"), until),
+        _id(record.get("sessionId")) or "unknown",
         project_name(_str(record.get("cwd"))),
         model,
         "subagent" if record.get("isSidechain") is True or "agentId" in record else "main",
         _tokens(usage),
         web_searches,
         _tools(message),
-        speed if isinstance(speed, str) and speed else "standard",
+        shorten(speed) if isinstance(speed, str) and speed else "standard",
         SOURCE,
         _cost(record.get("costUSD")),
         record.get("isCompactSummary") is True,
@@ -230,7 +236,7 @@ def _tools(message: dict[str, Any]) -> frozenset[str]:
     if not isinstance(content, list):
         return _NO_TOOLS
     names = [b.get("name") for b in content if type(b) is dict and b.get("type") == "tool_use"]
-    return frozenset(name for name in names if isinstance(name, str)) if names else _NO_TOOLS
+    return add_tools(_NO_TOOLS, (name for name in names if isinstance(name, str))) if names else _NO_TOOLS
 
 
 def _key(message: dict[str, Any], record: dict[str, Any], line: bytes) -> str:
@@ -238,6 +244,8 @@ def _key(message: dict[str, Any], record: dict[str, Any], line: bytes) -> str:
     # requestId is the fallback; with neither, only a byte-identical re-read is the same request.
     for candidate in (message.get("id"), record.get("requestId")):
         if isinstance(candidate, str) and candidate:
+            if len(candidate) > MAX_CHARS:
+                raise Malformed
             return candidate
     return "line:" + hashlib.blake2b(line, digest_size=16).hexdigest()
 
@@ -276,16 +284,17 @@ def _count(obj: dict[str, Any], name: str) -> int:
     return int(value)
 
 
-def _timestamp(value: object) -> datetime:
+def _timestamp(value: object, until: datetime) -> datetime:
     if not isinstance(value, str):
         raise Malformed
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # year 1 an hour east of UTC is out of range
         raise Malformed from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    if moment > until:
+        raise Malformed
+    return moment
 
 
 def _cost(value: object) -> Decimal | None:
@@ -300,3 +309,12 @@ def _cost(value: object) -> Decimal | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _id(value: object) -> str | None:
+    """An identifier, None when absent; one longer than MAX_CHARS is no real id (see `exporter.events`)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) > MAX_CHARS:
+        raise Malformed
+    return value
