@@ -11,17 +11,22 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 1 << 20  # above ~1 MiB, fresh buffers cost more in page faults than the reads
 # No usage line comes near this; longer lines (file snapshots can be hundreds of MB) are skipped
 # without ever being held in memory whole.
 MAX_LINE = 16 << 20
 HEAD = 1024
+SUBAGENTS = "subagents"
 
 
 @dataclass(frozen=True, slots=True)
 class FileState:
-    """How far a file has been consumed; `head` fingerprints its first bytes, `mtime` is in ns."""
+    """How far a file has been consumed; `head` fingerprints its first bytes, `mtime` is in ns.
+
+    `offset` is a line start, or, past a line longer than MAX_LINE still unfinished, the end of what
+    was read of it: that line was counted once, and its bytes are not read again."""
 
     dev: int
     ino: int
@@ -40,10 +45,14 @@ class Found:
 
 
 def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
-    """Every `projects/**/*.jsonl` under the roots (subagent files included), each file once.
+    """The transcripts of Claude Code's layout under the roots, each file once:
+    `projects/<project>/*.jsonl` (sessions, and older versions' `agent-*.jsonl`) and
+    `projects/<project>/<session>/subagents/*.jsonl`.
 
-    Symlinked folders are followed; a folder already visited (by device and inode) is not entered
-    again, which breaks loops and makes overlapping roots harmless.
+    Nothing deeper is walked: a symlink under `projects/` (to `/`, or back up the tree) costs a few
+    listings at the layout's own depth, never a walk of what it points to. Symlinked project and
+    session folders are followed at their level; a file or `projects` folder reached twice (by
+    device and inode) counts once, which makes overlapping roots harmless.
     """
     seen: set[tuple[int, int]] = set()
     found: list[Found] = []
@@ -51,38 +60,70 @@ def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
         projects = os.path.join(root, "projects")
         if not os.path.isdir(projects) and os.path.basename(os.path.normpath(root)) == "projects":
             projects = str(root)  # ccusage accepts the projects folder itself as a root, so do we
-        if os.path.isdir(projects):
-            _walk(projects, seen, found, errors, check=True)
+        if not os.path.isdir(projects) or not _first_visit(projects, seen, errors):
+            continue
+        for project in _entries(projects, errors):
+            if _is_dir(project, errors):
+                _project(project.path, seen, found, errors)
     return found
 
 
-def _walk(folder: str, seen: set[tuple[int, int]], found: list[Found], errors: list[str] | None, check: bool) -> None:
-    # Only a root or a symlinked folder can lead back into visited ground; plain subfolders skip the
-    # stat, which matters with thousands of session folders.
+def _project(folder: str, seen: set[tuple[int, int]], found: list[Found], errors: list[str] | None) -> None:
+    for entry in _entries(folder, errors):
+        folder_or_file = _is_dir(entry, errors)
+        if folder_or_file:  # a session's folder (most sessions have none): only its subagents count
+            for sub in _entries(os.path.join(entry.path, SUBAGENTS), errors, missing_ok=True):
+                if sub.name.endswith(".jsonl") and _is_dir(sub, errors) is False:
+                    _add(sub, seen, found, errors)
+        elif folder_or_file is False and entry.name.endswith(".jsonl"):
+            _add(entry, seen, found, errors)
+
+
+def _first_visit(folder: str, seen: set[tuple[int, int]], errors: list[str] | None) -> bool:
     try:
-        if check:
-            st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in seen:
-                return
-            seen.add((st.st_dev, st.st_ino))
-        with os.scandir(folder) as it:
-            entries = list(it)
+        st = os.stat(folder)
     except OSError as err:
-        if errors is not None:
-            errors.append(f"{folder}: {err.strerror or err}")
+        _report(errors, folder, err)
+        return False
+    if (st.st_dev, st.st_ino) in seen:
+        return False
+    seen.add((st.st_dev, st.st_ino))
+    return True
+
+
+def _entries(folder: str, errors: list[str] | None, missing_ok: bool = False) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError as err:
+        if not (missing_ok and isinstance(err, FileNotFoundError | NotADirectoryError)):
+            _report(errors, folder, err)
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str], errors: list[str] | None) -> bool | None:
+    """Follows symlinks; None (reported) for one that loops."""
+    try:
+        return entry.is_dir()
+    except OSError as err:
+        _report(errors, entry.path, err)
+        return None
+
+
+def _add(entry: os.DirEntry[str], seen: set[tuple[int, int]], found: list[Found], errors: list[str] | None) -> None:
+    try:
+        st = entry.stat()  # a dangling link raises, and is reported
+    except OSError as err:
+        _report(errors, entry.path, err)
         return
-    for entry in entries:
-        try:
-            if entry.is_dir():  # follows symlinks
-                _walk(entry.path, seen, found, errors, check=entry.is_symlink())
-            elif entry.name.endswith(".jsonl"):
-                fst = entry.stat()  # a dangling link raises, and is reported
-                if (fst.st_dev, fst.st_ino) not in seen:
-                    seen.add((fst.st_dev, fst.st_ino))
-                    found.append(Found(entry.path, fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns))
-        except OSError as err:
-            if errors is not None:
-                errors.append(f"{entry.path}: {err.strerror or err}")
+    if (st.st_dev, st.st_ino) not in seen:
+        seen.add((st.st_dev, st.st_ino))
+        found.append(Found(entry.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+def _report(errors: list[str] | None, path: str, err: OSError) -> None:
+    if errors is not None:
+        errors.append(f"{path}: {err.strerror or err}")
 
 
 def head_of(path: str, length: int) -> str:
@@ -102,33 +143,58 @@ def start_offset(found: Found, state: FileState | None) -> int:
     return state.offset if head_of(found.path, state.offset) == state.head else 0
 
 
-def read_lines(path: str, offset: int, stop: int | None = None, chunk: int = CHUNK) -> Iterator[tuple[bytes, int, int]]:
+def read_lines(
+    path: str, offset: int, stop: int | None = None, chunk: int = CHUNK, max_line: int | None = None
+) -> Iterator[tuple[bytes, int, int]]:
     """Yields (complete lines, offset after them, lines skipped as too long) from `offset` on.
 
     Reads the lines that start before `stop` (all lines when None). A trailing partial line is held
     back: the last offset yielded is the start of that line, so the next read picks it up once its
-    newline has been written.
+    newline has been written. A line longer than `max_line` (default MAX_LINE) is not held back: it
+    is counted once, and passed over up to its newline or, unfinished, up to the end of the file,
+    where the next read resumes passing over it; so its bytes are read once, however long it grows.
     """
+    limit = MAX_LINE if max_line is None else max_line
     with open(path, "rb", buffering=0) as f:  # whole chunks are read: Python's buffer only copies
+        # inside a line longer than the limit: drop bytes up to its newline; `counted` once it was
+        skipping = counted = _inside_long_line(f, offset, limit, chunk)
         f.seek(offset)
         carry = b""
-        skipping = False  # inside a line longer than MAX_LINE: drop bytes up to its newline
         while (stop is None or offset < stop) and (block := f.read(chunk)):
             if skipping:
                 nl = block.find(b"\n")
                 if nl == -1:
                     continue
                 offset = f.tell() - len(block) + nl + 1
-                yield b"", offset, 1
-                block, skipping = block[nl + 1 :], False
+                yield b"", offset, 0 if counted else 1
+                block, skipping, counted = block[nl + 1 :], False, False
             data = carry + block if carry else block
             cut = _cut(data, offset, stop)
             if cut:
                 yield data[:cut], offset + cut, 0
                 offset += cut
             carry = data[cut:]
-            if len(carry) > MAX_LINE:
+            if len(carry) > limit:
                 carry, skipping = b"", True
+        if skipping and f.tell() > offset:  # the end of the file, inside a long line
+            yield b"", f.tell(), 0 if counted else 1
+
+
+def _inside_long_line(f: BinaryIO, offset: int, limit: int, chunk: int) -> bool:
+    """Whether `offset` lies in a line already longer than `limit` there: where a read that passed
+    over an unfinished long line stopped. Any other offset is a line start (ingest stores no other)."""
+    if offset <= limit:
+        return False
+    f.seek(offset - 1)
+    if f.read(1) == b"\n":
+        return False  # a line start: the usual case, one byte read
+    f.seek(offset - limit - 1)
+    left = limit + 1
+    while left > 0 and (block := f.read(min(chunk, left))):
+        if b"\n" in block:
+            return False
+        left -= len(block)
+    return True
 
 
 def _cut(data: bytes, offset: int, stop: int | None) -> int:
@@ -153,3 +219,23 @@ def line_start_after(path: str, position: int) -> int | None:
             if nl != -1:
                 return f.tell() - len(block) + nl + 1
     return None
+
+
+def complete_end(path: str, start: int, size: int, max_line: int | None = None) -> int | None:
+    """Where the complete lines in [start, size) end, so a read stops there and never chases a file
+    growing while it is read: after the last newline, or `start` when the bytes are one line still
+    being written. None when that unfinished line is already longer than `max_line`: a read to the
+    end passes over it (see `read_lines`). Reads back at most `max_line` bytes from `size`."""
+    limit = MAX_LINE if max_line is None else max_line
+    floor = max(start, size - limit)
+    with open(path, "rb") as f:
+        end = size
+        while end > floor:
+            begin = max(floor, end - (1 << 16))
+            f.seek(begin)
+            block = f.read(end - begin)
+            nl = block.rfind(b"\n")
+            if nl != -1:
+                return begin + nl + 1
+            end = begin
+    return start if size - start <= limit else None
