@@ -178,23 +178,40 @@ def ingest(
     return result
 
 
-def plan(found: list[fs.Found], states: dict[tuple[int, int], fs.FileState], errors: list[str]) -> list[Unit]:
-    """The units to read: about UNIT_BYTES each, oldest file first, large files cut at line starts."""
-    parts: list[Part] = []
+def plan(
+    found: list[fs.Found],
+    states: dict[tuple[int, int], fs.FileState],
+    errors: list[str],
+    share: int | None = None,
+    deferred: list[str] | None = None,
+) -> list[Unit]:
+    """The units to read: about UNIT_BYTES each, oldest file first, large files cut at line starts.
+
+    Each file is read up to its last complete line as found: a pass never chases a file that grows
+    while it is read (the growth wakes the next pass). With `share`, when several files have new
+    bytes, each gives this pass about `share` of them at most, so one fast-growing file cannot hold
+    back the others' new requests; the paths of the files left behind go to `deferred`.
+    """
+    spans: list[tuple[fs.Found, int, int | None]] = []  # a file, and where its new lines start and end
     # Oldest first: a fork copies its parent's requests with the same times, and on a tie the
     # copy read first keeps the request, so the parent session (usually written first) wins.
     for f in sorted(found, key=lambda f: f.mtime):
         try:
             start = fs.start_offset(f, states.get((f.dev, f.ino)))
-            if f.size <= start:
-                continue
-            cuts = {fs.line_start_after(f.path, at) for at in range(start + UNIT_BYTES, f.size, UNIT_BYTES)}
+            end = fs.complete_end(f.path, start, f.size) if f.size > start else start
         except OSError as err:
             errors.append(f"{f.path}: {err.strerror or err}")
             continue
-        bounds = [start, *sorted(cut for cut in cuts if cut is not None and start < cut < f.size)]
-        parts += [Part(f, a, b) for a, b in pairwise(bounds)]
-        parts.append(Part(f, bounds[-1], None))
+        if end != start:
+            spans.append((f, start, end))
+    parts: list[Part] = []
+    for f, start, end in spans:
+        try:
+            if share is not None and len(spans) > 1:
+                end = _shared_end(f, start, end, share, deferred)
+            parts += _parts(f, start, end)
+        except OSError as err:
+            errors.append(f"{f.path}: {err.strerror or err}")
     units: list[Unit] = []
     size, current = 0, []
     for part in parts:
@@ -204,6 +221,32 @@ def plan(found: list[fs.Found], states: dict[tuple[int, int], fs.FileState], err
             units.append(tuple(current))
             size, current = 0, []
     return [*units, tuple(current)] if current else units
+
+
+def _shared_end(f: fs.Found, start: int, end: int | None, share: int, deferred: list[str] | None) -> int | None:
+    """Where this pass stops reading `f` to leave the others their share: the first line start
+    `share` bytes on, if it comes before `end`."""
+    cut = fs.line_start_after(f.path, start + share)
+    if cut is None or cut >= (f.size if end is None else end):
+        return end
+    if deferred is not None:
+        deferred.append(f.path)
+    return cut
+
+
+def _parts(f: fs.Found, start: int, end: int | None) -> list[Part]:
+    """[start, end) cut at the first line start after every UNIT_BYTES; end None: to the end of the
+    file. Each cut is searched from past the previous one: one line spanning many units (hundreds
+    of MB without a newline) is read once, not once per unit."""
+    last = f.size if end is None else end
+    bounds, at = [start], start + UNIT_BYTES
+    while at < last:
+        cut = fs.line_start_after(f.path, at)
+        if cut is None or cut >= last:
+            break
+        bounds.append(cut)
+        at += UNIT_BYTES * ((cut - at) // UNIT_BYTES + 1)  # the first of the old cut points past `cut`
+    return [*(Part(f, a, b) for a, b in pairwise(bounds)), Part(f, bounds[-1], end)]
 
 
 def _parse_all(
