@@ -26,16 +26,19 @@ class Block:
         return self.start + BLOCK_MS
 
 
-def split_blocks(times_and_rows: Iterable[tuple[int, str, str, str, tuple[int | None, ...]]]) -> list[Block]:
+Row = tuple[int, str, str, str, str, tuple[int | None, ...]]  # ts, model, category, label, speed, sums
+
+
+def split_blocks(times_and_rows: Iterable[Row]) -> list[Block]:
     """Groups time-ordered requests into blocks (gaps are not materialised here)."""
     blocks: list[Block] = []
-    for ts, model, category, label, values in times_and_rows:
+    for ts, model, category, label, speed, values in times_and_rows:
         current = blocks[-1] if blocks else None
         if current is None or ts - current.start > BLOCK_MS or ts - current.times[-1] > BLOCK_MS:
             current = Block(start=ts - ts % HOUR_MS)
             blocks.append(current)
         current.times.append(ts)
-        current.group.add(model, category, label, values)
+        current.group.add(model, category, label, values, speed)
     return blocks
 
 
@@ -45,13 +48,13 @@ def block_rows(ledger: Ledger, q: Query) -> list[Block]:
 
 def _blocks(ledger: Ledger, start: int, end: int, cost: str = "cost", by: str = "model") -> list[Block]:
     rows = ledger.db.execute(
-        f"SELECT ts, model, category, {by}, input, output, cache_write_5m + cache_write_1h,"
+        f"SELECT ts, model, category, {by}, speed, input, output, cache_write_5m + cache_write_1h,"
         f" cache_read, {cost}, 1, CASE WHEN {cost} IS NULL THEN input + output + cache_read"
         " + cache_write_5m + cache_write_1h ELSE 0 END"
         " FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts",
         (start, end),
     )
-    return split_blocks((r[0], r[1], r[2], str(r[3]), tuple(r[4:])) for r in rows)
+    return split_blocks((r[0], r[1], r[2], str(r[3]), r[4], tuple(r[5:])) for r in rows)
 
 
 def chain_start(ledger: Ledger, now_ms: int, lookback_ms: int = 7 * 24 * HOUR_MS) -> int | None:
@@ -151,6 +154,6 @@ def _block_json(block: Block, now_ms: int, by: str) -> dict[str, Any]:
                         "cacheCreationInputTokens": s.cache_creation, "cacheReadInputTokens": s.cache_read},
         "totalTokens": s.total_tokens, "costUSD": usd(s.cost), "models": sorted(block.group.models),
         "burnRate": rate, "projection": projection,
-        **{k: v for k, v in body.items() if k in ("requests", "costByCategory", "unpricedTokens",
+        **{k: v for k, v in body.items() if k in ("requests", "costByCategory", "costBySpeed", "unpricedTokens",
                                                  "modelBreakdowns", "breakdownBy", "breakdowns")},
     }  # fmt: skip

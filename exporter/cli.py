@@ -62,7 +62,7 @@ def load(config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Pa
             state_dir=(state_dir or default_state_dir(env)).expanduser(),
             roots=tuple(p.expanduser() for p in claude_dirs) or default_roots(env),
             timezone=timezone or default_timezone(env),
-            pricing_mode=mode or "calculate",
+            pricing_mode=mode or "auto",
         ))  # fmt: skip
     from exporter.config import ConfigError, load_settings
 
@@ -139,11 +139,12 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
 @click.option("--since", callback=_day, help="First local day, YYYY-MM-DD.")
 @click.option("--until", callback=_day, help="Last local day, YYYY-MM-DD.")
 @click.option("--json", "as_json", is_flag=True, help="JSON in ccusage's shape, plus our own fields.")
-@click.option("--by", type=click.Choice(["model", "category", "interaction", "project", "agent"]),
-              default="model", show_default=True, help="Label to break each row down by.")  # fmt: skip
+@click.option("--by", type=click.Choice(["model", "category", "interaction", "project", "agent", "speed"]),
+              default="model", show_default=True, help="Label to break rows down by (speed: fast mode).")  # fmt: skip
 @click.option("--breakdown", is_flag=True, help="Show the breakdown rows in the table.")
-@click.option("--mode", type=click.Choice(["calculate", "reported"]), default=None,
-              help="Cost from token prices, or as the source reported it where it did.")  # fmt: skip
+@click.option("--mode", type=click.Choice(["auto", "calculate", "reported"]), default=None,
+              help="Cost as the source reported it where it did, else from token prices (auto, the default);"
+              " always from token prices (calculate); or only as reported (reported).")  # fmt: skip
 @click.option("--start-of-week", type=click.Choice(["monday", "sunday"]), default="sunday", show_default=True)
 @common
 def report(kind: str, since: date | None, until: date | None, as_json: bool, by: str, breakdown: bool,
@@ -221,17 +222,21 @@ def explain(path: Path, as_json: bool, **opts: Any) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @common
 def pricing(model: str | None, as_json: bool, **opts: Any) -> None:
-    """The prices in use (USD per million tokens) and where they come from."""
+    """The prices in use (USD per million tokens) and where they come from, fast mode's where known."""
     from exporter.render import print_pricing, quote_json
 
     pricer = load(**opts).pricer
-    quotes = pricer.known_models() if model is None else [pricer.describe(model)]
-    if model is not None and quotes[0] is None:
-        raise click.ClickException(f"no price known for {model!r}: its tokens are counted as unpriced")
-    if as_json:
-        emit([quote_json(q) for q in quotes])
+    if model is None:
+        pairs = pricer.price_list()
     else:
-        print_pricing(quotes)
+        standard = pricer.describe(model)
+        if standard is None:
+            raise click.ClickException(f"no price known for {model!r}: its tokens are counted as unpriced")
+        pairs = [(standard, pricer.describe(model, "fast"))]
+    if as_json:
+        emit([quote_json(standard, fast) for standard, fast in pairs])
+    else:
+        print_pricing(pairs)
 
 
 @main.command("check-config")

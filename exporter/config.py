@@ -182,10 +182,15 @@ class LongContextTier(_Rates):
 class PriceOverride(_Rates):
     model: str = Field(min_length=1)  # an id or a glob such as "claude-opus-4-8*"
     long_context: LongContextTier | None = None
+    # Fast mode at these rates times this; without it, fast requests of matching models are unpriced.
+    fast_multiplier: Decimal | None = Field(default=None, gt=0)
 
 
 class PricingSettings(_Strict):
-    mode: Literal["calculate", "reported"] = "calculate"
+    # auto: a line's own costUSD (Claude Code before 1.0.9) or an OTLP event's cost_usd where there is one,
+    # else the cost from tokens, as ccusage's default; calculate: always from tokens; reported: only the
+    # source's own cost (requests without one are unpriced).
+    mode: Literal["auto", "calculate", "reported"] = "auto"
     overrides: tuple[PriceOverride, ...] = ()
 
 
@@ -210,9 +215,7 @@ def _duplicate_names(budgets: object) -> list[tuple[tuple[int | str, ...], str]]
     for i, budget in enumerate(budgets if isinstance(budgets, list | tuple) else []):
         name = budget.get("name") if isinstance(budget, dict) else getattr(budget, "name", None)
         if isinstance(name, str) and name in seen:
-            found.append(
-                (("budgets", i, "name"), f"duplicate budget name {name!r} (also budgets.{seen[name]})")
-            )
+            found.append((("budgets", i, "name"), f"duplicate budget name {name!r} (also budgets.{seen[name]})"))
         elif isinstance(name, str):
             seen[name] = i
     return found

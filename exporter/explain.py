@@ -1,4 +1,4 @@
-"""`explain PATH`: each request of one transcript, its merged tokens, cost, classification, and
+"""`explain PATH`: each request of one transcript, its merged tokens, speed, cost, classification, and
 whether it is a copy of a request first seen elsewhere (a fork or a side-question replay).
 """
 
@@ -44,11 +44,13 @@ def explain_file(path: Path, ledger: Ledger, enrich: Enrich) -> list[dict[str, A
             "requestId": here.request_id,
             "timestamp": iso(here.ts),
             "model": here.model,
+            "speed": here.speed,  # "fast": priced at fast mode's rates, or unpriced where they are unknown
             "agent": here.agent,
             "tokens": here.tokens._asdict(),
             "webSearchRequests": here.web_search,
             "tools": sorted(here.tools),
-            "cost": None if request.cost is None else request.cost / 1e9,
+            "cost": None if request.cost is None else request.cost / 1e9,  # from tokens
+            "reportedCost": None if here.reported_cost is None else here.reported_cost / 1e9,  # costUSD
             "interaction": request.interaction,
             "category": request.category,
             "duplicate": _duplicate(here, first),

@@ -1,17 +1,22 @@
 """Prices one request from its token counts: a config override if one matches, else the rates bundled
 in the pinned `genai-prices` package (read offline, never updated from the network). An unknown
 model gets no price (None), never a guessed one; money stays an exact Decimal.
+
+Fast mode (`speed: "fast"`) is priced from genai-prices' fast variant where it has one, else from
+Anthropic's published multiplier in `data/fast_prices.toml`; with neither, the request is unpriced.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from fnmatch import fnmatchcase
-from functools import cached_property
+from functools import cache, cached_property
+from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +28,9 @@ if TYPE_CHECKING:
 SOURCE = "genai-prices"
 PROVIDER = "anthropic"
 # Bump when the arithmetic below changes, so the ledger's stored fingerprint goes stale and it reprices.
-_FORMULA = "2"
+_FORMULA = "3"  # 3: fast mode priced at its own rates, or not at all
 _EPOCH = date(1970, 1, 1)
+STANDARD, FAST = "standard", "fast"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,17 @@ class Rates:
         object.__setattr__(self, "_scaled", tuple(scaled))
         object.__setattr__(self, "_places", places)
 
+    def times(self, factor: Decimal) -> Rates:
+        """Every token rate times `factor`; web search keeps its price (fast mode speeds up tokens only)."""
+        return Rates(
+            _plain(self.input * factor),
+            _plain(self.output * factor),
+            _plain(self.cache_read * factor),
+            _plain(self.cache_write_5m * factor),
+            _plain(self.cache_write_1h * factor),
+            self.web_search_per_1k,
+        )
+
     def cost(self, tokens: Tokens, web_search_requests: int) -> Decimal:
         i, o, r, w5, w1, ws = self._scaled
         units = (
@@ -82,6 +99,10 @@ class Quote:
     long_context_threshold: int | None = None
     long_context: Rates | None = None
 
+    def times(self, factor: Decimal, source: str) -> Quote:
+        long_context = None if self.long_context is None else self.long_context.times(factor)
+        return replace(self, rates=self.rates.times(factor), source=source, long_context=long_context)
+
     def cost(self, tokens: Tokens, web_search_requests: int = 0) -> Decimal:
         rates = self.rates
         if self.long_context is not None and tokens.context > (self.long_context_threshold or 0):
@@ -91,7 +112,11 @@ class Quote:
 
 @dataclass(frozen=True, slots=True)
 class Override:
-    """A config override: per-MTok USD rates for every model matching a glob, at every speed."""
+    """A config override: per-MTok USD rates for every model matching a glob.
+
+    It prices standard requests; fast ones at its rates times `fast_multiplier`, and without one they are
+    unpriced: an override says the bundled prices are wrong for these models, fast ones included.
+    """
 
     model: str  # glob, e.g. "claude-opus-4-8*"; matched case-insensitively
     input: Decimal
@@ -102,15 +127,27 @@ class Override:
     long_context_threshold: int | None = None
     long_context: Rates | None = None
     web_search_per_1k: Decimal = Decimal(10)
+    fast_multiplier: Decimal | None = None
 
     def __post_init__(self) -> None:
         if (self.long_context_threshold is None) != (self.long_context is None):
             raise ValueError(f"override {self.model!r}: long_context and its threshold go together")
+        if self.fast_multiplier is not None and not (self.fast_multiplier.is_finite() and self.fast_multiplier > 0):
+            raise ValueError(f"override {self.model!r}: fast_multiplier must be a positive number")
 
     def matches(self, model: str) -> bool:
         return fnmatchcase(model.lower(), self.model.lower())
 
-    def quote(self) -> Quote:
+    def quote(self, speed: str = STANDARD) -> Quote | None:
+        """The override's quote at `speed`, or None where it gives no price for that speed."""
+        standard = self._standard()
+        if speed == STANDARD:
+            return standard
+        if speed == FAST and self.fast_multiplier is not None:
+            return standard.times(self.fast_multiplier, f"{standard.source} × {self.fast_multiplier} fast mode")
+        return None
+
+    def _standard(self) -> Quote:
         rates = Rates(
             self.input,
             self.output,
@@ -162,7 +199,8 @@ class Pricer:
 
     @cached_property
     def fingerprint(self) -> str:
-        data = "\n".join([_FORMULA, f"{SOURCE} {self.version}", *map(repr, self._overrides)])
+        # The fast-mode table is price data too: editing it must reprice the ledger.
+        data = "\n".join([_FORMULA, f"{SOURCE} {self.version}", _fast_text(), *map(repr, self._overrides)])
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
     def price(
@@ -170,10 +208,10 @@ class Pricer:
         model: str,
         tokens: Tokens,
         web_search_requests: int = 0,
-        speed: str = "standard",
+        speed: str = STANDARD,
         at: datetime | None = None,
     ) -> Decimal | None:
-        """USD for one request, or None for an unknown model.
+        """USD for one request, or None for an unknown model (or a speed with no known price for it).
 
         `at` is when the request was made (None: the newest rates); it matters only for the few
         models whose bundled prices changed on a date (Opus 4.6 and Sonnet 4.6 lost their
@@ -182,7 +220,7 @@ class Pricer:
         quote = self.describe(model, speed, at)
         return None if quote is None else quote.cost(tokens, web_search_requests)
 
-    def describe(self, model: str, speed: str = "standard", at: datetime | None = None) -> Quote | None:
+    def describe(self, model: str, speed: str = STANDARD, at: datetime | None = None) -> Quote | None:
         key = (model, speed)
         try:
             timeline = self._timelines[key]
@@ -213,17 +251,27 @@ class Pricer:
 
     def known_models(self) -> list[Quote]:
         """Overrides first (they win), then every Anthropic model in the bundled data, at its newest rates."""
-        quotes = [override.quote() for override in self._overrides]
+        return [standard for standard, _ in self.price_list()]
+
+    def price_list(self) -> list[tuple[Quote, Quote | None]]:
+        """As `known_models`, each with its fast-mode quote (None where fast mode has no known price)."""
+        pairs: list[tuple[Quote, Quote | None]] = []
+        for override in self._overrides:
+            standard = override.quote()
+            assert standard is not None
+            pairs.append((standard, override.quote(FAST)))
         for info in self._anthropic().models:
-            timeline = self._timeline(info, "standard")
+            timeline = self._timeline(info, STANDARD)
             if timeline is not None:
-                quotes.append(timeline[-1][1])
-        return quotes
+                fast = self._timeline(info, FAST)
+                pairs.append((timeline[-1][1], None if fast is None else fast[-1][1]))
+        return pairs
 
     def _lookup(self, model: str, speed: str) -> _Timeline | None:
         for override in self._overrides:
             if override.matches(model):
-                return ((_EPOCH, override.quote()),)
+                quote = override.quote(speed)
+                return None if quote is None else ((_EPOCH, quote),)
         info = self._anthropic().find_model(model)
         return None if info is None else self._timeline(info, speed)
 
@@ -237,9 +285,30 @@ class Pricer:
         return self._provider
 
     def _timeline(self, info: ModelInfo, speed: str) -> _Timeline | None:
-        # genai-prices keys premium speeds as a price variant {"speed": "fast"}; a model without one
-        # (Opus 4.6 in 0.2.3) gets its standard rates back, so fast mode there is priced as standard.
-        context = None if speed == "standard" else {"speed": speed}
+        if speed == STANDARD:
+            return self._bundled(info, None)
+        # genai-prices keys premium speeds as a price variant {"speed": "fast"}, and hands a model without
+        # one its standard rates back: asked for a speed it lacks, it must not be asked at all.
+        if any(v.when == {"speed": speed} for v in info.price_variants or ()):
+            variant = self._bundled(info, {"speed": speed})
+            return (
+                None
+                if variant is None
+                else tuple(
+                    (since, replace(quote, source=f"{quote.source} {speed} variant")) for since, quote in variant
+                )
+            )
+        factor = fast_multipliers().get(info.id) if speed == FAST else None
+        standard = self._bundled(info, None) if factor is not None else None
+        if factor is None or standard is None:
+            return None  # an unknown speed, or fast mode with no known price: unpriced, never standard
+        multiplier, url = factor
+        return tuple(
+            (since, quote.times(multiplier, f"{quote.source} × {multiplier} fast mode ({url})"))
+            for since, quote in standard
+        )
+
+    def _bundled(self, info: ModelInfo, context: dict[str, str] | None) -> _Timeline | None:
         starts = {_EPOCH} | _price_change_dates(info)
         timeline: list[tuple[date, Quote]] = []
         for since in sorted(starts):
@@ -253,6 +322,26 @@ class Pricer:
             if not timeline or timeline[-1][1] != quote:
                 timeline.append((since, quote))
         return tuple(timeline)
+
+
+_FAST_PRICES = "fast_prices.toml"
+
+
+def _fast_text() -> str:
+    return (files("exporter") / "data" / _FAST_PRICES).read_text(encoding="utf-8")
+
+
+@cache
+def fast_multipliers() -> dict[str, tuple[Decimal, str]]:
+    """genai-prices model id -> (fast-mode multiplier of its standard rates, the page that publishes it)."""
+    table = tomllib.loads(_fast_text())["fast"]
+    return {model: (Decimal(str(entry["multiplier"])), entry["source"]) for model, entry in table.items()}
+
+
+def _plain(value: Decimal) -> Decimal:
+    """`value` without trailing zeros (6 × 0.50 is 3, not 3.00), never in exponent form (30, not 3E+1)."""
+    value = value.normalize()
+    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
 
 
 # Long-context tiers the bundled data lacks, at Anthropic's list prices (genai-prices 0.2.3 has none for

@@ -75,8 +75,11 @@ def category_line(totals: dict[str, Any]) -> str:
     total = totals["totalCost"] or 1.0
     parts = [f"{c} {money(v)} ({v / total:.0%})" for c, v in totals["costByCategory"].items()]
     line = "By category: " + " · ".join(parts)
+    fast = totals.get("costBySpeed", {}).get("fast", 0.0)
+    if fast:
+        line += f"\nFast mode: {money(fast)} ({fast / total:.0%})"
     if totals.get("unpricedTokens"):
-        line += f"\n[yellow]{n(totals['unpricedTokens'])} tokens of unknown models are not priced[/yellow]"
+        line += f"\n[yellow]{n(totals['unpricedTokens'])} tokens of unknown models or speeds are not priced[/yellow]"
     return line
 
 
@@ -88,36 +91,51 @@ def print_explain(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         t = r["tokens"]
         cost = "unpriced" if r["cost"] is None else f"${r['cost']:.6f}"
-        model = r["model"] + (f"\n[yellow]switch {r['modelSwitch']}[/yellow]" if r.get("modelSwitch") else "")
+        if r.get("reportedCost") is not None:  # a line's own costUSD, which `auto` reports
+            cost += f"\n(line says ${r['reportedCost']:.6f})"
+        model = r["model"] + (" [bold](fast)[/bold]" if r.get("speed") == "fast" else "")
+        model += f"\n[yellow]switch {r['modelSwitch']}[/yellow]" if r.get("modelSwitch") else ""
         table.add_row(str(r["line"]), r["timestamp"][:19], model, r["agent"], n(t["input"]), n(t["output"]),
                       n(t["cache_read"]), n(t["cache_write_5m"]), n(t["cache_write_1h"]), cost,
                       r["interaction"], r["category"], r["duplicate"])  # fmt: skip
     Console().print(table)
 
 
-def quote_json(quote: Any) -> dict[str, Any]:
+def quote_json(quote: Any, fast: Any = None) -> dict[str, Any]:
+    """One model's prices; `fast` holds its fast-mode prices, null where fast mode has no known price."""
+
     def rates(r: Any) -> dict[str, str]:
         return {k: str(getattr(r, k)) for k in ("input", "output", "cache_read", "cache_write_5m",
                                                  "cache_write_1h", "web_search_per_1k")}  # fmt: skip
 
-    out = {"model": quote.model, "name": quote.name, "source": quote.source, "rates": rates(quote.rates)}
-    if quote.long_context is not None:
-        out["longContext"] = {"aboveInputTokens": quote.long_context_threshold, **rates(quote.long_context)}
-    return out
+    def tiers(q: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": q.source, "rates": rates(q.rates)}
+        if q.long_context is not None:
+            out["longContext"] = {"aboveInputTokens": q.long_context_threshold, **rates(q.long_context)}
+        return out
+
+    return {"model": quote.model, "name": quote.name, **tiers(quote), "fast": None if fast is None else tiers(fast)}
 
 
-def print_pricing(quotes: list[Any]) -> None:
+def print_pricing(pairs: list[tuple[Any, Any]]) -> None:
     table = Table(title="Prices in use — USD per million tokens (web search per 1,000)")
     for name in ("Model", "Input", "Output", "Cache read", "Write 5m", "Write 1h", "Web search", "Source"):
         table.add_column(name, justify="left" if name in ("Model", "Source") else "right")
-    for q in quotes:
-        tiers = [(q.model, q.rates)]
-        if q.long_context is not None:
-            tiers.append((f"  above {q.long_context_threshold:,} input", q.long_context))
-        for label, r in tiers:
+    for standard, fast in pairs:
+        rows = _price_rows(standard.model, "  ", standard)
+        if fast is not None:
+            rows += _price_rows("  fast mode", "  fast mode ", fast)
+        for label, r, source in rows:
             table.add_row(label, str(r.input), str(r.output), str(r.cache_read), str(r.cache_write_5m),
-                          str(r.cache_write_1h), str(r.web_search_per_1k), q.source)  # fmt: skip
+                          str(r.cache_write_1h), str(r.web_search_per_1k), source)  # fmt: skip
     Console().print(table)
+
+
+def _price_rows(label: str, tier_prefix: str, quote: Any) -> list[tuple[str, Any, str]]:
+    rows = [(label, quote.rates, quote.source)]
+    if quote.long_context is not None:
+        rows.append((f"{tier_prefix}above {quote.long_context_threshold:,} input", quote.long_context, quote.source))
+    return rows
 
 
 def print_budgets(states: list[Any], zone: str) -> None:

@@ -1,7 +1,7 @@
 """Reports: ledger rows summed into local calendar periods, sessions and 5-hour blocks.
 
 The JSON keeps ccusage's shapes (so scripts written for ccusage keep working) and adds our own
-fields: requests, cost per category, unpriced tokens, and a breakdown by any label.
+fields: requests, cost per category and per speed (fast mode), unpriced tokens, and a breakdown by any label.
 Periods are computed in SQL from the zone's UTC offsets, so a warm report reads few rows.
 """
 
@@ -20,7 +20,10 @@ from exporter.ledger import Ledger
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 BLOCK_MS = 5 * HOUR_MS
-DIMENSIONS = ("model", "category", "interaction", "project", "agent")
+DIMENSIONS = ("model", "category", "interaction", "project", "agent", "speed")
+SPEEDS = ("standard", "fast")  # always listed in costBySpeed; any other speed seen is listed too
+# The cost each pricing mode reports, as SQL over the requests table (`cost` is always the one from tokens).
+COSTS = {"auto": "COALESCE(reported_cost, cost)", "calculate": "cost", "reported": "reported_cost"}
 PERIODS = {"daily": "date", "weekly": "week", "monthly": "month"}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _SUMS = (
@@ -74,15 +77,19 @@ class Group:
     sums: Sums = field(default_factory=Sums)
     models: dict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
     categories: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    speeds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     by: dict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
     first: int = 0
     last: int = 0
     project: str = "unknown"
 
-    def add(self, model: str, category: str, label: str, values: tuple[int | None, ...]) -> None:
+    def add(
+        self, model: str, category: str, label: str, values: tuple[int | None, ...], speed: str = "standard"
+    ) -> None:
         self.sums.add(values)
         self.models[model].add(values)
         self.categories[category] += values[4] or 0
+        self.speeds[speed] += values[4] or 0
         self.by[label].add(values)
 
     def to_json(self, by: str) -> dict[str, Any]:
@@ -92,11 +99,10 @@ class Group:
             "totalTokens": self.sums.total_tokens,
             "totalCost": usd(self.sums.cost),
             "modelsUsed": [m for m, _ in models],
-            "modelBreakdowns": [
-                {"modelName": m, **s.tokens_json(), "cost": usd(s.cost)} for m, s in models
-            ],
+            "modelBreakdowns": [{"modelName": m, **s.tokens_json(), "cost": usd(s.cost)} for m, s in models],
             "requests": self.sums.requests,
             "costByCategory": {c: usd(self.categories.get(c, 0)) for c in CATEGORIES},
+            "costBySpeed": by_speed(self.speeds),
             "unpricedTokens": self.sums.unpriced_tokens,
         }
         if by != "model":
@@ -116,12 +122,12 @@ class Query:
     since: date | None = None
     until: date | None = None
     by: str = "model"
-    mode: str = "calculate"  # or "reported": the source's own cost where it gave one
+    mode: str = "auto"  # a key of COSTS
     week_start: int = 6  # ccusage's default week starts on Sunday
 
     def __post_init__(self) -> None:
         # `by` and `mode` become SQL: only the known names may pass.
-        if self.by not in DIMENSIONS or self.mode not in ("calculate", "reported"):
+        if self.by not in DIMENSIONS or self.mode not in COSTS:
             raise ValueError(f"unknown breakdown {self.by!r} or cost mode {self.mode!r}")
 
     @property
@@ -131,7 +137,7 @@ class Query:
 
     @property
     def cost(self) -> str:
-        return "cost" if self.mode == "calculate" else "COALESCE(reported_cost, cost)"
+        return COSTS[self.mode]
 
     def bounds(self) -> tuple[int, int]:
         """UTC milliseconds [start, end) covering the local days since..until."""
@@ -142,6 +148,11 @@ class Query:
 
 def usd(nanos: int) -> float:
     return nanos / 1_000_000_000
+
+
+def by_speed(speeds: dict[str, int]) -> dict[str, float]:
+    """Cost per speed: standard and fast always, then any other speed a source reported."""
+    return {s: usd(speeds.get(s, 0)) for s in (*SPEEDS, *sorted(set(speeds) - set(SPEEDS)))}
 
 
 def local_midnight_ms(day: date, tz: ZoneInfo) -> int:
@@ -195,8 +206,8 @@ def local_day_sql(ledger: Ledger, q: Query, start: int, end: int) -> tuple[str, 
 def _rows(ledger: Ledger, q: Query, key_sql: str, key_params: list[Any]) -> Any:
     start, end = q.bounds()
     sql = (
-        f"SELECT {key_sql} AS k, model, category, {q.by}, {_SUMS.format(cost=q.cost)}"
-        f" FROM requests WHERE ts >= ? AND ts < ? GROUP BY k, model, category, {q.by}"
+        f"SELECT {key_sql} AS k, model, category, {q.by}, speed, {_SUMS.format(cost=q.cost)}"
+        f" FROM requests WHERE ts >= ? AND ts < ? GROUP BY k, model, category, {q.by}, speed"
     )
     return ledger.db.execute(sql, [*key_params, start, end])
 
@@ -206,9 +217,9 @@ def periods(ledger: Ledger, kind: str, q: Query) -> dict[str, Any]:
     start, end = q.bounds()
     day_sql, params = local_day_sql(ledger, q, start, end)
     groups: dict[str, Group] = defaultdict(Group)
-    for day_number, model, category, label, *values in _rows(ledger, q, day_sql, params):
+    for day_number, model, category, label, speed, *values in _rows(ledger, q, day_sql, params):
         day = date(1970, 1, 1) + timedelta(days=int(day_number))
-        groups[_period_key(kind, day, q.week_start)].add(model, category, str(label), tuple(values))
+        groups[_period_key(kind, day, q.week_start)].add(model, category, str(label), tuple(values), speed)
     return _document(PERIODS[kind], kind, groups, q.by)
 
 
@@ -223,12 +234,11 @@ def _period_key(kind: str, day: date, week_start: int) -> str:
 def sessions(ledger: Ledger, q: Query) -> dict[str, Any]:
     """`report session`: one row per Claude Code session, ordered by last activity."""
     groups: dict[str, Group] = defaultdict(Group)
-    for session, model, category, label, *values in _rows(ledger, q, "session_id", []):
-        groups[session].add(model, category, str(label), tuple(values))
+    for session, model, category, label, speed, *values in _rows(ledger, q, "session_id", []):
+        groups[session].add(model, category, str(label), tuple(values), speed)
     start, end = q.bounds()
     spans = ledger.db.execute(
-        "SELECT session_id, MIN(ts), MAX(ts), MIN(project) FROM requests WHERE ts >= ? AND ts < ?"
-        " GROUP BY session_id",
+        "SELECT session_id, MIN(ts), MAX(ts), MIN(project) FROM requests WHERE ts >= ? AND ts < ? GROUP BY session_id",
         (start, end),
     )
     for session, first, last, project in spans:
@@ -256,15 +266,19 @@ def _document(name: str, kind: str, groups: dict[str, Group], by: str) -> dict[s
 def _totals(groups: Iterable[Group]) -> dict[str, Any]:
     total = Sums()
     categories: dict[str, int] = defaultdict(int)
+    speeds: dict[str, int] = defaultdict(int)
     for g in groups:
         total.add(g.sums.values())
         for c, v in g.categories.items():
             categories[c] += v
+        for s, v in g.speeds.items():
+            speeds[s] += v
     return {
         **total.tokens_json(),
         "totalTokens": total.total_tokens,
         "totalCost": usd(total.cost),
         "requests": total.requests,
         "costByCategory": {c: usd(categories.get(c, 0)) for c in CATEGORIES},
+        "costBySpeed": by_speed(speeds),
         "unpricedTokens": total.unpriced_tokens,
     }

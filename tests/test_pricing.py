@@ -151,9 +151,67 @@ def test_fast_mode_uses_the_premium_rates_genai_prices_has_for_opus_48():
     assert Pricer().price("claude-opus-4-8", Tokens(input=1_000, output=1_000), speed="fast") == D("0.06")
 
 
-def test_fast_mode_on_opus_46_is_priced_as_standard_as_genai_prices_has_no_premium_for_it():
-    # 1000*5 + 1000*25 = 30000 / 1e6
-    assert Pricer().price("claude-opus-4-6", Tokens(input=1_000, output=1_000), speed="fast") == D("0.03")
+def test_fast_mode_on_opus_46_costs_six_times_its_standard_rates_cache_included():
+    # genai-prices 0.2.3 has no fast variant for Opus 4.6; Anthropic's fast-mode page prices it at 6x:
+    # 30 / 150 per MTok, cache reads 3, 5 m writes 37.5, 1 h writes 60 (caching multipliers stack).
+    tokens = Tokens(input=1_000, output=2_000, cache_read=50_000, cache_write_5m=10_000, cache_write_1h=4_000)
+    # 1000*30 + 2000*150 + 50000*3 + 10000*37.5 + 4000*60 = 30000+300000+150000+375000+240000 = 1095000 / 1e6
+    pricer = Pricer()
+    assert pricer.price("claude-opus-4-6", tokens, speed="fast") == D("1.095")
+    assert pricer.price("claude-opus-4-6", tokens, speed="fast") == 6 * pricer.price("claude-opus-4-6", tokens)
+
+
+def test_fast_mode_on_opus_46_above_200k_before_2026_03_13_costs_60_and_225():
+    # Anthropic's page: $60 / $225 above 200K input, 6x the then long-context tier (10 / 37.5); from
+    # 2026-03-13 on, the standard rates have no tier, and fast mode is 6x them across the whole window.
+    tokens = Tokens(input=300_000, output=1_000)
+    pricer = Pricer()
+    # 300000*60 + 1000*225 = 18000000+225000 = 18225000 / 1e6
+    assert pricer.price("claude-opus-4-6", tokens, speed="fast", at=datetime(2026, 2, 20, tzinfo=UTC)) == D("18.225")
+    # 300000*30 + 1000*150 = 9000000+150000 = 9150000 / 1e6
+    assert pricer.price("claude-opus-4-6", tokens, speed="fast", at=datetime(2026, 3, 13, tzinfo=UTC)) == D("9.15")
+
+
+def test_fast_mode_on_a_model_with_no_known_fast_price_is_unpriced_never_standard():
+    pricer = Pricer()
+    tokens = Tokens(input=1_000, output=1_000)
+    assert pricer.price("claude-opus-4-7", tokens, speed="fast") is None  # fast mode existed; no price published
+    assert pricer.price("claude-sonnet-4-5-20250929", tokens, speed="fast") is None
+    assert pricer.price("claude-opus-4-8", tokens, speed="turbo") is None  # a speed nobody prices
+    assert pricer.price("claude-opus-4-7", tokens) == D("0.03")  # standard is unaffected
+
+
+def test_describe_fast_names_the_multiplier_and_anthropics_page_as_source():
+    quote = Pricer().describe("claude-opus-4-6-20260205", "fast")
+    assert quote is not None
+    assert (quote.rates, quote.long_context, quote.source) == (
+        Rates(D(30), D(150), D(3), D("37.5"), D(60)),
+        None,
+        "genai-prices 0.2.3 × 6 fast mode (https://platform.claude.com/docs/en/build-with-claude/fast-mode)",
+    )
+    variant = Pricer().describe("claude-opus-4-8", "fast")
+    assert variant is not None and variant.source == "genai-prices 0.2.3 fast variant"
+
+
+def test_an_override_prices_fast_mode_only_with_its_fast_multiplier():
+    plain = opus_premium("claude-opus-4-6*")
+    with_fast = Override("claude-opus-4-6*", D(15), D(75), D("1.5"), D("18.75"), D(30), fast_multiplier=D(6))
+    tokens = Tokens(input=1_000, output=1_000)
+    # The override replaces the bundled prices, fast ones included: without a multiplier, fast is unknown.
+    assert Pricer([plain]).price("claude-opus-4-6", tokens, speed="fast") is None
+    # (1000*15 + 1000*75) * 6 = 540000 / 1e6
+    assert Pricer([with_fast]).price("claude-opus-4-6", tokens, speed="fast") == D("0.54")
+    assert Pricer([with_fast]).price("claude-opus-4-6", tokens) == D("0.09")
+    with pytest.raises(ValueError, match="fast_multiplier must be a positive number"):
+        Override("m", D(1), D(1), D(1), D(1), D(1), fast_multiplier=D(0))
+
+
+def test_price_list_pairs_each_model_with_its_fast_quote_where_one_is_known():
+    pairs = Pricer([opus_premium("claude-opus-4-6*")]).price_list()
+    fast = {standard.model: None if quote is None else quote.rates.input for standard, quote in pairs}
+    assert fast["claude-opus-4-6*"] is None  # the override has no fast multiplier
+    assert (fast["claude-opus-4-6"], fast["claude-opus-4-8"], fast["claude-opus-4-7"]) == (D(30), D(10), None)
+    assert fast["claude-sonnet-4-5"] is None
 
 
 def test_opus_46_long_context_tier_applies_only_to_requests_before_2026_03_13():
@@ -236,6 +294,8 @@ def test_fingerprint_changes_with_the_overrides_and_is_stable_otherwise():
     assert Pricer([opus_premium("claude-opus-4-7*")]).fingerprint not in {plain, one}
     cheaper = Override("claude-opus-4-8*", D(14), D(75), D("1.5"), D("18.75"), D(30))
     assert Pricer([cheaper]).fingerprint not in {plain, one}
+    fast = Override("claude-opus-4-8*", D(15), D(75), D("1.5"), D("18.75"), D(30), fast_multiplier=D(2))
+    assert Pricer([fast]).fingerprint not in {plain, one}
 
 
 def test_source_and_version_name_the_price_data():
@@ -273,12 +333,18 @@ WHEN = [datetime(2025, 6, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)]
 @pytest.mark.parametrize("speed", ["standard", "fast"])
 def test_every_bundled_claude_model_costs_what_genai_prices_own_calculator_says(speed):
     # genai-prices counts input as the total (cache included) and the 5 m write as its generic cache write.
+    # In fast mode only the models with a fast variant compare: for the others genai-prices answers with
+    # standard rates, where we price from Anthropic's multiplier (Opus 4.6) or not at all (tests above).
     from genai_prices import Usage, calc_price
 
     pricer = Pricer()
-    for quote in pricer.known_models():
+    compared = 0
+    for quote, fast in pricer.price_list():
         if "long-context list price" in quote.source:  # a tier we add (see the Sonnet 4 test): theirs has none
             continue
+        if speed == "fast" and (fast is None or not fast.source.endswith("fast variant")):
+            continue
+        compared += 1
         for tokens in MIXES:
             for at in WHEN:
                 usage = Usage(
@@ -298,6 +364,7 @@ def test_every_bundled_claude_model_costs_what_genai_prices_own_calculator_says(
                 ).total_price
                 ours = pricer.price(quote.model, tokens, web_search_requests=2, speed=speed, at=at)
                 assert (quote.model, tokens, at, ours) == (quote.model, tokens, at, theirs)
+    assert compared >= (5 if speed == "fast" else 20)  # Opus 4.8, 5, 5.5, Fable 5.2, Mythos 5.2 have variants
 
 
 def test_remembered_lookups_price_the_same_without_loading_the_price_data() -> None:

@@ -100,6 +100,7 @@ def test_the_daily_document_keeps_ccusages_shape_and_adds_our_fields(ledger: Cal
         ],
         "requests": 2,
         "costByCategory": {"direct_interaction": 0.0, "context_processing": float(haiku), "model_operation": 0.0},
+        "costBySpeed": {"standard": float(haiku), "fast": 0.0},
         "unpricedTokens": 15,
     }  # fmt: skip
     assert data["totals"]["totalCost"] == float(haiku)
@@ -113,10 +114,33 @@ def test_a_breakdown_by_project_lists_each_project(ledger: Callable[..., Ledger]
     assert [(b["name"], b["cost"], b["requests"]) for b in row["breakdowns"]] == [("web", 2.0, 2), ("acme", 1.0, 1)]
 
 
-def test_reported_mode_uses_the_sources_cost_where_it_has_one(ledger: Callable[..., Ledger]) -> None:
+def test_auto_mode_uses_the_sources_cost_where_it_has_one_and_reported_mode_only_that(
+    ledger: Callable[..., Ledger],
+) -> None:
     db = ledger(at("2026-05-01T10:00:00+00:00", reported_cost=Decimal("0.25")), at("2026-05-01T11:00:00+00:00"))
-    assert daily(db, mode="reported") == {"2026-05-01": 1.25}
+    assert daily(db) == daily(db, mode="auto") == {"2026-05-01": 1.25}  # auto is the default, as in ccusage
     assert daily(db, mode="calculate") == {"2026-05-01": 2.0}
+    assert daily(db, mode="reported") == {"2026-05-01": 0.25}
+    [row] = reports.periods(db, "daily", reports.Query(ZoneInfo("UTC"), mode="reported"))["daily"]
+    assert row["unpricedTokens"] == 1_000_000  # the request without a cost of its own
+
+
+def test_fast_mode_cost_is_split_out_per_row_and_in_the_totals_and_by_speed(ledger: Callable[..., Ledger]) -> None:
+    fast = Tokens(input=1_000_000)  # Opus 4.6: $5 per MTok standard, $30 fast
+    db = ledger(
+        at("2026-05-01T10:00:00+00:00"),
+        at("2026-05-01T11:00:00+00:00", model="claude-opus-4-6", tokens=fast, speed="fast"),
+        at("2026-05-01T12:00:00+00:00", model="claude-opus-4-6", tokens=fast),
+    )
+    data = reports.periods(db, "daily", reports.Query(ZoneInfo("UTC"), by="speed"))
+    [row] = data["daily"]
+    assert row["costBySpeed"] == data["totals"]["costBySpeed"] == {"standard": 6.0, "fast": 30.0}
+    assert [(b["name"], b["cost"], b["requests"]) for b in row["breakdowns"]] == [
+        ("fast", 30.0, 1),
+        ("standard", 6.0, 2),
+    ]
+    [block] = blocks.report(db, reports.Query(ZoneInfo("UTC")), now_ms=ms("2026-05-02T12:00:00+00:00"))["blocks"]
+    assert block["costBySpeed"] == {"standard": 6.0, "fast": 30.0}
 
 
 def test_sessions_report_first_and_last_activity(ledger: Callable[..., Ledger]) -> None:
