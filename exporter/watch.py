@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exporter.sources.files import Found
+from exporter.sources.files import SUBAGENTS, Found
 
 if TYPE_CHECKING:
     from exporter.serve import Daemon
@@ -54,15 +54,42 @@ def _stat(path: str) -> tuple[int, int]:
 
 
 def watch_targets(roots: tuple[Path, ...]) -> list[Path]:
-    """What to watch: each root's `projects` folder, else the root itself (to see `projects` appear)."""
+    """What to watch, each folder on its own (not recursively): the folders of Claude Code's layout
+    where a transcript, or a folder holding them, can appear: each root's `projects` folder (else
+    the root itself, to see `projects` appear), its project folders, their session folders, and
+    those sessions' `subagents` folders. A recursive watch would follow a symlink under `projects`
+    (to `/`, say) and watch the whole tree behind it."""
     targets = []
     for root in roots:
         projects = root / "projects"
-        if projects.is_dir():
-            targets.append(projects)
-        elif root.is_dir():
-            targets.append(root)
+        if not projects.is_dir():
+            if root.is_dir():
+                targets.append(root)
+            continue
+        targets.append(projects)
+        for project in _folders(projects):
+            targets.append(project)
+            for session in _folders(project):
+                targets.append(session)
+                if (session / SUBAGENTS).is_dir():
+                    targets.append(session / SUBAGENTS)
     return targets
+
+
+def _folders(folder: Path) -> list[Path]:
+    """The folders in `folder`, symlinks followed; nothing when it cannot be listed (the pass reports that)."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(folder / entry.name for entry in it if _is_dir(entry))
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop
+        return False
 
 
 def watch(daemon: Daemon, stop: threading.Event) -> None:
@@ -82,21 +109,26 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
     while not stop.is_set():
         targets = watch_targets(daemon.core.roots)
         if previous is not None and targets != previous:
-            daemon.changed()  # a root or projects folder appeared: what it holds is new
+            daemon.changed()  # a folder appeared: what it holds is new
         previous = targets
         if not targets:  # nothing there yet (a fresh machine): look again shortly
             stop.wait(daemon.options.poll_interval)
             continue
-        try:  # every 5 s without events, it looks whether a root's `projects` folder appeared
+        try:  # every 5 s without events, it looks whether a folder to watch appeared unseen
             for changes in watchfiles.watch(
                 *targets, watch_filter=transcripts, stop_event=stop, rust_timeout=5000, yield_on_timeout=True,
-                step=20, ignore_permission_denied=False, raise_interrupt=False,
+                step=20, ignore_permission_denied=False, raise_interrupt=False, recursive=False,
             ):  # fmt: skip
                 daemon.polling = daemon.options.poll  # the watch is up
                 if changes:
                     daemon.changed()
-                elif watch_targets(daemon.core.roots) != targets:
+                # a new folder is watched from now on: the watch starts again with it
+                if any(change == watchfiles.Change.added and not path.endswith(".jsonl") for change, path in changes):
                     break
+                if not changes and watch_targets(daemon.core.roots) != targets:
+                    break
+        except FileNotFoundError:  # a folder went between listing and watching: list again
+            stop.wait(0.1)
         except OSError as err:  # EACCES; ENOSPC when fs.inotify.max_user_watches is used up
             if not daemon.polling:
                 log.warning("cannot watch %s (%s): polling until it can", err.filename or targets, err.strerror or err)
