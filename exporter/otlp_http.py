@@ -2,6 +2,9 @@
 
 Bodies are read by hand (Content-Length or chunked, then gzip) so that every size limit holds while
 reading, not after; anything a client sends ends in an HTTP answer or a closed connection, never a crash.
+Memory is bounded: at most `max_bodies` bodies are read, inflated and decoded at once (each costs up to
+the raw body, the inflated body and its decoding, about 20 x `max_body_bytes` for JSON); the other
+connections (at most `max_connections`) wait for a turn holding only their headers.
 """
 
 from __future__ import annotations
@@ -9,20 +12,24 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import math
 import re
+import select
 import socket
+import ssl
 import threading
+import time
 import zlib
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from exporter import otlp
+from exporter.http import DEADLINE, MAX_CONNECTIONS, MAX_HEADER_BYTES, LimitedHandler, LimitedServer
 from exporter.otlp import Logs, OtlpError, Point
 
 log = logging.getLogger("claude_usage_exporter.otlp")
-TIMEOUT = 30.0  # seconds a client may stay silent mid-request
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODIES = 2  # bodies read and decoded at once: decoding holds the GIL, so more would only cost memory
 OUTCOMES = ("usage", "tool", "skipped", "malformed")
 Sink = Callable[[str, Logs | list[Point]], None]
 
@@ -30,6 +37,11 @@ _PATHS: dict[str, Literal["logs", "metrics"]] = {"/v1/logs": "logs", "/v1/metric
 _MAX_LINE = 1024  # a chunk-size or trailer line
 _MAX_TRAILERS = 64
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+# Each gzip member is fed from a small piece, doubling up to _FEED_MAX: what zlib copies out as unused
+# data past a member's end is then at most twice the member, so many tiny members cost linear time.
+_FEED_MIN, _FEED_MAX = 256, 64 * 1024
+_CHECK_EVERY = 64  # pieces inflated between two looks at the clock and at the client
+_HUNG_UP = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 
 
 class Stats:
@@ -65,21 +77,21 @@ class Stats:
                 self.records[outcome] += n
 
 
-class OtlpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
+class OtlpServer(LimitedServer):
     def __init__(self, address: tuple[str, int], sink: Sink, *, tokens: frozenset[str] = frozenset(),
-                 max_body_bytes: int = MAX_BODY_BYTES) -> None:  # fmt: skip
+                 max_body_bytes: int = MAX_BODY_BYTES, max_bodies: int = MAX_BODIES,
+                 max_connections: int = MAX_CONNECTIONS, deadline: float = DEADLINE,
+                 inflate_seconds: float = DEADLINE, max_header_bytes: int = MAX_HEADER_BYTES) -> None:  # fmt: skip
         if any(not token.strip() for token in tokens):
             raise ValueError("an empty bearer token would let any client in")
         self.sink, self.max_body_bytes, self.stats = sink, max_body_bytes, Stats()
+        self.inflate_seconds = inflate_seconds
+        self.bodies = threading.BoundedSemaphore(max_bodies)
         self.tokens = tuple(token.encode() for token in tokens)
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, max_connections=max_connections, deadline=deadline,
+                         max_header_bytes=max_header_bytes)  # fmt: skip
 
     @property
     def url(self) -> str:
@@ -127,27 +139,26 @@ class _Gone(Exception):
     """The client went away or stalled mid-body: nothing to answer."""
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LimitedHandler):
     server: OtlpServer
-    timeout = TIMEOUT
-    disable_nagle_algorithm = True  # headers and body are two writes; see http.py
-    protocol_version = "HTTP/1.1"  # keep-alive: Claude Code reuses its connection for every export
-    server_version = "claude-usage-exporter"
-    _consumed = False  # whether the request body was read: if not, the connection cannot be reused
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+    # HTTP/1.1 (from LimitedHandler) keeps connections alive: Claude Code reuses its connection for every export.
 
     def do_POST(self) -> None:
         self.server.stats.received()
-        self._consumed = False
         try:
             kind = self._route()
             self._authorize()
             media = otlp.media_type(self.headers.get("Content-Type"))
-            body = self._body()
-            decoded = _decode(kind, body, media)
-            self._deliver(kind, decoded)
+            # Waiting for a turn costs this connection its headers only; the body stays in the socket.
+            if not self.server.bodies.acquire(timeout=self.seconds_left()):
+                raise _Refused(503, "too many exports at once; retry later", {"Retry-After": "1"})
+            try:
+                body = self._body()
+                decoded = _decode(kind, body, media)
+                del body  # the decoded records are what the sink keeps
+                self._deliver(kind, decoded)
+            finally:
+                self.server.bodies.release()
         except _Gone:
             self.close_connection = True
             return
@@ -162,7 +173,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         self.server.stats.received()
-        self._consumed = self.headers.get("Content-Length", "0") == "0" and "Transfer-Encoding" not in self.headers
         try:
             self._route()
         except _Refused as e:
@@ -171,6 +181,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._refuse(405, f"use POST for {self.path}", {"Allow": "POST"})
 
     do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # Refusals of the HTTP layer itself (framing, header size) count like the receiver's own.
+        self.server.stats.received()
+        self.server.stats.refused_with(code)
+        super().send_error(code, message, explain)
 
     def _route(self) -> Literal["logs", "metrics"]:
         kind = _PATHS.get(self.path.split("?", 1)[0])
@@ -200,14 +216,14 @@ class _Handler(BaseHTTPRequestHandler):
         if transfer and transfer != "chunked":
             raise _Refused(501, f"unsupported transfer encoding {transfer!r}")
         raw = self._read_chunked(limit) if transfer else self._read_sized(limit)
-        self._consumed = True
-        return _gunzip(raw, limit) if encoding == "gzip" else raw
+        self.unread = False
+        if encoding != "gzip":
+            return raw
+        return gunzip(raw, limit, time.monotonic() + self.server.inflate_seconds, lambda: client_gone(self.connection))
 
     def _read_sized(self, limit: int) -> bytes:
-        declared = (self.headers.get("Content-Length") or "0").strip()
-        if not (declared.isascii() and declared.isdigit()):
-            raise _Refused(400, f"invalid Content-Length {declared!r}")
-        length = int(declared)
+        # LimitedHandler refused a Content-Length that is not digits, or not the same each time.
+        length = int((self.headers.get("Content-Length") or "0").split(",")[0])
         if length > limit:
             raise _Refused(413, f"body of {length} bytes over the limit of {limit}")
         return self._read(length)
@@ -248,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read(self, size: int) -> bytes:
         try:
             data = self.rfile.read(size)
-        except OSError:  # a timeout included: a client silent for TIMEOUT seconds is gone
+        except OSError:  # a timeout included: a client that has not sent its request within the deadline is gone
             raise _Gone from None
         if len(data) < size:
             raise _Gone
@@ -273,11 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        if not self._consumed:
-            # What is left of the body would be read as the next request: end the connection instead.
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
+        self.end_headers()  # with Connection: close if the body was not read (see LimitedHandler)
         if self.command != "HEAD":
             try:
                 self.wfile.write(body)
@@ -295,25 +307,52 @@ def _decode(kind: str, body: bytes, media: str) -> Logs | list[Point]:
         raise OtlpError(f"could not decode the body: {type(e).__name__}") from None
 
 
-def _gunzip(data: bytes, limit: int) -> bytes:
+def gunzip(data: bytes, limit: int, deadline: float = math.inf, gone: Callable[[], bool] = lambda: False) -> bytes:
     """The gzip body `data` (members concatenated, as gzip allows) inflated to at most `limit` bytes.
 
-    Inflating stops at limit + 1 bytes, so a small bomb costs no more memory than an honest large body.
+    Inflating stops at limit + 1 bytes, so a small bomb costs no more memory than an honest large body;
+    time is linear in `data` however many members it has, and inflating stops when `deadline`
+    (time.monotonic()) passes or `gone()` says the client left.
     """
-    parts: list[bytes] = []
-    size = 0
-    while True:
+    view = memoryview(data)
+    out = bytearray()
+    at = pieces = 0
+    while True:  # one member a turn
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            part = inflater.decompress(data, limit + 1 - size)
-        except zlib.error as e:
-            raise _Refused(400, f"invalid gzip body: {e}") from None
-        size += len(part)
-        if size > limit:
-            raise _Refused(413, f"body inflates to over the limit of {limit} bytes")
-        parts.append(part)
-        if not inflater.eof:  # output was not cut short (else over the limit), so the input ran out
-            raise _Refused(400, "invalid gzip body: truncated")
-        data = inflater.unused_data
-        if not data:
-            return b"".join(parts)
+        feed = _FEED_MIN
+        while not inflater.eof:
+            pieces += 1
+            if pieces % _CHECK_EVERY == 0:
+                if gone():
+                    raise _Gone
+                if time.monotonic() > deadline:
+                    raise _Refused(503, "the body took too long to inflate; retry later")
+            if at >= len(view):
+                raise _Refused(400, "invalid gzip body: truncated")
+            piece = view[at : at + feed]
+            at += len(piece)
+            try:
+                out += inflater.decompress(piece, limit + 1 - len(out))
+            except zlib.error as e:
+                raise _Refused(400, f"invalid gzip body: {e}") from None
+            if len(out) > limit:  # else the output was not cut short, so the whole piece was taken
+                raise _Refused(413, f"body inflates to over the limit of {limit} bytes")
+            feed = min(2 * feed, _FEED_MAX)
+        at -= len(inflater.unused_data)  # what followed the member's end in the last piece
+        if at >= len(view):
+            return bytes(out)
+
+
+def client_gone(connection: socket.socket) -> bool:
+    """Whether the peer of `connection` has closed it (or reset it); never waits."""
+    poller = select.poll()
+    poller.register(connection, select.POLLIN | _HUNG_UP)
+    events = sum(event for _, event in poller.poll(0))
+    if events & _HUNG_UP:
+        return True
+    if not events & select.POLLIN or isinstance(connection, ssl.SSLSocket):
+        return False
+    try:  # without POLLRDHUP (not Linux), an end of stream is only readable: peek at it
+        return connection.recv(1, socket.MSG_PEEK) == b""  # readable, so this does not wait
+    except OSError:
+        return True
