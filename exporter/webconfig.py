@@ -11,8 +11,10 @@ import hashlib
 import re
 import ssl
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -80,8 +82,6 @@ _HEADERS: dict[str, tuple[str, ...]] = {  # name -> allowed values (empty: any)
 }
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
 _CACHE_SIZE = 1024  # successful (user, password) checks remembered per WebConfig
-# One bcrypt check at a time, as exporter-toolkit does, so a flood of bad logins cannot take every CPU.
-_BCRYPT_LOCK = threading.Lock()
 
 
 class WebConfigError(ConfigError):
@@ -141,12 +141,25 @@ def _decoy_hash(cost: int) -> bytes:
     return bcrypt.hashpw(b"decoy password", bcrypt.gensalt(rounds=cost))
 
 
+@functools.cache
+def _decoy_seconds(cost: int) -> float:
+    """How long one wrong-password check at this cost takes on this machine, measured once."""
+    started = time.perf_counter()
+    _checkpw(b"not the decoy password", _decoy_hash(cost))
+    return time.perf_counter() - started
+
+
+def _decoy_wait(cost: int) -> None:
+    """An unknown user is answered after as long as a wrong password takes, without the CPU it costs:
+    a flood of made-up names then burns nothing and holds up no one."""
+    time.sleep(_decoy_seconds(cost))
+
+
 def _checkpw(password: bytes, hashed: bytes) -> bool:
-    with _BCRYPT_LOCK:
-        try:
-            return bcrypt.checkpw(password[:72], hashed)  # bcrypt reads 72 bytes at most, as Go's bcrypt does
-        except ValueError:
-            return False
+    try:
+        return bcrypt.checkpw(password[:72], hashed)  # bcrypt reads 72 bytes at most, as Go's bcrypt does
+    except ValueError:
+        return False
 
 
 def _basic_credentials(authorization: str | None) -> bytes | None:
@@ -166,8 +179,14 @@ class WebConfig:
     tls: ssl.SSLContext | None = None  # None: plain HTTP
     users: Mapping[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash; empty: no authentication
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
+    check: Callable[[bytes, bytes], bool] = field(default=_checkpw, repr=False, compare=False)  # password, hash
+    decoy: Callable[[int], None] = field(default=_decoy_wait, repr=False, compare=False)  # the cost of the hashes
     _good: OrderedDict[bytes, None] = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    # user name -> its lock and how many requests hold or wait for it; gone when none does
+    _names: dict[bytes, tuple[threading.Lock, list[int]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def authorized(self, authorization: str | None) -> bool:
         """Whether the raw `Authorization` header lets the request in (always, when no users are configured)."""
@@ -186,16 +205,34 @@ class WebConfig:
             hashed = self.users.get(user.decode())
         except UnicodeDecodeError:
             hashed = None
-        if hashed is None:  # still pay for one bcrypt check, so failures do not tell which users exist
-            _checkpw(password, _decoy_hash(max(int(h[4:6]) for h in self.users.values())))
-            return False
-        if not _checkpw(password, hashed):
-            return False
+        with self._one_at_a_time(user):
+            if hashed is None:  # as slow as a wrong password, so failures do not tell which users exist
+                self.decoy(max(int(h[4:6]) for h in self.users.values()))
+                return False
+            if not self.check(password, hashed):
+                return False
         with self._lock:
             self._good[key] = None
             if len(self._good) > _CACHE_SIZE:
                 self._good.popitem(last=False)
         return True
+
+    @contextmanager
+    def _one_at_a_time(self, user: bytes) -> Iterator[None]:
+        """Checks for one user name (known or not, alike) run one at a time, so a flood of guesses
+        takes at most one CPU and waits behind itself; other users' logins never queue behind it
+        (exporter-toolkit's single bcrypt mutex made every login wait for every guess)."""
+        with self._lock:
+            lock, holders = self._names.setdefault(user, (threading.Lock(), [0]))
+            holders[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                holders[0] -= 1
+                if not holders[0]:
+                    del self._names[user]
 
 
 def _read(path: Path) -> dict[Any, Any]:

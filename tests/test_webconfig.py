@@ -15,6 +15,7 @@ from exporter import webconfig
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 BAD = Path(__file__).parent / "fixtures" / "bad-web-configs"
+WAIT = 30.0  # seconds before a test gives up on a thread (a limit, never a pause)
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4))
 ALLOWED = (
     "Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options, X-XSS-Protection, Content-Security-Policy"
@@ -317,10 +318,74 @@ def test_wrong_passwords_are_checked_every_time(checks):
     assert checks == [(b"wrong", HASH), (b"wrong", HASH)]
 
 
-def test_an_unknown_user_costs_one_bcrypt_check_like_a_wrong_password(checks):
-    assert WebConfig(users={"alice": HASH}).authorized(basic("mallory", "secret")) is False
-    assert [(password, hashed[:7]) for password, hashed in checks] == [(b"secret", b"$2b$04$")]
-    assert checks[0][1] != HASH
+def test_an_unknown_user_waits_as_long_as_a_wrong_password_without_a_bcrypt_check(checks):
+    waits: list[int] = []
+    assert WebConfig(users={"alice": HASH}, decoy=waits.append).authorized(basic("mallory", "secret")) is False
+    assert (waits, checks) == ([4], [])  # the cost of the configured hashes; no CPU spent on a made-up name
+
+
+def test_the_decoy_wait_is_one_wrong_password_check_at_that_cost_measured_once(checks):
+    webconfig._decoy_seconds.cache_clear()
+    assert webconfig._decoy_seconds(4) == webconfig._decoy_seconds(4) > 0
+    assert [(password, hashed[:7]) for password, hashed in checks] == [(b"not the decoy password", b"$2b$04$")]
+
+
+@pytest.fixture
+def held(monkeypatch) -> Iterator[threading.Event]:
+    """bcrypt.checkpw blocks on the password "guess" until the event is set; set once it is entered."""
+    entered, release = threading.Event(), threading.Event()
+    checkpw = bcrypt.checkpw
+
+    def holding(password: bytes, hashed: bytes) -> bool:
+        if password == b"guess":
+            entered.set()
+            release.wait(WAIT)
+        return checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", holding)
+    yield entered
+    release.set()
+
+
+def authorize_in_thread(config: WebConfig, header: str) -> list[bool]:
+    """What `authorized` answered, or nothing when it did not answer within WAIT (a limit, not a pause)."""
+    answers: list[bool] = []
+    thread = threading.Thread(target=lambda: answers.append(config.authorized(header)), daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    return answers
+
+
+def test_a_login_is_not_held_up_while_a_guess_for_another_user_is_checked(held):
+    config = WebConfig(users={"alice": HASH, "bob": HASH})
+    guessing = threading.Thread(target=config.authorized, args=(basic("alice", "guess"),), daemon=True)
+    guessing.start()
+    assert held.wait(WAIT)
+    assert authorize_in_thread(config, basic("bob", "secret")) == [True]
+
+
+def test_an_unknown_user_is_not_held_up_while_a_guess_for_a_known_one_is_checked(held):
+    config = WebConfig(users={"alice": HASH}, decoy=lambda cost: None)
+    guessing = threading.Thread(target=config.authorized, args=(basic("alice", "guess"),), daemon=True)
+    guessing.start()
+    assert held.wait(WAIT)
+    assert authorize_in_thread(config, basic("mallory", "secret")) == [False]
+
+
+def test_good_credentials_seen_before_are_let_in_while_a_guess_for_the_same_user_is_checked(held):
+    config = WebConfig(users={"alice": HASH})
+    assert config.authorized(basic("alice", "secret"))
+    guessing = threading.Thread(target=config.authorized, args=(basic("alice", "guess"),), daemon=True)
+    guessing.start()
+    assert held.wait(WAIT)
+    assert authorize_in_thread(config, basic("alice", "secret")) == [True]
+
+
+def test_no_user_lock_outlives_the_checks_that_needed_it():
+    config = WebConfig(users={"alice": HASH}, decoy=lambda cost: None)
+    for user in ("alice", "mallory", "alice"):
+        config.authorized(basic(user, "wrong"))
+    assert config._names == {}
 
 
 def test_the_cache_of_good_credentials_is_bounded(checks, monkeypatch):
