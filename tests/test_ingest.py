@@ -170,6 +170,70 @@ def test_a_later_provisional_copy_never_lowers_the_final_usage(app: App, root: P
     assert tokens_by_key(app.ledger) == {"msg_A": TOKENS["msg_A"]}
 
 
+# --- what one pass reads ---------------------------------------------------------------------------
+
+
+def test_a_pass_reads_to_the_last_complete_line_as_found_not_the_lines_appended_while_it_reads(root: Path) -> None:
+    path = append(root / "projects/p/s1.jsonl", A, B[:300])
+    units = ingest_module.plan(fs.discover([root]), {}, [])
+    append(path, B[300:], C)  # the writer finishes B and adds C while the pass reads
+    parsed = [ingest_module.parse_unit(unit) for unit in units]
+    assert [(sorted(r.key for r in p.requests), p.ends) for p in parsed] == [
+        (["msg_A"], [(len(A), fs.head_of(str(path), len(A)))])
+    ]
+
+
+def test_a_file_whose_new_bytes_are_one_line_still_being_written_is_not_read(app: App, root: Path) -> None:
+    path = append(root / "projects/p/s1.jsonl", A)
+    app.refresh()
+    append(path, B[:300])
+    assert ingest_module.plan(fs.discover([root]), app.ledger.file_states(), []) == []
+
+
+def test_a_long_unfinished_line_is_counted_once_and_no_later_pass_reads_it_again(
+    app: App, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs, "MAX_LINE", 4096)  # A is shorter, the unfinished line longer
+    path = append(root / "projects/p/s1.jsonl", A, b"x" * 10_000)
+    assert outcomes(app.refresh()) == {"usage": 1, "skipped": 1}
+    assert app.ledger.counters()["bytes.transcripts"] == path.stat().st_size  # passed over, not held back
+    assert ingest_module.plan(fs.discover([root]), app.ledger.file_states(), []) == []
+    append(path, b"x" * 3000)
+    assert outcomes(app.refresh()) == {}
+    assert ingest_module.plan(fs.discover([root]), app.ledger.file_states(), []) == []
+    append(path, b"x\n", B)
+    assert outcomes(app.refresh()) == {"usage": 1}
+    assert line_counters(app.ledger) == {"lines.transcripts.usage": 2, "lines.transcripts.skipped": 1}
+    assert tokens_by_key(app.ledger) == {k: TOKENS[k] for k in ("msg_A", "msg_B")}
+
+
+def test_with_a_fair_share_a_large_backlog_leaves_the_pass_to_another_files_new_request(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "UNIT_BYTES", 4096)
+    lines = [assistant_line(f"msg_{i}", f"req_{i}") for i in range(40)]
+    big = append(root / "projects/p/big.jsonl", *lines)
+    append(root / "projects/q/small.jsonl", D)
+    os.utime(big, ns=(1, 1))  # the older file: read first
+    deferred: list[str] = []
+    units = ingest_module.plan(fs.discover([root]), {}, [], share=8192, deferred=deferred)
+    spans = [(Path(p.found.path).name, p.start, p.stop) for unit in units for p in unit]
+    big_end = max(stop or 0 for name, _, stop in spans if name == "big.jsonl")
+    assert 8192 <= big_end < 8192 + len(lines[0]) < big.stat().st_size
+    assert spans[-1] == ("small.jsonl", 0, len(D))
+    assert deferred == [str(big)]
+
+
+def test_a_file_alone_with_new_bytes_is_read_to_its_end_whatever_the_share(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "UNIT_BYTES", 4096)
+    big = append(root / "projects/p/big.jsonl", *(assistant_line(f"msg_{i}", f"req_{i}") for i in range(40)))
+    deferred: list[str] = []
+    units = ingest_module.plan(fs.discover([root]), {}, [], share=8192, deferred=deferred)
+    assert (max(p.stop or 0 for unit in units for p in unit), deferred) == (big.stat().st_size, [])
+
+
 # --- truncation, replacement, deletion -------------------------------------------------------------
 
 
