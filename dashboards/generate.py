@@ -11,9 +11,11 @@ over `$__rate_interval` for time series and increases over `$__range` for "in th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -623,6 +625,241 @@ def exporter() -> Json:
     )
 
 
+# --- alert and recording rules --------------------------------------------------------------------------
+# Severities (what node-mixin and kubernetes-mixin use): critical pages a person now, warning goes to the
+# team in working hours, info is for the ticket queue. Only a runaway agent is critical: money leaves by
+# the minute and a person can stop it. A blown budget is a warning: nothing can be undone at 21:00.
+
+
+def config(path: Path = HERE / "mixin.toml") -> Json:
+    with path.open("rb") as file:
+        loaded: Json = tomllib.load(file)
+    return loaded
+
+
+CONFIG = config()
+T: dict[str, float] = CONFIG["thresholds"]
+JOB = CONFIG["job_selector"]
+
+
+def rsel(metric: str, *matchers: str) -> str:
+    """A rule's selector: `metric{<job selector>, <matchers>}`."""
+    return metric + "{" + ", ".join((JOB, *matchers)) + "}"
+
+
+def template(text: str) -> str:
+    """A template with `<<x>>` for `{{ x }}`, since Go's braces fight Python's in f-strings."""
+    return re.sub(r"<<(.+?)>>", lambda found: "{{ " + found[1] + ("}}" if found[1].endswith(" -") else " }}"), text)
+
+
+def figure(metric: str, fmt: str = 'printf "%.2f"') -> str:
+    """The value of `metric` for the alert's `$sel`, rendered in the annotation."""
+    return template(f'<<with query (print "{metric}" $sel)>><<. | first | value | {fmt}>><<end>>')
+
+
+def dashboard_url(uid: str, instance: bool = True) -> str:
+    args = "var-job=<<$labels.job | urlquery>>" + ("&var-instance=<<$labels.instance | urlquery>>" if instance else "")
+    return template(f"{CONFIG['grafana_url']}/d/{uid}?{args}")
+
+
+def alert(name: str, expr: str, severity: str, summary: str, description: str, *, for_: str = "",
+          dashboard: str = "claude-usage-overview", instance: bool = True) -> Json:  # fmt: skip
+    rule: Json = {"alert": name, "expr": expr}
+    if for_:
+        rule["for"] = for_
+    rule["labels"] = {"severity": severity}
+    rule["annotations"] = {
+        "summary": template(summary),
+        "description": template(description),
+        "runbook_url": f"{CONFIG['runbook_url']}#{name.lower()}",
+        "dashboard_url": dashboard_url(dashboard, instance),
+    }
+    return rule
+
+
+BUDGET_SEL = (
+    'printf "{job=%q,instance=%q,budget=%q,window=%q}" $labels.job $labels.instance $labels.budget $labels.window'
+)
+BUDGET_ON = "on (job, instance, budget, window)"
+LAST_HOUR = f"sum by (job, instance) (increase({rsel('claude_usage_cost_usd_total')}[1h]))"
+BASELINE = "job_instance:claude_usage_cost_usd:increase1h_quantile_7d"
+
+
+def recording_rules() -> list[Json]:
+    spend, limit = rsel("claude_usage_budget_spend_usd"), rsel("claude_usage_budget_limit_usd")
+    projected = rsel("claude_usage_budget_projected_spend_usd")
+    cost = rsel("claude_usage_cost_usd_total")
+    return [
+        {"record": "job_instance_budget_window:claude_usage_budget_spend:ratio",
+         "expr": f"{spend} / {BUDGET_ON} {limit}"},
+        {"record": "job_instance_budget_window:claude_usage_budget_projected_spend:ratio",
+         "expr": f"{projected} / {BUDGET_ON} {limit}"},
+        {"record": "job_instance:claude_usage_cost_usd:increase1h", "expr": LAST_HOUR},
+        # The spike baseline: a high quantile of the hourly spend over 7 days, read once an hour (168
+        # points, not 10,080). Nights and weekends are the low hours, so the quantile stays a busy hour's.
+        {"record": BASELINE, "expr": f"quantile_over_time({T['spike_quantile']:g},"
+                                     f" job_instance:claude_usage_cost_usd:increase1h[7d:1h])"},
+        {"record": "job_instance_model_family:claude_usage_cost_usd:rate5m",
+         "expr": f"sum by (job, instance, model_family) (rate({cost}[5m]))"},
+        {"record": "job_instance_project:claude_usage_cost_usd:rate5m",
+         "expr": f"sum by (job, instance, project) (rate({cost}[5m]))"},
+        {"record": "job_instance_token_type:claude_usage_tokens:rate5m",
+         "expr": f"sum by (job, instance, token_type) (rate({rsel('claude_usage_tokens_total')}[5m]))"},
+    ]  # fmt: skip
+
+
+def budget_alerts() -> list[Json]:
+    spend, limit = rsel("claude_usage_budget_spend_usd"), rsel("claude_usage_budget_limit_usd")
+    projected = rsel("claude_usage_budget_projected_spend_usd", 'window="month"')
+    sel_ = f"<<$sel := {BUDGET_SEL} ->>"
+    end = figure("claude_usage_budget_window_end_timestamp_seconds", "humanizeTimestamp")
+    info = T["budget_info_ratio"]
+    return [
+        alert("ClaudeUsageBudgetWarning", f"{spend} / {BUDGET_ON} {limit} >= {info:g}", "info",
+              "Budget <<$labels.budget>> has used <<$value | humanizePercentage>> of its <<$labels.window>> limit.",
+              f"{sel_}<<$labels.instance>> has spent ${figure('claude_usage_budget_spend_usd')} of the"
+              f" ${figure('claude_usage_budget_limit_usd')} limit of budget <<$labels.budget>> in the"
+              f" <<$labels.window>> that ends {end}.", for_="5m"),
+        alert("ClaudeUsageBudgetExceeded", f"{spend} / {BUDGET_ON} {limit} >= 1", "warning",
+              "Budget <<$labels.budget>> is exceeded at <<$value | humanizePercentage>> of its <<$labels.window>>"
+              " limit.",
+              f"{sel_}<<$labels.instance>> has spent ${figure('claude_usage_budget_spend_usd')} against the"
+              f" ${figure('claude_usage_budget_limit_usd')} limit of budget <<$labels.budget>>; the"
+              f" <<$labels.window>> ends {end}.", for_="5m"),
+        # Months only: a day is not uniform (a working day's afternoon pace does not run through the
+        # night) nor is a week (weekends), but a month holds its share of both; `for` asks the pace to hold 6 h.
+        alert("ClaudeUsageBudgetForecastExceeded",
+              f"{projected} / {BUDGET_ON} {limit} > 1\nand {BUDGET_ON} {spend} < {BUDGET_ON} {limit}", "warning",
+              "Budget <<$labels.budget>> is on course for <<$value | humanizePercentage>> of its month limit.",
+              f"{sel_}At its pace so far this month <<$labels.instance>> will have spent"
+              f" ${figure('claude_usage_budget_projected_spend_usd')} when the month ends {end}, against a limit of"
+              f" ${figure('claude_usage_budget_limit_usd')}; ${figure('claude_usage_budget_spend_usd')} is spent"
+              " so far.", for_="6h"),
+    ]  # fmt: skip
+
+
+def spend_alerts() -> list[Json]:
+    unpriced = rsel("claude_usage_unpriced_tokens_total")
+    # Counters come from the durable ledger, so a restarted or rescheduled exporter (a new `instance`)
+    # resumes at the same level: the level of each model, across instances, is compared with its highest
+    # level in the week before the last hour. A scrape gap or a new pod is no rise; a new model is.
+    before = f"max by (job, model) (max_over_time({unpriced}[7d] offset 1h))"
+    now = f"max by (job, model) ({unpriced})"
+    factor, floor = T["spike_factor"], T["spike_floor_usd"]
+    return [
+        alert("ClaudeUsageSpendSpike",
+              f"{LAST_HOUR} > {floor:g}\nand {LAST_HOUR}\n  > {factor:g} * {BASELINE}", "critical",
+              '<<$labels.instance>> spent $<<$value | printf "%.2f">> in the last hour.',
+              '<<$sel := printf "{job=%q,instance=%q}" $labels.job $labels.instance ->>'
+              f'<<$labels.instance>> spent $<<$value | printf "%.2f">> in the last hour, more than {factor:g} times'
+              f" a busy hour of the last 7 days (${figure(BASELINE)}, the {T['spike_quantile'] * 100:g}th"
+              " percentile of its hourly spend): an agent may be looping.", for_="15m"),
+        alert("ClaudeUsagePlanWindowHigh",
+              f"{rsel('claude_usage_plan_utilization_ratio')} >= {T['plan_window_ratio']:g}", "info",
+              "The Claude plan's <<$labels.window>> window is <<$value | humanizePercentage>> used.",
+              '<<$sel := printf "{job=%q,instance=%q,window=%q}" $labels.job $labels.instance $labels.window ->>'
+              "Claude Code on <<$labels.instance>> reported <<$value | humanizePercentage>> of the plan's"
+              " <<$labels.window>> window used; at 100% it is rate-limited until the window resets in"
+              ' <<with query (print "claude_usage_plan_reset_timestamp_seconds" $sel " - time()")>>'
+              "<<. | first | value | humanizeDuration>><<end>>.", for_="1m"),
+        alert("ClaudeUsageUnpricedModel", f"{now} > {before}\nor {now} unless {before}", "warning",
+              "Model <<$labels.model>> has no known price.",
+              "Requests to <<$labels.model>> (job <<$labels.job>>) were counted in the last hour without a cost"
+              ' (<<$value | printf "%.0f">> tokens so far), so spend and budgets are understated. Add a pricing'
+              " override for it.", instance=False),
+    ]  # fmt: skip
+
+
+def exporter_alerts() -> list[Json]:
+    up, lag = rsel("up"), rsel("claude_usage_exporter_ingest_lag_seconds")
+    last = rsel("claude_usage_last_request_timestamp_seconds")
+    otlp = rsel("claude_usage_exporter_otlp_requests_total")
+    rejected = rsel("claude_usage_exporter_otlp_requests_total", 'code!~"2.."')
+    capped = " or ".join(rsel(m, f'{label}="other"') for m, label in (
+        ("claude_usage_requests_total", "project"), ("claude_usage_requests_total", "model"),
+        ("claude_usage_tool_calls_total", "tool")))  # fmt: skip
+    samples = rsel("scrape_samples_scraped")
+    malformed = rsel("claude_usage_exporter_lines_total", 'outcome="malformed"')
+    board = "claude-usage-exporter"
+    return [
+        alert("ClaudeUsageExporterDown", f"{up} == 0", "warning",
+              "claude-usage-exporter on <<$labels.instance>> is down.",
+              "Prometheus has not scraped <<$labels.instance>> (job <<$labels.job>>) for 5 minutes. No usage is"
+              " lost (it is counted from the transcripts when the exporter is back), but no budget alert can fire"
+              " meanwhile.", for_="5m", dashboard=board),
+        alert("ClaudeUsageTargetAbsent", f"absent({up})", "warning", "No claude-usage-exporter target is scraped.",
+              f"Prometheus has no target matching {JOB} for 15 minutes: the exporter is gone from service"
+              " discovery (a deleted Service or ServiceMonitor, a changed job name), so nothing is measured and no"
+              " other alert can fire.", for_="15m", dashboard=board, instance=False),
+        alert("ClaudeUsageMetricsAbsent",
+              f"{up} == 1\nunless on (job, instance) {rsel('claude_usage_exporter_build_info')}", "warning",
+              "<<$labels.instance>> answers scrapes without claude-usage metrics.",
+              "Prometheus scrapes <<$labels.instance>> (job <<$labels.job>>) but finds no"
+              " claude_usage_exporter_build_info: the target is another program, a proxy, or the wrong port or"
+              " path.", for_="10m", dashboard=board),
+        alert("ClaudeUsageExporterCrashLooping",
+              f"changes({rsel('process_start_time_seconds')}[30m]) >= {T['restarts_30m']:g}", "warning",
+              "claude-usage-exporter on <<$labels.instance>> keeps restarting.",
+              '<<$labels.instance>> restarted <<$value | printf "%.0f">> times in 30 minutes; while it restarts'
+              " it neither counts nor answers scrapes.", dashboard=board),
+        alert("ClaudeUsageExporterStalled", f"{lag} > {T['ingest_lag_seconds']:g}", "warning",
+              "claude-usage-exporter on <<$labels.instance>> is <<$value | humanizeDuration>> behind.",
+              "The oldest transcript change <<$labels.instance>> has seen is <<$value | humanizeDuration>> old and"
+              " still not in its ledger, so spend and budgets lag behind.", for_="10m", dashboard=board),
+        alert("ClaudeUsageSourceDown", f"{rsel('claude_usage_exporter_source_up')} == 0", "warning",
+              "claude-usage-exporter on <<$labels.instance>> cannot ingest from <<$labels.source>>.",
+              "The last ingest from <<$labels.source>> on <<$labels.instance>> failed and has gone on failing for"
+              " 5 minutes (often an unwritable or full state dir); the metrics show the last good figures.",
+              for_="5m", dashboard=board),
+        alert("ClaudeUsageMalformedLines",
+              "sum by (job, instance, source) (increase("
+              f"{malformed}[15m])) > {T['malformed_lines_15m']:g}",
+              "warning",
+              "claude-usage-exporter on <<$labels.instance>> is skipping malformed <<$labels.source>> lines.",
+              '<<$value | printf "%.0f">> <<$labels.source>> lines that looked like usage could not be used on'
+              " <<$labels.instance>> in the last 15 minutes; their requests are not counted. A new Claude Code"
+              " release may have changed its format.", dashboard=board),
+        alert("ClaudeUsageReadErrors",
+              "sum by (job, instance, source) (increase("
+              f"{rsel('claude_usage_exporter_read_errors_total')}[1h])) > 0", "warning",
+              "claude-usage-exporter on <<$labels.instance>> cannot read some <<$labels.source>> files.",
+              '<<$value | printf "%.0f">> files or folders under <<$labels.instance>>\'s roots could not be read in'
+              " the last hour (permissions, or deleted mid-read); what they hold is not counted.", dashboard=board),
+        alert("ClaudeUsageOtlpRejections",
+              f"sum by (job, instance) (rate({rejected}[15m]))\n/ sum by (job, instance) (rate({otlp}[15m]))"
+              f" > {T['otlp_rejected_ratio']:g}", "warning",
+              "claude-usage-exporter on <<$labels.instance>> rejects <<$value | humanizePercentage>> of OTLP requests.",
+              "<<$value | humanizePercentage>> of the OTLP requests <<$labels.instance>> received in the last 15"
+              " minutes were answered with an error (a bad token, an oversized or malformed payload): those Claude"
+              " Code clients' usage is not counted.", for_="15m", dashboard=board),
+        alert("ClaudeUsageClockSkew", f"{last} - timestamp({last}) > {T['clock_skew_seconds']:g}", "warning",
+              "Requests on <<$labels.instance>> are stamped <<$value | humanizeDuration>> in the future.",
+              "The latest request on <<$labels.instance>> is stamped <<$value | humanizeDuration>> after"
+              " Prometheus scraped it: a clock (the machine running Claude Code, or the exporter's) is ahead, so"
+              " spend lands in the wrong day, week or month window.", for_="10m", dashboard=board),
+        alert("ClaudeUsageLabelCapReached", f"count by (job, instance) ({capped}) > 0", "info",
+              "claude-usage-exporter on <<$labels.instance>> folds labels into `other`.",
+              "A label cap (max_projects, max_models or max_tools) is reached on <<$labels.instance>>: later"
+              " projects, models or tools are counted under `other`. Raise the cap, or hash or drop the project"
+              " label.", for_="1h", dashboard=board),
+        alert("ClaudeUsageSeriesGrowth", f"{samples} > {T['series_limit']:g}", "info",
+              '<<$labels.instance>> exposes <<$value | printf "%.0f">> samples per scrape.',
+              f'<<$labels.instance>> exposes <<$value | printf "%.0f">> samples per scrape, more than'
+              f" {T['series_limit']:g}: more projects, models, tools or users than planned. Lower the label caps"
+              " or hash the project label.", for_="1h", dashboard=board),
+    ]  # fmt: skip
+
+
+def rule_groups() -> dict[str, list[Json]]:
+    """File name in deploy/prometheus/ -> its groups."""
+    return {
+        "recording.yml": [{"name": "claude-usage.recording", "rules": recording_rules()}],
+        "alerts.yml": [{"name": "claude-usage.budgets", "rules": budget_alerts()},
+                       {"name": "claude-usage.spend", "rules": spend_alerts()},
+                       {"name": "claude-usage.exporter", "rules": exporter_alerts()}],
+    }  # fmt: skip
+
+
 # --- output ---------------------------------------------------------------------------------------------
 
 
@@ -633,6 +870,39 @@ def build() -> dict[str, Json]:
 
 def render(dash: Json) -> str:
     return json.dumps(dash, indent=2, ensure_ascii=False) + "\n"
+
+
+RULES_DIR = HERE.parent / "deploy" / "prometheus"
+PROMETHEUS_RULE = HERE.parent / "deploy" / "kubernetes" / "prometheusrule.py"
+RULES_HEADER = """\
+# Generated by dashboards/generate.py from dashboards/mixin.toml: do not edit, change the generator or the
+# config and run `python dashboards/generate.py`. Severities: critical pages (a runaway agent), warning goes
+# to the team in working hours, info to the ticket queue; deploy/alertmanager/alertmanager.yml routes them.
+# Runbooks: docs/runbooks.md. Tested by tests/rules/*.test.yml (promtool test rules).
+"""
+
+
+def _prometheus_rule() -> Any:
+    """deploy/kubernetes/prometheusrule.py (PyYAML's dumper and the PrometheusRule), loaded from its path."""
+    spec = importlib.util.spec_from_file_location("prometheusrule", PROMETHEUS_RULE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def outputs() -> dict[Path, str]:
+    """Every generated file -> its text: the dashboards, the rule files and the Kubernetes PrometheusRule."""
+    import yaml  # the one dependency, the project's own: rule files are YAML with `|` blocks for PromQL
+
+    k8s = _prometheus_rule()
+    files = {HERE / name: render(dash) for name, dash in build().items()}
+    for name, groups in rule_groups().items():
+        body = yaml.dump({"groups": groups}, Dumper=k8s._Dumper, sort_keys=False, width=4096, allow_unicode=True)
+        files[RULES_DIR / name] = RULES_HEADER + body
+    sources = tuple(RULES_DIR / name for name in rule_groups())
+    files[k8s.OUTPUT] = k8s.render_text({RULES_DIR / n: files[RULES_DIR / n] for n in rule_groups()}, sources)
+    return files
 
 
 def targets(dash: Json) -> list[tuple[Json, Json]]:
@@ -653,16 +923,15 @@ def variable_queries(dash: Json) -> list[tuple[str, str]]:
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     stale = []
-    for name, dash in build().items():
-        path, text = HERE / name, render(dash)
+    for path, text in outputs().items():
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
-        stale.append(name)
+        stale.append(path.relative_to(HERE.parent))
         if not check:
             path.write_text(text, encoding="utf-8", newline="\n")
-    verb = "differ from the generator" if check else "written"
+    verb = "differs from the generator" if check else "written"
     for name in stale:
-        print(f"dashboards/{name}: {verb}")
+        print(f"{name}: {verb}")
     return 1 if check and stale else 0
 
 
