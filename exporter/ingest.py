@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,10 +102,6 @@ def _start_worker(pricing: Pricing) -> None:
     global _worker_pricing
     _worker_pricing = pricing
     _keep_freed_memory()
-    # Ctrl-C or a service manager signals the whole process group: the ingest's own process decides
-    # when to stop (after committing what it has), and then shuts the workers down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _keep_freed_memory() -> None:
@@ -162,7 +157,7 @@ def ingest(
         units = plan(found, states, result.errors)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
         batch = _Batch(ledger, pricing.enrich, result, batch_bytes)
-        for unit, parsed in _parse_all(units, total, workers, pricing, start_method):
+        for unit, parsed in _parse_all(units, total, workers, pricing, start_method, stop or (lambda: False)):
             result.errors += parsed.errors
             if parsed.lookups:
                 pricing.remember(parsed.lookups)
@@ -250,34 +245,22 @@ def _parts(f: fs.Found, start: int, end: int | None) -> list[Part]:
 
 
 def _parse_all(
-    units: list[Unit], total: int, workers: int | None, pricing: Pricing, start_method: str
+    units: list[Unit], total: int, workers: int | None, pricing: Pricing, start_method: str, stop: Callable[[], bool]
 ) -> Iterator[tuple[Unit, Parsed]]:
     """Parsed and priced units in order; in worker processes when the backlog is large enough to
-    pay off. Pricing there too keeps the ledger's process free for merging and writing."""
+    pay off. Pricing there too keeps the ledger's process free for merging and writing. A stop ends
+    it without waiting for the units being parsed."""
     count = workers if workers is not None else (os.cpu_count() or 1)
     if count < 2 or total < PARALLEL_BYTES or len(units) < 2:
         for unit in units:
             yield unit, parse_unit(unit, pricing.enrich)
         return
-    import multiprocessing  # only a large backlog pays for these imports
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from exporter.children import Workers  # only a large backlog pays for multiprocessing's imports
 
-    # fork: workers start in milliseconds, and inherit `pricing` unpickled; they only parse and
-    # price, never touching the ledger.
-    context = multiprocessing.get_context(start_method)
-    pool = ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(pricing,))
-    try:
-        pending: deque[tuple[Unit, Future[Parsed]]] = deque()
-        for unit in units:
-            pending.append((unit, pool.submit(_parse_in_worker, unit)))
-            if len(pending) > 2 * count:  # bounded look-ahead keeps memory flat
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
-    finally:  # a stopped ingest does not wait for the units queued behind it
-        pool.shutdown(wait=True, cancel_futures=True)
+    # fork (the CLI): workers start in milliseconds, and inherit `pricing` unpickled; the daemon, which
+    # has threads, spawns them. They only parse and price, never touching the ledger.
+    with Workers[Unit, Parsed](start_method, count, _start_worker, (pricing,), _parse_in_worker) as pool:
+        yield from pool.ordered(units, stop, ahead=2 * count)  # bounded look-ahead keeps memory flat
 
 
 class _Batch:

@@ -76,12 +76,13 @@ class Options:
 class Status:
     """Readiness as `/readyz` reports it; written by the loop."""
 
-    ingested: bool = False  # the first ingest finished
+    started: bool = False  # the first ingest finished; a reload does not undo it, readiness must not flap
+    ingested: bool = False  # a full pass with the current settings finished (false after a reload until then)
     error: str | None = None  # the last ingest's failure, if it failed
 
     @property
     def ready(self) -> bool:
-        return self.ingested and self.error is None
+        return self.started and self.error is None
 
 
 class Daemon:
@@ -160,7 +161,7 @@ class Daemon:
         if self._windows_due():
             self._windows(self.app.ledger)
         if not self.status.ingested and not self.stopping:  # a stopped ingest did not reach the end
-            self.status.ingested = True
+            self.status.started = self.status.ingested = True
             log.info("ready: %d transcript file(s) found", result.files)
 
     def _failed(self, message: str) -> None:
@@ -323,7 +324,7 @@ class Daemon:
             log.warning("sources.transcripts.poll changed: it takes effect on restart")
             options = replace(options, poll=self.options.poll)
         self.options = options
-        self.status.ingested = False  # a full pass with the new settings before ready again
+        self.status.ingested = False  # the next pass publishes what the new settings change
         log.info("configuration reloaded")
 
     def close(self) -> None:
@@ -383,7 +384,8 @@ def _answers(stats: dict[str, Any]) -> dict[str, int]:
 
 
 def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = False) -> int:
-    """Runs the daemon until SIGTERM or SIGINT (exit 0); SIGHUP reloads the configuration.
+    """Runs the daemon until SIGTERM or SIGINT (exit 0; a second one ends it at once, see `stop_now`);
+    SIGHUP reloads the configuration.
 
     `load` gives the settings (flags > environment > file), again at each reload. With `once`, one
     ingest to the end of the files, the exposition on stdout, and exit.
@@ -395,8 +397,9 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
 
     settings = load()
     setup_logging(settings.log.format, settings.log.level)
-    # With HTTP and watcher threads running, forking parse workers is unsafe: they start from a server.
-    method = "fork" if once else "forkserver"
+    # With HTTP and watcher threads running, forking parse workers is unsafe: they are spawned. Not from
+    # a forkserver: as the daemon's own children, the kernel kills them when the daemon dies.
+    method = "fork" if once else "spawn"
     daemon = Daemon(Core.from_settings(settings, env), options_from(settings), start_method=method)
     if once:
         daemon.step()
@@ -429,8 +432,14 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         return Core.from_settings(fresh, env), options_from(fresh)
 
     daemon.reload = reload
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+
+    def stop(signum: int, _: object) -> None:
+        if daemon.stopping:
+            stop_now(signum)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     stop_watching = threading.Event()
     server.start()
@@ -460,6 +469,19 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         daemon.close()
         log.info("stopped")
     return 0
+
+
+def stop_now(signum: int) -> None:
+    """A second SIGTERM or SIGINT: the process ends at once, killed by that signal as if it had no
+    handler. The ledger stays consistent: SQLite rolls back a transaction cut short, and the offsets of
+    the transcripts are committed with what was read from them. Parse workers die with the process."""
+    record = log.makeRecord(log.name, logging.WARNING, __file__, 0, "stopping at once", (), None)
+    for handler in log.handlers:  # not through the handler: the signal may have come in the middle of its write
+        os.write(2, (handler.format(record) + "\n").encode())
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # not reached: the signal is delivered before `kill` returns
 
 
 class _JsonFormatter(logging.Formatter):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,28 @@ from exporter.app import App, Core
 from exporter.config import load_settings
 from exporter.events import UsageEvent
 from exporter.ledger import Ledger, Request
+from tests.daemon import command, process_tree, running, running_after
+
+PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
+LINGER = 10.0  # seconds the processes still ending when the last test is done may take
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_tests() -> Iterator[None]:
+    """Fails the run if a process a test started, or any process that one started, still runs once every
+    test is done (and kills it). This process adopts orphans, as a child subreaper: without that, the
+    children of a killed daemon would belong to init and escape the count."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    yield
+    with suppress(ChildProcessError):  # the ended orphans adopted along the way
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    left = running_after([pid for pid in process_tree(os.getpid()) if running(pid)], LINGER)
+    described = [f"{pid} {command(pid)}" for pid in sorted(left)]
+    for pid in left:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert described == [], "processes outlived the tests"
 
 
 @pytest.fixture

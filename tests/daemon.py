@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import queue
 import re
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 WAIT = 60.0  # seconds before a test gives up on an event (a limit, never a pause)
@@ -109,3 +111,57 @@ def samples(exposition: str, name: str) -> dict[str, float]:
             labels, _, value = line[len(name) :].rpartition(" ")
             found[labels] = float(value)
     return found
+
+
+def process_tree(pid: int) -> dict[int, int]:
+    """Every descendant of `pid`, with its depth (1: a child), from /proc; ended ones (zombies) too."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (ValueError, OSError):
+            continue  # not a process, or one that ended meanwhile
+    depths = {pid: 0}
+    while True:
+        more = {child: depths[ppid] + 1 for child, ppid in parents.items() if ppid in depths and child not in depths}
+        if not more:
+            return {p: d for p, d in depths.items() if p != pid}
+        depths |= more
+
+
+def running(pid: int) -> bool:
+    """Whether the process exists and has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def command(pid: int) -> str:
+    """The process's name (`comm`: what `ps` shows) and command line, for messages."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(ended)"
+    return f"{name}: {args[:200]}"
+
+
+def running_after(pids: Iterable[int], timeout: float) -> set[int]:
+    """Those of `pids` still running once `timeout` seconds have passed (a limit: it waits on pidfds,
+    never sleeps). An ended one that this process adopted (conftest makes it the subreaper) is reaped."""
+    deadline = time.monotonic() + timeout
+    left = set()
+    for pid in pids:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            if not select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                left.add(pid)
+        finally:
+            os.close(pidfd)
+        with suppress(ChildProcessError):  # not this process's child: its own parent reaps it
+            os.waitpid(pid, os.WNOHANG)
+    return left

@@ -1,4 +1,5 @@
-"""`serve` from start to stop: signals, reloads, restarts after a crash, `--once`, and a fresh machine.
+"""`serve` from start to finish: reloads, restarts after a crash, `--once`, and a fresh machine (its stops
+under every pattern of signals: tests/test_stop.py).
 
 Each test runs `serve` as a real process (tests/daemon.py) and follows its JSON log; limits such as
 "within 5 s" are timeouts of a wait, never pauses.
@@ -7,15 +8,16 @@ Each test runs `serve` as a real process (tests/daemon.py) and follows its JSON 
 from __future__ import annotations
 
 import hashlib
-import json
+import http.client
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+import urllib.parse
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import pytest
 
 from exporter.events import TOKEN_TYPES
 from exporter.ledger import Ledger
-from tests.corpus import Truth, append_activity, generate
+from tests.corpus import append_activity, generate
 from tests.daemon import WAIT, Serve, samples, serving
 from tests.lines import line, write
 from tests.prometheus import PROMTOOL, require
@@ -35,40 +37,12 @@ LINES = "claude_usage_exporter_lines_total"
 BYTES_READ = "claude_usage_exporter_bytes_read_total"
 FILES = "claude_usage_exporter_files_watched"
 TRANSCRIPTS = '{source="transcripts"}'
-STOP_WITHIN = 5.0  # seconds from SIGTERM or SIGINT to the exit
 # The watcher wakes the loop within milliseconds of a write; without it, only the rescan every 60 s
 # would. A limit between the two tells them apart.
 PROMPTLY = 10.0
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-@contextmanager
-def started(state: Path, roots: list[Path], *args: str) -> Iterator[Serve]:
-    """A `serve` that has just logged "listening" (its first ingest starting); killed after the block."""
-    daemon = Serve(state, roots, *args)
-    try:
-        yield daemon
-    finally:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(timeout=WAIT)
-
-
-def rest_of_log(daemon: Serve) -> list[str]:
-    """The whole log, once the process (and every child sharing its stderr) has closed it."""
-    while raw := daemon.lines.get(timeout=WAIT):
-        daemon.log.append(raw)
-    return daemon.log
-
-
-def message(raw: str) -> str:
-    """A JSON log line's message, or the raw line of anything else (a traceback)."""
-    try:
-        return str(json.loads(raw)["msg"])
-    except ValueError:
-        return raw.rstrip("\n")
 
 
 def wait_for_requests(daemon: Serve, expected: int, timeout: float = WAIT) -> None:
@@ -118,105 +92,6 @@ def by_token_type(exposition: str) -> dict[str, float]:
     return totals
 
 
-# --- signals --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def backlog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Truth]:
-    """~64 MB of transcripts: a first ingest of some seconds, read by parse worker processes."""
-    root = tmp_path_factory.mktemp("backlog") / "claude"
-    return root, generate(root, seed=11, days=30, target_bytes=64 << 20)
-
-
-def process_tree(pid: int) -> dict[int, int]:
-    """Every descendant of `pid`, with its depth (1: a child), from /proc."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-        except (ValueError, OSError):
-            continue  # not a process, or one that ended meanwhile
-    depths = {pid: 0}
-    while True:
-        more = {child: depths[ppid] + 1 for child, ppid in parents.items() if ppid in depths and child not in depths}
-        if not more:
-            return {p: d for p, d in depths.items() if p != pid}
-        depths |= more
-
-
-def with_parse_workers(pid: int) -> dict[int, int]:
-    """`process_tree(pid)` once the parse workers run (the forkserver's children: depth 2)."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:  # looks, never sleeps: the workers live for seconds
-        tree = process_tree(pid)
-        if max(tree.values(), default=0) >= 2:
-            return tree
-        os.sched_yield()
-    pytest.fail("no parse worker started within the first ingest")
-
-
-MOMENTS = [
-    "idle",
-    "during the first ingest",
-    "to all its processes during the first ingest",
-]
-
-
-@pytest.mark.parametrize("moment", MOMENTS)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_and_sigint_stop_it_within_5_s_with_exit_code_0_and_stopped_as_the_last_log_line(
-    tmp_path: Path, backlog: tuple[Path, Truth], sig: signal.Signals, moment: str
-) -> None:
-    """Idle, or while its first ingest reads a backlog; the signal sent to the daemon alone (`kill`,
-    `docker stop`), or to all its processes, parse workers included, as systemd signals a unit's
-    cgroup and Ctrl-C a terminal's foreground process group."""
-    root, truth = backlog
-    if moment == "idle":
-        root = tmp_path / "claude"
-        write(root / "projects/p/s.jsonl", line())
-    elif "all" in moment and (os.cpu_count() or 1) < 2:
-        pytest.skip("the first ingest has parse workers only with 2 CPUs or more")
-    with started(tmp_path / "state", [root]) as daemon:
-        if moment == "idle":
-            daemon.wait_for(r"ready: ")
-            targets = [daemon.process.pid]
-        elif "all" in moment:
-            targets = [daemon.process.pid, *with_parse_workers(daemon.process.pid)]
-        else:
-            targets = [daemon.process.pid]  # it logs "listening", then starts reading the backlog
-        for pid in targets:
-            with suppress(ProcessLookupError):  # a worker done meanwhile
-                os.kill(pid, sig)
-        code = daemon.process.wait(timeout=STOP_WITHIN)
-        log = rest_of_log(daemon)
-        assert (code, message(log[-1])) == (0, "stopped")
-        if moment != "idle":  # the signal did come while there was still a backlog to read
-            ingested = sum(int(n) for n in re.findall(r"ingested (\d+) new request", "".join(log)))
-            assert ingested < len(truth.requests)
-
-
-def test_a_parse_worker_killed_mid_ingest_stops_nothing_and_every_line_counts_once(
-    tmp_path: Path, backlog: tuple[Path, Truth]
-) -> None:
-    root, truth = backlog
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("the first ingest has parse workers only with 2 CPUs or more")
-    later = tmp_path / "claude"
-    (later / "projects/p").mkdir(parents=True)
-    with started(tmp_path / "state", [root, later]) as daemon:
-        workers = [pid for pid, depth in with_parse_workers(daemon.process.pid).items() if depth == 2]
-        os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
-        write(later / "projects/p/s.jsonl", line())
-        wait_for_requests(daemon, len(truth.requests) + 1)  # from the start: the backlog, then the new line
-        exposition = daemon.metrics()
-        assert daemon.get("/healthz")[0] == 200
-        assert daemon.stop() == 0
-    lines, size = corpus_on_disk(root)
-    assert sum(samples(exposition, REQUESTS).values()) == len(truth.requests) + 1
-    assert sum(samples(exposition, LINES).values()) == lines + 1
-    assert samples(exposition, BYTES_READ) == {TRANSCRIPTS: size + len(line()) + 1}
-
-
 # --- SIGHUP ---------------------------------------------------------------------------------------
 
 
@@ -234,6 +109,42 @@ def test_sighup_reloads_the_config_file_and_project_labels_become_hashes(tmp_pat
         assert hashed == {hashlib.sha256(b"acme-api").hexdigest()[:12]}
         assert all(re.fullmatch(r"[0-9a-f]{12}", value) for value in hashed)
         assert daemon.get("/readyz")[0] == 200
+
+
+def test_readyz_answers_200_all_through_a_sighup_reload(tmp_path: Path) -> None:
+    """A reload is no restart: the old values stay served until the new ones are published, so a probe
+    never sees 503 (a Kubernetes readiness probe would take the pod out of its Service)."""
+    generate(tmp_path / "claude", seed=24, days=10)  # enough requests that a publish takes a while
+    config = tmp_path / "config.yaml"
+    config.write_text("labels: {project: name}\n")
+    answers: list[tuple[float, int, float]] = []  # (sent, status, answered), times from time.monotonic
+    done = threading.Event()
+    with serving(tmp_path / "state", [tmp_path / "claude"], "--config", str(config)) as daemon:
+
+        def probe() -> None:  # back to back on one connection, as fast as the daemon answers
+            with closing(http.client.HTTPConnection(urllib.parse.urlsplit(daemon.url).netloc, timeout=WAIT)) as c:
+                while not done.is_set():
+                    sent = time.monotonic()
+                    c.request("GET", "/readyz")
+                    answer = c.getresponse()
+                    answer.read()
+                    answers.append((sent, answer.status, time.monotonic()))
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        try:
+            config.write_text("labels: {project: hash}\n")
+            hup = time.monotonic()
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.wait_for(r"configuration reloaded")
+            daemon.wait_for(r"ready: ")  # the pass with the new settings has published them
+            published = time.monotonic()
+        finally:
+            done.set()
+            prober.join(timeout=WAIT)
+    during = [status for sent, status, answered in answers if hup <= sent and answered <= published]
+    assert during  # the probe did ask while the reload was under way
+    assert {status for _, status, _ in answers} == {200}
 
 
 @pytest.mark.parametrize(
