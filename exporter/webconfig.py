@@ -141,12 +141,20 @@ def _decoy_hash(cost: int) -> bytes:
     return bcrypt.hashpw(b"decoy password", bcrypt.gensalt(rounds=cost))
 
 
+_DECOY_LOCK = threading.Lock()  # a flood of unknown users at start-up measures once, not once per request
+
+
 @functools.cache
-def _decoy_seconds(cost: int) -> float:
-    """How long one wrong-password check at this cost takes on this machine, measured once."""
+def _measured(cost: int) -> float:
     started = time.perf_counter()
     _checkpw(b"not the decoy password", _decoy_hash(cost))
     return time.perf_counter() - started
+
+
+def _decoy_seconds(cost: int) -> float:
+    """How long one wrong-password check at this cost takes on this machine, measured once."""
+    with _DECOY_LOCK:
+        return _measured(cost)
 
 
 def _decoy_wait(cost: int) -> None:
@@ -365,8 +373,11 @@ def load_web_config(path: Path) -> WebConfig:
     if problems or parsed is None:
         ordered = sorted(problems, key=lambda problem: tuple(map(str, problem[0])))
         raise WebConfigError(str(path), [f"{'.'.join(map(str, loc)) or 'top level'}: {m}" for loc, m in ordered])
+    users = MappingProxyType({user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()})
+    if users:  # measured now, while nothing else runs, not by the first requests of a flood
+        _decoy_seconds(max(int(h[4:6]) for h in users.values()))
     return WebConfig(
         tls=context,
-        users=MappingProxyType({user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()}),
+        users=users,
         headers=MappingProxyType({name: value for name, value in parsed.http_server_config.headers.items() if value}),
     )

@@ -325,7 +325,7 @@ def test_an_unknown_user_waits_as_long_as_a_wrong_password_without_a_bcrypt_chec
 
 
 def test_the_decoy_wait_is_one_wrong_password_check_at_that_cost_measured_once(checks):
-    webconfig._decoy_seconds.cache_clear()
+    webconfig._measured.cache_clear()
     assert webconfig._decoy_seconds(4) == webconfig._decoy_seconds(4) > 0
     assert [(password, hashed[:7]) for password, hashed in checks] == [(b"not the decoy password", b"$2b$04$")]
 
