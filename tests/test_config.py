@@ -67,7 +67,7 @@ def test_defaults_follow_the_product_contract():
         ),
         web=WebSettings(listen="127.0.0.1:9477", config_file=None),
         labels=LabelSettings(project="name", max_projects=100, user="off"),
-        pricing=PricingSettings(mode="calculate", overrides=()),
+        pricing=PricingSettings(mode="auto", overrides=()),
         budgets=(),
         export=ExportSettings(
             otlp_push=OtlpPushSettings(endpoint=None, interval=timedelta(seconds=60), headers={})
@@ -306,7 +306,7 @@ PRECEDENCE = [
         "http://env:2",
         "https://flag:3",
     ),
-    ("pricing.mode", "reported", "calculate", "reported", "calculate", "reported", "calculate", "reported"),
+    ("pricing.mode", "reported", "calculate", "reported", "auto", "reported", "calculate", "reported"),
 ]
 
 
@@ -394,7 +394,7 @@ def test_environment_values_of_the_wrong_type_are_named_by_their_variable():
 
     assert error_text(None, env, {}) == (
         "environment and flags: invalid configuration\n"
-        "  CLAUDE_USAGE_EXPORTER_PRICING_MODE: Input should be 'calculate' or 'reported'\n"
+        "  CLAUDE_USAGE_EXPORTER_PRICING_MODE: Input should be 'auto', 'calculate' or 'reported'\n"
         "  CLAUDE_USAGE_EXPORTER_OTLP_LISTEN: invalid address 'nowhere': use HOST:PORT, e.g. 127.0.0.1:9477\n"
         "  CLAUDE_USAGE_EXPORTER_POLL: Input should be a valid boolean, unable to interpret input\n"
         "  CLAUDE_USAGE_EXPORTER_TIMEZONE: invalid time zone 'Mars/Olympus_Mons': use an IANA name such as "
