@@ -98,6 +98,32 @@ def spend_nanos(ledger: Ledger, start_ms: int, end_ms: int, where: tuple[tuple[s
     return int(nanos)
 
 
+PROFILE_DAYS = 7  # the calendar projections learn the pace from this many days before now
+
+
+def projected_nanos(ledger: Ledger, window: str, start_ms: int, end_ms: int, now_ms: int, spent: int, zone: ZoneInfo,
+                    cost: str = "cost") -> int:  # fmt: skip
+    """Spend at the window's end: what is spent, plus what the last 7 days spent in the time still to come.
+
+    A day is not uniform (a working day's afternoon pace does not run through the night), so the rest of
+    a day is the average of the same clock hours on each of the 7 days before. The rest of a week or a
+    month is its length times the average pace of the last 7 days, nights and weekends included.
+    """
+    now_ms = min(max(now_ms, start_ms), end_ms)
+    if window == "day":
+        local_now = datetime.fromtimestamp(now_ms / 1000, zone)
+        local_end = datetime.fromtimestamp(end_ms / 1000, zone)
+        earlier = [
+            spend_nanos(ledger, int((local_now - timedelta(days=d)).timestamp() * 1000),
+                        int((local_end - timedelta(days=d)).timestamp() * 1000), (), cost)
+            for d in range(1, PROFILE_DAYS + 1)
+        ]  # fmt: skip
+        return spent + sum(earlier) // PROFILE_DAYS
+    span = PROFILE_DAYS * 86_400_000
+    recent = spend_nanos(ledger, now_ms - span, now_ms, (), cost)
+    return spent + recent * (end_ms - now_ms) // span
+
+
 def evaluate(ledger: Ledger, specs: tuple[BudgetSpec, ...], now_ms: int, zone: ZoneInfo, week_start: int = 0,
              cost: str = "cost") -> list[BudgetState]:  # fmt: skip
     states = []

@@ -89,6 +89,12 @@ CONTRACT: tuple[Spec, ...] = (
          live=True),
     Spec("claude_usage_budget_window_end_timestamp_seconds", "gauge", "s", ("budget", "window"),
          "When the budget's current window ends, in seconds since the epoch.", live=True),
+    Spec("claude_usage_window_spend_usd", "gauge", "usd", ("window",),
+         "Spend so far today, this week or this month (window) in the configured time zone, budgets or none;"
+         " from the ledger, so exact.", live=True),
+    Spec("claude_usage_window_projected_spend_usd", "gauge", "usd", ("window",),
+         "Spend at the window's end: spent so far plus what the last 7 days spent in the time still to come (the"
+         " same clock hours for a day, the average pace for a week or month).", live=True),
     Spec("claude_usage_block_cost_usd", "gauge", "usd", (), "Cost of the 5-hour block in progress; 0 between blocks.",
          live=True),
     Spec("claude_usage_block_tokens", "gauge", "{token}", (), "Tokens of the 5-hour block in progress.", live=True),

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from exporter.blocks import Block, active_block, cost_rate
-from exporter.budgets import BudgetSpec, BudgetState, evaluate, spend_nanos, window_bounds
+from exporter.budgets import WINDOWS, BudgetSpec, BudgetState, evaluate, projected_nanos, spend_nanos, window_bounds
 from exporter.ledger import Ledger
 from exporter.reports import usd
 from exporter.statusline import SNAPSHOT, load_json, number
@@ -27,6 +27,8 @@ class Windows:
     budgets: list[BudgetState] = field(default_factory=list)
     block: Block | None = None
     month: int = 0  # this calendar month's spend, nano-USD
+    # window (day, week, month) -> (spend nano-USD, projected nano-USD), budgets or none
+    calendar: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def points(self) -> Points:
         budget: dict[str, dict[Labels, float]] = {name: {} for name in _BUDGET_GAUGES}
@@ -42,8 +44,12 @@ class Windows:
             rate, projected = cost_rate(b, self.now_ms)
             times = {"claude_usage_block_start_timestamp_seconds": {(): b.start / 1000},
                      "claude_usage_block_end_timestamp_seconds": {(): b.end / 1000}}  # fmt: skip
+        calendar: dict[str, dict[Labels, float]] = {name: {} for name in _CALENDAR_GAUGES}
+        for window, values in self.calendar.items():
+            for name, value in zip(_CALENDAR_GAUGES, (usd(values[0]), usd(values[1])), strict=True):
+                calendar[name][(("window", window),)] = value
         return {
-            **budget, **times,
+            **budget, **times, **calendar,
             "claude_usage_block_cost_usd": {(): cost},
             "claude_usage_block_tokens": {(): tokens},
             "claude_usage_block_burn_rate_usd_per_hour": {(): rate},
@@ -67,6 +73,10 @@ class Windows:
                 "cost_usd": usd(nanos)}, "budgets": budgets, "block": block}  # fmt: skip
 
 
+_CALENDAR_GAUGES = (
+    "claude_usage_window_spend_usd",
+    "claude_usage_window_projected_spend_usd",
+)
 _BUDGET_GAUGES = (
     "claude_usage_budget_limit_usd",
     "claude_usage_budget_spend_usd",
@@ -78,11 +88,15 @@ _BUDGET_GAUGES = (
 def read_windows(ledger: Ledger, specs: tuple[BudgetSpec, ...], now_ms: int, zone: ZoneInfo, week_start: int = 0,
                  cost: str = "cost", blocks: bool = True) -> Windows:  # fmt: skip
     """`blocks=False` leaves the 5-hour block out: it is one account's window, meaningless for a team."""
-    start, end = window_bounds("day", now_ms, zone)
-    today = (start, end, spend_nanos(ledger, start, end, (), cost))
-    month = spend_nanos(ledger, *window_bounds("month", now_ms, zone), (), cost)
+    calendar = {}
+    for window in WINDOWS:
+        start, end = window_bounds(window, now_ms, zone, week_start)
+        spent = spend_nanos(ledger, start, end, (), cost)
+        calendar[window] = (spent, projected_nanos(ledger, window, start, end, now_ms, spent, zone, cost))
+    today = (*window_bounds("day", now_ms, zone), calendar["day"][0])
     block = active_block(ledger, now_ms, cost) if blocks else None
-    return Windows(now_ms, today, evaluate(ledger, specs, now_ms, zone, week_start, cost), block, month)
+    budgets = evaluate(ledger, specs, now_ms, zone, week_start, cost)
+    return Windows(now_ms, today, budgets, block, calendar["month"][0], calendar)
 
 
 def plan_points(state_dir: Path, now: float) -> Points:

@@ -203,3 +203,22 @@ def test_the_summary_for_the_status_line(ledger: Callable[..., Ledger]) -> None:
                   "cost_usd": 2.0, "burn_rate_usd_per_hour": 1.0, "projected_cost_usd": pytest.approx(2 + 100 / 60)},
     }  # fmt: skip
     assert isinstance(windows, Windows)
+
+
+def test_the_calendar_gauges_show_spend_and_an_hour_of_day_projection_without_any_budget(
+    ledger: Callable[..., Ledger],
+) -> None:
+    # On each of the 7 days before, $1 at 16:00 and $3 at 03:00 (Berlin); today $1 at 10:00 so far.
+    days = [f"2026-11-{d:02}" for d in range(19, 26)]
+    db = ledger(*[at(f"{d}T16:00:00+01:00") for d in days],
+                *[at(f"{d}T03:0{i}:00+01:00") for d in days for i in range(3)],
+                at("2026-11-26T10:00:00+01:00"))  # fmt: skip
+    points = read_windows(db, (), ms("2026-11-26T15:00:00+01:00"), ZoneInfo("Europe/Berlin")).points()
+    day, week, month = ((("window", w),) for w in ("day", "week", "month"))
+    spend, projected = points["claude_usage_window_spend_usd"], points["claude_usage_window_projected_spend_usd"]
+    assert spend == {day: 1.0, week: 1.0 + 3 * 4.0, month: 1.0 + 7 * 4.0}  # the week began on Monday the 23rd
+    # The rest of the day (15:00 to midnight) spent $1 on each day before: the night's $3 is not to come.
+    assert projected[day] == 2.0
+    # The rest of the week and month at the last 7 days' pace: $26 since Thursday the 19th, 15:00.
+    assert projected[week] == pytest.approx(spend[week] + 26 * (81 / 168))  # 81 h from Thursday 15:00
+    assert projected[month] == pytest.approx(spend[month] + 26 * ((4 * 24 + 9) / 168))
