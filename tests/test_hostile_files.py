@@ -12,13 +12,16 @@ from pathlib import Path
 
 from exporter.sources.files import discover, read_lines
 from exporter.watch import watch_targets
-from tests.daemon import Serve, samples, serving
+from tests.daemon import WAIT, Serve, samples, serving
 from tests.lines import line, write
 
 LINES = "claude_usage_exporter_lines_total"
 REQUESTS = "claude_usage_requests_total"
 FILES = "claude_usage_exporter_files_watched"
 MB = 1 << 20
+# The watcher wakes the loop within milliseconds of a write; without it, only the rescan every 60 s
+# would. A limit between the two tells them apart.
+PROMPTLY = 10.0
 
 
 def request(n: int) -> bytes:
@@ -39,11 +42,11 @@ def lines_by_outcome(daemon: Serve) -> dict[str, float]:
     return {re.findall(r'outcome="(\w+)"', k)[0]: v for k, v in lines.items() if v}
 
 
-def wait_for_requests(daemon: Serve, expected: int) -> None:
+def wait_for_requests(daemon: Serve, expected: int, timeout: float = WAIT) -> None:
     """Waits for "ingested N new request(s)" lines until they add up to `expected`."""
     seen = 0
     while seen < expected:
-        seen += int(daemon.wait_for(r"ingested (\d+) new request")[1])
+        seen += int(daemon.wait_for(r"ingested (\d+) new request", timeout)[1])
     assert seen == expected
 
 
@@ -171,3 +174,22 @@ def test_the_watch_covers_the_layouts_folders_and_nothing_a_symlink_leads_to_bey
 def test_without_a_projects_folder_the_root_is_watched_to_see_it_appear(tmp_path: Path) -> None:
     (tmp_path / "claude").mkdir()
     assert watch_targets((tmp_path / "claude", tmp_path / "missing")) == [tmp_path / "claude"]
+
+
+def test_a_subagent_file_in_a_new_session_folder_is_seen_without_waiting_for_a_rescan(tmp_path: Path) -> None:
+    # The watch is not recursive: each new folder of the layout must join it as it appears.
+    write(tmp_path / "claude/projects/p/s.jsonl", request(1))
+    with serving(tmp_path / "state", [tmp_path / "claude"]) as daemon:
+        agent = write(tmp_path / "claude/projects/p/s/subagents/agent-1.jsonl", request(2))
+        wait_for_requests(daemon, 1, PROMPTLY)
+        write(agent, request(3))
+        wait_for_requests(daemon, 1, PROMPTLY)
+        write(tmp_path / "claude/projects/new/t.jsonl", request(4))
+        wait_for_requests(daemon, 1, PROMPTLY)
+        assert sum(samples(daemon.metrics(), REQUESTS).values()) == 4
+
+
+def test_a_part_that_ends_with_a_long_line_stops_there(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"x" * 40 + b"\nnext part\n")
+    assert list(read_lines(str(path), 0, stop=41, chunk=7, max_line=16)) == [(b"", 41, 1)]

@@ -168,6 +168,8 @@ def read_lines(
                 offset = f.tell() - len(block) + nl + 1
                 yield b"", offset, 0 if counted else 1
                 block, skipping, counted = block[nl + 1 :], False, False
+                if stop is not None and offset >= stop:  # the long line was the part's last
+                    return
             data = carry + block if carry else block
             cut = _cut(data, offset, stop)
             if cut:
