@@ -9,12 +9,14 @@ state volume and a tmpfs for /tmp can be written, as `docker run --read-only --t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from tests.lines import line, write
@@ -412,3 +415,42 @@ def test_the_image_command_runs_as_its_user_on_a_read_only_root_filesystem(
     ledger = container.state / "ledger.sqlite3"
     assert (ledger.stat().st_uid, ledger.stat().st_gid) == (int(uid), int(gid)), "written by the image's user"
     assert not list(container.tmp.iterdir()), "the tmpfs was the process's own; the host folder stayed empty"
+
+
+def secure_web_config(folder: Path, pki: Path, password: str) -> Path:
+    """A web config file turning on TLS (the test CA's certificate for 127.0.0.1) and basic auth for `prometheus`."""
+    folder.mkdir(exist_ok=True)
+    for name in ("server.pem", "server.key"):
+        shutil.copy(pki / name, folder / name)
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    config = folder / "web.yml"
+    tls = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+    config.write_text(f"{tls}basic_auth_users:\n  prometheus: {hashed}\n")
+    return config
+
+
+def https_get(port: int, path: str, pki: Path, password: str | None = None) -> int:
+    """The status of a GET over HTTPS, trusting the test CA, with basic auth when a password is given."""
+    headers = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{password}".encode()).decode()}
+    request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", headers=headers if password else {})
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT, context=ssl.create_default_context(cafile=pki / "ca.pem")):
+            return 200
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_the_health_check_passes_with_tls_and_basic_auth_on(dockerfile: Dockerfile, shared: Path, pki: Path) -> None:
+    config = secure_web_config(shared / "web", pki, "scrape-secret")
+    container = Container(dockerfile, shared, free_port(), args=["serve", f"--web.config.file={config}"])
+    write(container.claude / "projects/acme-api/session.jsonl", line())
+    container.start()
+    try:
+        eventually(container.healthy, what=lambda: f"the HEALTHCHECK passes; log:\n{container.log()}")
+        # Both are on: the metrics need the password, over HTTPS.
+        assert https_get(container.port, "/metrics", pki) == 401
+        assert https_get(container.port, "/metrics", pki, "scrape-secret") == 200
+        assert container.stop() == 0, container.log()
+    finally:
+        container.kill()
+    assert container.health() != 0, "the HEALTHCHECK fails once the exporter is gone"
