@@ -22,6 +22,19 @@ from typing import Any
 Json = dict[str, Any]
 
 HERE = Path(__file__).resolve().parent
+
+
+def config(path: Path = HERE / "mixin.toml") -> Json:
+    with path.open("rb") as file:
+        loaded: Json = tomllib.load(file)
+    return loaded
+
+
+CONFIG = config()
+T: dict[str, float] = CONFIG["thresholds"]
+JOB = CONFIG["job_selector"]
+
+
 # Grafana 11.0's schema: older than what Grafana 11.3+/12 writes, which they migrate on load, while a newer
 # schemaVersion in an older Grafana is left as it is - 39 is the newest that every Grafana 11 and 12 reads.
 SCHEMA_VERSION = 39
@@ -44,7 +57,7 @@ ANNOTATIONS = {
 # The dashboard filters a metric's selectors carry besides job and instance: only those whose series have
 # the label, since `project=~".*"` on a metric without `project` still matches but `project=~"a"` matches
 # nothing. Histograms are named by family (their _bucket, _sum and _count series share it).
-USAGE = ("project", "model_family")
+USAGE = ("project", "model_family", "user")  # `user` only in team mode: `user=~".*"` matches series without it
 FILTERS: dict[str, tuple[str, ...]] = {
     "claude_usage_cost_usd_total": USAGE,
     "claude_usage_uncached_cost_usd_total": USAGE,
@@ -142,6 +155,9 @@ def reduce(fields: str = "") -> Json:
     return {"calcs": ["lastNotNull"], "fields": fields, "values": False}
 
 
+NAN = {"type": "special", "options": {"match": "nan", "result": {"text": "–", "index": 0}}}
+
+
 def stat(title: str, description: str, unit: str, *targets: Json, w: int = 4, h: int = 4,
          graph: bool = False, defaults: Json | None = None, text: str = "auto") -> Json:  # fmt: skip
     options = {
@@ -154,6 +170,9 @@ def stat(title: str, description: str, unit: str, *targets: Json, w: int = 4, h:
         "wideLayout": True,
         "showPercentChange": False,
     }
+    # No data reads as a dash, not as "No data"; a share of nothing (0 / 0 = NaN) as a dash too.
+    defaults = {"noValue": "–", **(defaults or {})}
+    defaults["mappings"] = [*defaults.get("mappings", []), NAN]
     return panel("stat", title, description, unit, list(targets), w=w, h=h, options=options, defaults=defaults)
 
 
@@ -313,14 +332,17 @@ def variables(usage: bool) -> list[Json]:
     scope = 'job=~"$job", instance=~"$instance"'
     result = [
         datasource_variable(),
-        query_variable("job", "Job", "label_values(claude_usage_exporter_build_info, job)"),
-        query_variable("instance", "Instance", 'label_values(claude_usage_exporter_build_info{job=~"$job"}, instance)'),
+        query_variable("job", "Job", f"label_values(claude_usage_exporter_build_info{{{JOB}}}, job)"),
+        query_variable("instance", "Instance",
+                       f'label_values(claude_usage_exporter_build_info{{{JOB}, job=~"$job"}}, instance)'),
     ]  # fmt: skip
     if usage:
         result += [
             query_variable("project", "Project", f"label_values(claude_usage_requests_total{{{scope}}}, project)"),
             query_variable("model_family", "Model family",
                            f"label_values(claude_usage_requests_total{{{scope}}}, model_family)"),
+            # Team mode only (an exporter receiving OTLP from many users); All matches series without it too.
+            query_variable("user", "User", f"label_values(claude_usage_requests_total{{{scope}}}, user)"),
         ]  # fmt: skip
     return result
 
@@ -369,14 +391,37 @@ def plan(name: str) -> str:
     return sel(f"claude_usage_plan_{name}")
 
 
+CALENDAR = (("day", "today"), ("week", "this week"), ("month", "this month"))
+
+
+def windowed(metric: str, window: str) -> str:
+    return sel(metric, f'window="{window}"')
+
+
+def calendar_spend() -> list[Json]:
+    """Today, this week, this month: computed by the exporter from its ledger, so exact to the cent."""
+    spend, projected = "claude_usage_window_spend_usd", "claude_usage_window_projected_spend_usd"
+    floor = {"min": 0}
+    return [
+        *(stat(f"Spend {name}", f"What has Claude Code cost {name} (in the exporter's time zone)? Exact: the"
+               " exporter sums its ledger, budgets or none.", "currencyUSD",
+               target(f"sum({windowed(spend, window)})", "spend", instant=True), defaults=floor)
+          for window, name in CALENDAR),
+        *(stat(f"Projected {name}", f"What will {name} cost at its end? Spent so far plus what the last 7 days"
+               " spent in the time still to come (the same clock hours for a day: a working day's afternoon pace"
+               " does not run through the night).", "currencyUSD",
+               target(f"sum({windowed(projected, window)})", "projected", instant=True),
+               defaults=floor)
+          for window, name in CALENDAR),
+    ]  # fmt: skip
+
+
 def spend_and_budgets() -> list[Json]:
     """Spend in range and against the budgets' calendar windows."""
     return [
-        stat("Spend in range", "What did Claude Code cost over the selected time range?", "currencyUSD",
-             target(f"sum({increase(COST)})", "spend", instant=True)),
-        # A fixed 24 h whatever the time range: the one range the lint lets through, as an exception.
-        stat("Spend, last 24 h", "What did Claude Code cost over the last 24 hours, whatever the time range?",
-             "currencyUSD", target(f"sum(increase({COST}[24h]))", "spend", instant=True)),
+        stat("Spend in range", "What did Claude Code cost over the selected time range? Approximate: increase()"
+             " misses the money in a series' first scrape (a new project or model); the calendar figures above"
+             " are exact.", "currencyUSD", target(f"sum({increase(COST)})", "spend", instant=True)),
         stat("Requests in range", "How many billable API requests were made in the selected range?", "short",
              target(f"sum({increase(sel('claude_usage_requests_total'))})", "requests", instant=True)),
         stat("Prompts in range", "How many prompts were typed in the selected range?", "short",
@@ -530,6 +575,30 @@ def searches_and_unpriced() -> list[Json]:
     ]  # fmt: skip
 
 
+TEAM_ROW = "Team (OTLP)"
+
+
+def team() -> list[Json]:
+    """What a team exporter receiving Claude Code's OTLP shows: spend per user, cost per commit and per line
+    of code, and the receiver's health. Empty on a single machine's exporter."""
+    commits, lines = sel("claude_usage_commits_total"), sel("claude_usage_lines_of_code_total", 'kind="added"')
+    otlp = sel("claude_usage_exporter_otlp_requests_total")
+    return [
+        bargauge("Spend by user in range", "Which users cost the most over the selected range (team mode)?",
+                 "currencyUSD", target(f"sort_desc(sum by (user) ({increase(COST)}))", "{{user}}", instant=True),
+                 w=8),
+        stat("Cost per commit", "What did Claude Code cost per git commit it made in the selected range?",
+             "currencyUSD", target(share(f"sum({increase(COST)})", f"sum({increase(commits)})"), "per commit",
+                                   instant=True), w=4, h=8),
+        stat("Cost per line of code", "What did Claude Code cost per line of code it added in the selected range?",
+             "currencyUSD", target(share(f"sum({increase(COST)})", f"sum({increase(lines)})"), "per line",
+                                   instant=True), w=4, h=8),
+        timeseries("OTLP requests by status", "How many OTLP requests does each exporter's receiver answer, by"
+                   " HTTP status? Anything but 2xx is usage not counted (a bad token, an oversized payload).",
+                   "reqps", target(f"sum by (instance, code) ({rate(otlp)})", "{{instance}} {{code}}"), w=8),
+    ]  # fmt: skip
+
+
 def overview() -> Json:
     return dashboard(
         "claude-usage-overview",
@@ -537,10 +606,11 @@ def overview() -> Json:
         "What Claude Code costs, against which budgets, on what, and how well caching works.",
         "now-7d",
         True,
-        layout([("Spend and budgets", spend_and_budgets()), ("5-hour block and plan", block_and_plan()),
-                ("Cost over time", cost_over_time()), ("Tokens and caching", tokens_and_caching()),
-                ("Models, agents and tools", models_agents_and_tools()), ("Prompts and context", prompts_and_context()),
-                ("Web searches and unpriced tokens", searches_and_unpriced())]),
+        layout([("Calendar spend", calendar_spend()), ("Spend and budgets", spend_and_budgets()),
+                ("5-hour block and plan", block_and_plan()), ("Cost over time", cost_over_time()),
+                ("Tokens and caching", tokens_and_caching()), ("Models, agents and tools", models_agents_and_tools()),
+                ("Prompts and context", prompts_and_context()),
+                ("Web searches and unpriced tokens", searches_and_unpriced()), (TEAM_ROW, team())]),
     )  # fmt: skip
 
 
@@ -629,17 +699,6 @@ def exporter() -> Json:
 # Severities (what node-mixin and kubernetes-mixin use): critical pages a person now, warning goes to the
 # team in working hours, info is for the ticket queue. Only a runaway agent is critical: money leaves by
 # the minute and a person can stop it. A blown budget is a warning: nothing can be undone at 21:00.
-
-
-def config(path: Path = HERE / "mixin.toml") -> Json:
-    with path.open("rb") as file:
-        loaded: Json = tomllib.load(file)
-    return loaded
-
-
-CONFIG = config()
-T: dict[str, float] = CONFIG["thresholds"]
-JOB = CONFIG["job_selector"]
 
 
 def rsel(metric: str, *matchers: str) -> str:

@@ -33,12 +33,7 @@ BUILT: dict[str, Json] = GENERATE.build()
 UIDS = {"claude-usage-overview.json": "claude-usage-overview", "claude-usage-exporter.json": "claude-usage-exporter"}
 
 # Ranges other than $__rate_interval and $__range, by (dashboard uid, panel title): range -> why.
-RANGE_EXCEPTIONS: dict[tuple[str, str], tuple[str, str]] = {
-    ("claude-usage-overview", "Spend, last 24 h"): (
-        "24h",
-        "the question is the last 24 hours whatever time range is selected",
-    ),
-}
+RANGE_EXCEPTIONS: dict[tuple[str, str], tuple[str, str]] = {}
 
 # Series Prometheus makes at each scrape, and those prometheus_client's process collector exposes.
 PROMETHEUS_MADE = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -228,8 +223,48 @@ def test_every_metric_is_in_the_contract_or_made_by_prometheus() -> None:
     assert not unknown
 
 
-def test_no_panel_shows_a_team_mode_only_metric() -> None:
-    assert not [(uid, title) for uid, title, expr in exprs() if TEAM_MODE.search(expr)]
+def test_team_mode_metrics_are_shown_only_in_the_team_row() -> None:
+    """They stay empty unless the exporter receives OTLP: their panels sit together in one row that says so."""
+    outside = []
+    for dash in dashboards():
+        row = ""
+        for p in dash["panels"]:
+            row = p["title"] if p["type"] == "row" else row
+            if row != GENERATE.TEAM_ROW and any(TEAM_MODE.search(t["expr"]) for t in p.get("targets", [])):
+                outside.append((dash["uid"], p["title"]))
+    assert not outside
+    team = [p["title"] for p in BUILT["claude-usage-overview.json"]["panels"] if p["type"] != "row"][-4:]
+    assert team == ["Spend by user in range", "Cost per commit", "Cost per line of code", "OTLP requests by status"]
+
+
+def test_the_overview_opens_with_the_exact_calendar_spend() -> None:
+    first = [p for p in BUILT["claude-usage-overview.json"]["panels"][:7]]
+    assert first[0] == {**first[0], "type": "row", "title": "Calendar spend"}
+    assert [p["title"] for p in first[1:]] == [
+        "Spend today",
+        "Spend this week",
+        "Spend this month",
+        "Projected today",
+        "Projected this week",
+        "Projected this month",
+    ]
+    assert all("claude_usage_window_" in p["targets"][0]["expr"] for p in first[1:])
+
+
+def test_every_stat_panel_shows_a_dash_for_no_data_and_for_nan() -> None:
+    for dash in dashboards():
+        for p in panels(dash):
+            if p["type"] == "stat":
+                defaults = p["fieldConfig"]["defaults"]
+                assert defaults["noValue"] == "–", p["title"]
+                assert GENERATE.NAN in defaults["mappings"], p["title"]
+
+
+def test_every_variable_and_rule_query_carries_the_mixin_job_selector() -> None:
+    job = GENERATE.CONFIG["job_selector"]
+    for dash in dashboards():
+        for name, query in GENERATE.variable_queries(dash):
+            assert job in query or 'job=~"$job"' in query, (dash["uid"], name)
 
 
 def test_no_expr_hides_a_misspelling_behind_or_vector() -> None:
@@ -276,14 +311,16 @@ def test_instant_queries_and_range_queries_are_where_they_belong() -> None:
 
 def test_variables_come_in_order_with_their_queries() -> None:
     scope = 'job=~"$job", instance=~"$instance"'
+    job = GENERATE.CONFIG["job_selector"]
     queries = {
-        "job": "label_values(claude_usage_exporter_build_info, job)",
-        "instance": 'label_values(claude_usage_exporter_build_info{job=~"$job"}, instance)',
+        "job": f"label_values(claude_usage_exporter_build_info{{{job}}}, job)",
+        "instance": f'label_values(claude_usage_exporter_build_info{{{job}, job=~"$job"}}, instance)',
         "project": f"label_values(claude_usage_requests_total{{{scope}}}, project)",
         "model_family": f"label_values(claude_usage_requests_total{{{scope}}}, model_family)",
+        "user": f"label_values(claude_usage_requests_total{{{scope}}}, user)",
     }
     order = {
-        "claude-usage-overview": ["datasource", "job", "instance", "project", "model_family"],
+        "claude-usage-overview": ["datasource", "job", "instance", "project", "model_family", "user"],
         "claude-usage-exporter": ["datasource", "job", "instance"],
     }
     for dash in dashboards():
@@ -329,3 +366,4 @@ def test_the_readme_answers_for_every_panel() -> None:
     missing = [(d["uid"], p["title"]) for d in dashboards() for p in panels(d) if f"| {p['title']} |" not in readme]
     assert not missing, "each panel needs a row in the dashboards README"
     assert all(title in readme for _, title in RANGE_EXCEPTIONS), "each lint exception is documented"
+    assert "mixin.toml" in readme
