@@ -4,12 +4,16 @@
 object against the API's schema (strict: unknown fields are errors); the Prometheus Operator's objects
 get a schema of ours covering the fields we use, and the PrometheusRule's groups `promtool check rules`.
 The team overlay's exporter then runs for real, with the rendered args and config and a tokens file
-where the Secret would be, and takes an OTLP export only with a token.
+where the Secret would be, and takes an OTLP export only with a token. The team-tls overlay's exporter
+runs with TLS and basic auth on, and its probes are sent as kubelet would send them.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +25,7 @@ import yaml
 
 from tests import otlpgen as gen
 from tests.prometheus import PROMTOOL, eventually, free_port, require
-from tests.test_deploy_docker import DOCKERFILE, Container, parse, shared  # noqa: F401 (a fixture)
+from tests.test_deploy_docker import DOCKERFILE, Container, parse, secure_web_config, shared  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy/kubernetes"
@@ -142,12 +146,19 @@ METADATA = strict(["name"], {
     "labels": STRINGS,
     "annotations": STRINGS,
 })  # fmt: skip
+SECRET_KEY = strict(["name", "key"], {"name": {"type": "string"}, "key": {"type": "string"}})
 ENDPOINT = strict(["port"], {
     "port": {"type": "string"},
     "path": {"type": "string", "pattern": "^/"},
     "scheme": {"enum": ["http", "https"]},
     "interval": DURATION,
     "scrapeTimeout": DURATION,
+    "tlsConfig": strict([], {
+        "ca": strict(["secret"], {"secret": SECRET_KEY}),
+        "serverName": {"type": "string"},
+        "insecureSkipVerify": {"type": "boolean"},
+    }),
+    "basicAuth": strict(["username", "password"], {"username": SECRET_KEY, "password": SECRET_KEY}),
 })  # fmt: skip
 SERVICE_MONITOR = custom_resource("ServiceMonitor", strict(["selector", "endpoints"], {
     "jobLabel": {"type": "string"},
@@ -269,8 +280,10 @@ def test_the_exporter_is_probed_on_healthz_and_readyz_and_writes_only_its_state_
             exporter = container(deployment, "exporter")
             ports = {p["name"]: p["containerPort"] for p in exporter["ports"]}
             assert ports["metrics"] == 9477 and flags(exporter)["web.listen-address"] == "0.0.0.0:9477"
-            assert exporter["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, tree
-            assert exporter["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, tree
+            # With a web config (TLS), the probes use HTTPS; they need no credentials either way.
+            scheme = {"scheme": "HTTPS"} if "web.config.file" in flags(exporter) else {}
+            assert exporter["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", **scheme}, tree
+            assert exporter["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", **scheme}, tree
             state = flags(exporter)["state-dir"]
             mount, _ = mounted_at(pod, exporter, state)
             assert mount["mountPath"] == state and not mount.get("readOnly"), f"{tree}: the ledger is writable"
@@ -347,8 +360,14 @@ def test_the_team_overlay_runs_one_central_receiver_on_a_claim_and_no_claude_cod
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"metrics": 9477, "otlp": 4318}
 
 
+SECRETS = {
+    "claude-usage-exporter-tokens",
+    "claude-usage-exporter-web",
+}  # the Secrets the overlays' comments say to make
+
+
 def team_config(team: list[Object]) -> tuple[Object, str, dict[str, str]]:
-    """The exporter container, its config file's path and the files of the volume holding it."""
+    """The exporter container, its config file's path and the files of the volume holding it (a Secret's empty)."""
     (deployment,) = of_kind(team, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     exporter = container(deployment, "exporter")
@@ -359,7 +378,7 @@ def team_config(team: list[Object]) -> tuple[Object, str, dict[str, str]]:
         if "configMap" in source:
             files.update(named(team, "ConfigMap", source["configMap"]["name"])["data"])
         else:
-            assert source["secret"]["name"] == "claude-usage-exporter-tokens", "the Secret the README says to make"
+            assert source["secret"]["name"] in SECRETS, "a Secret the overlay's comment says to make"
             files.update({item["path"]: "" for item in source["secret"]["items"]})
     return exporter, mount["mountPath"], files
 
@@ -382,20 +401,25 @@ def test_the_team_config_passes_check_config_and_its_tokens_file_is_the_secrets(
     assert done.returncode == 0 and "OTLP on 0.0.0.0:4318" in done.stdout, done.stdout + done.stderr
 
 
-@pytest.fixture
-def central(team: list[Object], shared: Path) -> Iterator[tuple[Container, int]]:  # noqa: F811
-    """The team overlay's exporter as a process: its args, its config volume with a tokens file, loopback ports."""
-    exporter, folder, files = team_config(team)
+def run_central(objects: list[Object], shared: Path, secrets: dict[str, str]) -> tuple[Container, int]:  # noqa: F811
+    """An overlay's exporter as a process: its args, its config volume with the Secrets' files given, loopback ports."""
+    exporter, folder, files = team_config(objects)
     config_dir = shared / "config"
-    config_dir.mkdir()
-    for name, text in files.items():  # the config's paths in the volume, as the process sees them
+    config_dir.mkdir(exist_ok=True)
+    for name, text in {**files, **secrets}.items():  # the config's paths in the volume, as the process sees them
         (config_dir / name).write_text(text.replace(f"{folder}/", f"{config_dir}/"))
-    (config_dir / "tokens").write_text("# one a line\nteam-token-1\n")
     port, otlp = free_port(), free_port()
     loopback = {"0.0.0.0:9477": f"127.0.0.1:{port}", "0.0.0.0:4318": f"127.0.0.1:{otlp}"}
     args = [re.sub(r"0\.0\.0\.0:\d+", lambda m: loopback[m[0]], arg) for arg in exporter["args"]]
     process = Container(parse(DOCKERFILE.read_text()), shared, port, args=args, mounts={folder: str(config_dir)})
     process.start()
+    return process, otlp
+
+
+@pytest.fixture
+def central(team: list[Object], shared: Path) -> Iterator[tuple[Container, int]]:  # noqa: F811
+    """The team overlay's exporter as a process, with a tokens file where the Secret would be."""
+    process, otlp = run_central(team, shared, {"tokens": "# one a line\nteam-token-1\n"})
     try:
         yield process, otlp
     finally:
@@ -433,3 +457,75 @@ def test_the_team_exporter_takes_otlp_only_with_a_token_from_the_secret_and_coun
     assert eventually(counted, what="the request counted") == 1.0
     assert process.stop() == 0, process.log()
     assert (process.state / "ledger.sqlite3").is_file()
+
+
+def kubelet_probe(probe: Object, exporter: Object, ports: dict[int, int]) -> int:
+    """The status of an httpGet probe sent as kubelet sends it: no credentials, an HTTPS certificate not checked."""
+    get = probe["httpGet"]
+    named_ports = {p["name"]: p["containerPort"] for p in exporter["ports"]}
+    port = ports[named_ports.get(get["port"], get["port"])]
+    if get.get("scheme", "HTTP") == "HTTPS":
+        unchecked = ssl.create_default_context()
+        unchecked.check_hostname, unchecked.verify_mode = False, ssl.CERT_NONE
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=probe["timeoutSeconds"], context=unchecked
+        )
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=probe["timeoutSeconds"])
+    try:
+        headers = {"User-Agent": "kube-probe/1.33", "Accept": "*/*", "Connection": "close"}
+        connection.request("GET", get["path"], headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_the_tls_overlays_probes_pass_with_tls_and_basic_auth_on_and_scrapes_need_the_password(
+    rendered: dict[str, list[Object]],
+    shared: Path,  # noqa: F811
+    pki: Path,
+) -> None:
+    objects = rendered["overlays/team-tls"]
+    web = secure_web_config(shared / "web", pki, "scrape-secret")
+    secrets = {
+        "tokens": "team-token-1\n",
+        "tls.crt": (web.parent / "server.pem").read_text(),
+        "tls.key": (web.parent / "server.key").read_text(),
+        "web.yml": web.read_text().replace("server.pem", "tls.crt").replace("server.key", "tls.key"),
+    }
+    process, _ = run_central(objects, shared, secrets)
+    try:
+        (deployment,) = of_kind(objects, "Deployment")
+        exporter = container(deployment, "exporter")
+        ports = {9477: process.port}
+
+        def probes_pass() -> bool:
+            assert process.process is not None and process.process.poll() is None, process.log()
+            try:
+                statuses = [kubelet_probe(exporter[p], exporter, ports) for p in ("livenessProbe", "readinessProbe")]
+            except OSError:
+                return False  # not listening yet
+            return all(200 <= status < 400 for status in statuses)  # kubelet's success
+
+        eventually(probes_pass, what=lambda: f"both probes pass; log:\n{process.log()}")
+        assert process.healthy(), "the image's HEALTHCHECK passes too"
+        (monitor,) = of_kind(objects, "ServiceMonitor")
+        endpoint = monitor["spec"]["endpoints"][0]
+        assert (endpoint["scheme"], endpoint["basicAuth"]["username"]["name"]) == (
+            "https",
+            "claude-usage-exporter-scrape",
+        )
+        trusted = ssl.create_default_context(cafile=pki / "ca.pem")
+        for password, status in ((None, 401), ("wrong", 401), ("scrape-secret", 200)):
+            connection = http.client.HTTPSConnection("127.0.0.1", process.port, timeout=60, context=trusted)
+            credentials = base64.b64encode(f"prometheus:{password}".encode()).decode()
+            try:
+                connection.request(
+                    "GET", endpoint["path"], headers={"Authorization": f"Basic {credentials}"} if password else {}
+                )
+                assert connection.getresponse().status == status, password
+            finally:
+                connection.close()
+        assert process.stop() == 0, process.log()
+    finally:
+        process.kill()

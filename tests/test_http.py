@@ -110,7 +110,23 @@ def test_basic_auth_lets_in_the_right_password_and_answers_401_otherwise(daemon:
         assert (status, headers["WWW-Authenticate"]) == (401, 'Basic realm="claude-usage-exporter"')
         assert get(server, "/metrics", basic("prometheus", "wrong"))[0] == 401
         assert get(server, "/metrics", basic("grafana", "secret"))[0] == 401
-        assert get(server, "/healthz", basic("prometheus", "secret"))[0] == 200
+        assert get(server, "/metrics", basic("prometheus", "secret"))[0] == 200
+        assert [get(server, path)[0] for path in ("/", "/favicon.ico", "/nope")] == [401, 401, 401]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_health_probes_need_no_credentials_as_kubelet_and_docker_send_none(daemon: Daemon) -> None:
+    server = Server(("127.0.0.1", 0), daemon, WebConfig(users={"prometheus": HASH}))
+    server.start()
+    try:
+        assert get(server, "/healthz")[::2] == (200, b"OK\n")
+        assert get(server, "/readyz")[::2] == (503, b"not ready: the first ingest has not finished\n")
+        daemon.step()
+        assert get(server, "/readyz")[::2] == (200, b"ready\n")
+        assert get(server, "/readyz?verbose", method="HEAD")[0] == 200
+        assert get(server, "/healthz", basic("prometheus", "wrong"))[0] == 200  # a probe's credentials do not matter
     finally:
         server.shutdown()
         server.server_close()
