@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 import runpy
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ VALUES = {
 }  # fmt: skip
 DAY_LIMIT = 1  # USD: one request of today's costs $2
 SEED = 41
+NAMES = {"day": "today", "week": "this week", "month": "this month"}
 
 
 def substitute(expr: str) -> str:
@@ -58,6 +61,9 @@ def params(listed: str) -> list[Any]:
 
 def recordings() -> list[str]:
     return [rule["record"] for group in yaml.safe_load(RULES[0].read_text())["groups"] for rule in group["rules"]]
+
+
+SETUP: dict[str, Path] = {}  # the live exporter's state dir, transcripts root and config, for `report`
 
 
 def stamp(moment: datetime) -> str:
@@ -91,6 +97,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
         "five_hour": {"used_percentage": 95, "resets_at": recorded + 3600, "recorded_at": recorded},
         "seven_day": {"used_percentage": 40, "resets_at": recorded + 3 * 86400, "recorded_at": recorded},
     }}))  # fmt: skip
+    SETUP.update(state=state, root=root, config=config)
     with serving(state, [root], "--config", str(config)) as daemon:
         workdir = tmp_path_factory.mktemp("prometheus")
         with prometheus(workdir, daemon.url.removeprefix("http://"), rule_files=RULES) as server:
@@ -120,7 +127,12 @@ def test_every_dashboard_variable_lists_values(live: Prometheus, query: str) -> 
     assert all(labels.get(label) for labels, _ in values) or (label == "user" and values == [({}, values[0][1])])
 
 
-@pytest.mark.parametrize("record", recordings())
+# The spike baseline samples its input at whole hours (168 points a week, not 10,080): a Prometheus started
+# minutes ago has no whole hour behind it yet. promtool's history.test.yml checks its value instead.
+HOURLY = {"job_instance:claude_usage_cost_usd:increase1h_quantile_7d"}
+
+
+@pytest.mark.parametrize("record", [r for r in recordings() if r not in HOURLY])
 def test_every_recording_rule_records_data(live: Prometheus, record: str) -> None:
     assert eventually(lambda: live.query(record), what=f"samples of {record}")
 
@@ -168,3 +180,28 @@ def test_a_plan_window_at_95_percent_and_a_model_with_no_price_raise_their_alert
     unpriced = alert(live, "ClaudeUsageUnpricedModel")
     assert unpriced["labels"]["model"] == "claude-future-9"
     assert unpriced["annotations"]["summary"] == "Model claude-future-9 has no known price."
+
+
+@pytest.mark.parametrize(("window", "kind", "first"), [
+    ("day", "daily", lambda today: today),
+    ("week", "weekly", lambda today: today - timedelta(days=today.weekday())),
+    ("month", "monthly", lambda today: today.replace(day=1)),
+])  # fmt: skip
+def test_the_headline_calendar_spend_equals_report_to_the_cent(
+    live: Prometheus, window: str, kind: str, first: Callable[[date], date]
+) -> None:
+    """The overview's first panels against the CLI's report on the same ledger: money in a series' first
+    scrape interval (the future model's, the Haiku request's) is in both."""
+    (expr,) = [
+        e for t, e in GENERATOR["queries"](DASHBOARDS["claude-usage-overview.json"]) if t == f"Spend {NAMES[window]}"
+    ]
+    today = datetime.now(UTC).date()
+    command = [sys.executable, "-m", "exporter", "report", kind, "--json", "--since", first(today).isoformat(),
+               "--until", today.isoformat(), "--start-of-week", "monday", "-z", "UTC", "--config",
+               str(SETUP["config"]), "--state-dir", str(SETUP["state"]),
+               "--claude-dir", str(SETUP["root"])]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    reported = orjson.loads(done.stdout)["totals"]["totalCost"]
+    headline = eventually(lambda: live.query(substitute(expr)), what=expr)[0][1]
+    assert round(headline, 2) == round(reported, 2) and reported >= 2.0
