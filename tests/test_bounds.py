@@ -242,6 +242,13 @@ def test_a_transcript_line_a_day_ahead_of_the_clock_is_malformed_and_a_line_just
     assert [e.key for e in parse_chunk(chunk, Counter(), now=NOW + timedelta(days=1))] == ["msg_a", "msg_b"]
 
 
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_that_falls_off_the_calendar_in_utc_is_malformed_not_a_crash(timestamp: str) -> None:
+    counts: Counter[str] = Counter()
+    assert parse_chunk(line(timestamp=timestamp) + b"\n", counts, now=NOW) == []
+    assert counts == Counter({"malformed": 1})
+
+
 @pytest.mark.parametrize("content_type", [JSON, PROTOBUF])
 def test_an_otlp_event_or_point_a_day_ahead_of_the_clock_is_rejected(content_type: str) -> None:
     now_ms = int(NOW.timestamp() * 1000)

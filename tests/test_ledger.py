@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from exporter.events import Tokens, UsageEvent
+from exporter.events import MAX_TOOLS, Tokens, UsageEvent
 from exporter.ledger import MIGRATIONS, Ledger, LedgerError, Request
 from exporter.sources.files import FileState
 
@@ -142,3 +142,15 @@ def test_offsets_of_files_that_are_gone_are_dropped_but_their_requests_stay(tmp_
     ledger.forget_files({(1, 2)})
     assert list(ledger.file_states()) == [(1, 3)]
     assert len(rows(ledger)) == 1
+
+
+def test_copies_with_more_tools_than_the_cap_keep_the_stored_ones_and_count_no_call_twice(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    first = frozenset(f"tool{i:03}" for i in range(MAX_TOOLS - 1))
+    ledger.commit(requests(event(tools=first)), label)
+    later = frozenset(f"extra{i:03}" for i in range(10))
+    ledger.commit(requests(event(tools=later)), label)
+    ledger.commit(requests(event(tools=first | later)), label)
+    [merged] = rows(ledger)
+    assert merged.tools == first | {"extra000"}
+    assert ledger.db.execute("SELECT sum(calls) FROM tool_series").fetchone() == (MAX_TOOLS,)
