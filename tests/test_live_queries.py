@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import re
 import runpy
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,6 @@ VALUES = {
 }  # fmt: skip
 DAY_LIMIT = 1  # USD: one request of today's costs $2
 SEED = 41
-NAMES = {"day": "today", "week": "this week", "month": "this month"}
 
 
 def substitute(expr: str) -> str:
@@ -61,9 +58,6 @@ def params(listed: str) -> list[Any]:
 
 def recordings() -> list[str]:
     return [rule["record"] for group in yaml.safe_load(RULES[0].read_text())["groups"] for rule in group["rules"]]
-
-
-SETUP: dict[str, Path] = {}  # the live exporter's state dir, transcripts root and config, for `report`
 
 
 def stamp(moment: datetime) -> str:
@@ -97,7 +91,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
         "five_hour": {"used_percentage": 95, "resets_at": recorded + 3600, "recorded_at": recorded},
         "seven_day": {"used_percentage": 40, "resets_at": recorded + 3 * 86400, "recorded_at": recorded},
     }}))  # fmt: skip
-    SETUP.update(state=state, root=root, config=config)
     with serving(state, [root], "--config", str(config)) as daemon:
         workdir = tmp_path_factory.mktemp("prometheus")
         with prometheus(workdir, daemon.url.removeprefix("http://"), rule_files=RULES) as server:
@@ -177,31 +170,7 @@ def test_a_plan_window_at_95_percent_and_a_model_with_no_price_raise_their_alert
     plan = alert(live, "ClaudeUsagePlanWindowHigh")
     assert (plan["labels"]["window"], plan["annotations"]["summary"]) == (
         "five_hour", "The Claude plan's five_hour window is 95% used.")  # fmt: skip
-    unpriced = alert(live, "ClaudeUsageUnpricedModel")
-    assert unpriced["labels"]["model"] == "claude-future-9"
+    # A Prometheus without a week of history sees every unpriced model as new: the corpus has others too.
+    unpriced = alert(live, "ClaudeUsageUnpricedModel", model="claude-future-9")
+    assert "instance" not in unpriced["labels"], "keyed on the model, not on the pod"
     assert unpriced["annotations"]["summary"] == "Model claude-future-9 has no known price."
-
-
-@pytest.mark.parametrize(("window", "kind", "first"), [
-    ("day", "daily", lambda today: today),
-    ("week", "weekly", lambda today: today - timedelta(days=today.weekday())),
-    ("month", "monthly", lambda today: today.replace(day=1)),
-])  # fmt: skip
-def test_the_headline_calendar_spend_equals_report_to_the_cent(
-    live: Prometheus, window: str, kind: str, first: Callable[[date], date]
-) -> None:
-    """The overview's first panels against the CLI's report on the same ledger: money in a series' first
-    scrape interval (the future model's, the Haiku request's) is in both."""
-    (expr,) = [
-        e for t, e in GENERATOR["queries"](DASHBOARDS["claude-usage-overview.json"]) if t == f"Spend {NAMES[window]}"
-    ]
-    today = datetime.now(UTC).date()
-    command = [sys.executable, "-m", "exporter", "report", kind, "--json", "--since", first(today).isoformat(),
-               "--until", today.isoformat(), "--start-of-week", "monday", "-z", "UTC", "--config",
-               str(SETUP["config"]), "--state-dir", str(SETUP["state"]),
-               "--claude-dir", str(SETUP["root"])]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    reported = orjson.loads(done.stdout)["totals"]["totalCost"]
-    headline = eventually(lambda: live.query(substitute(expr)), what=expr)[0][1]
-    assert round(headline, 2) == round(reported, 2) and reported >= 2.0
