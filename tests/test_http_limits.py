@@ -7,6 +7,7 @@ set short (a deadline of half a second) so that no test waits for the real one.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import socket
@@ -119,7 +120,10 @@ def test_a_connection_over_the_cap_is_turned_away_at_once_and_a_freed_slot_serve
         assert statuses(read_to_end(held[0])) == [listener.status]  # its slot is free once it has ended
         assert statuses(exchange(listener.where, probe(listener.path, "Connection: close"))) == [listener.status]
     finally:
-        for connection in held:
+        for connection in held:  # each ended by the server, so the slots are free for the next test
+            with contextlib.suppress(OSError):
+                connection.sendall(probe(listener.path, "Connection: close"))
+                read_to_end(connection)
             connection.close()
 
 
