@@ -2,7 +2,7 @@
 header size, request smuggling (RFC 9112), bounded decoding, gzip members, Accept-Encoding and the Server header.
 
 Real `serve` processes where the defaults are what is tested; servers made in the test where a limit is
-set short (a deadline of half a second) so that no test waits for the real one.
+set short (a deadline of one second) so that no test waits for the real one.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.lines import assistant_line, write
 from tests.test_http import daemon  # noqa: F401 (a fixture)
 
 WAIT = 30.0  # seconds a read waits for the server before the test fails (a limit, never a pause)
+SHORT = 1.0  # a deadline short enough to wait for, long enough for a request sent in one write
 Address = tuple[str, int]
 EMPTY_MEMBER = gzip.compress(b"")  # 20 bytes: the smallest gzip member
 
@@ -132,12 +133,12 @@ def test_a_connection_over_the_cap_is_turned_away_at_once_and_a_freed_slot_serve
 
 @pytest.fixture
 def short_deadline(daemon: Daemon) -> Iterator[Callable[[str], Address]]:  # noqa: F811
-    """Servers of either kind whose requests must arrive within half a second."""
+    """Servers of either kind whose requests must arrive within SHORT seconds."""
     started: list[Server | OtlpServer] = []
 
     def make(kind: str) -> Address:
-        server = Server(("127.0.0.1", 0), daemon, deadline=0.5) if kind == "metrics" else (
-            OtlpServer(("127.0.0.1", 0), lambda kind, decoded: None, deadline=0.5))  # fmt: skip
+        server = Server(("127.0.0.1", 0), daemon, deadline=SHORT) if kind == "metrics" else (
+            OtlpServer(("127.0.0.1", 0), lambda kind, decoded: None, deadline=SHORT))  # fmt: skip
         server.start()
         started.append(server)
         return "127.0.0.1", server.server_address[1]
@@ -177,7 +178,7 @@ def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(daemon: 
         entered.set()
         release.wait(WAIT)
 
-    server = OtlpServer(("127.0.0.1", 0), sink, deadline=0.5)
+    server = OtlpServer(("127.0.0.1", 0), sink, deadline=SHORT)
     server.start()
     where = ("127.0.0.1", server.server_address[1])
     body = gen.to_json(gen.api_request_logs(1))
@@ -358,7 +359,7 @@ def test_bodies_beyond_the_decoding_slots_wait_then_get_a_503_and_memory_stays_b
         entered.set()
         release.wait(WAIT)
 
-    where = make_otlp(sink, max_bodies=1, deadline=0.5)
+    where = make_otlp(sink, max_bodies=1, deadline=SHORT)
     body = gen.to_json(gen.api_request_logs(1))
     post = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
     try:
