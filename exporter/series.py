@@ -156,7 +156,8 @@ DELETE FROM {table} WHERE {_long(*labels)};
 # `bounded_tools` / `bounded_row` for the tools column and pending JSON rows). Shortened values never
 # equal kept ones, nor each other, so rows only meet if a value already held the shortened form: then
 # series rows add up, and of two requests (or prompts, sessions, pending events) the one that held it is
-# kept, the other's counts staying in the series. Report documents may quote the old values: dropped.
+# kept, the other's counts staying in the series. Report documents and the cache of price look-ups
+# (keyed by model) may hold the old values: dropped, both are rebuilt when needed.
 _REQUEST_TEXT = ("key", "request_id", "session_id", "project", "model", "agent", "speed", "interaction", "category",
                  "user")  # fmt: skip
 SCHEMA_5 = f"""
@@ -174,6 +175,7 @@ DELETE FROM sessions WHERE {_long("session_id", "project")};
 UPDATE OR IGNORE pending SET request_id = bounded(request_id), request = bounded_row(request);
 DELETE FROM pending WHERE {_long("request_id")};
 DELETE FROM reports;
+DELETE FROM meta WHERE key = 'prices';
 """
 
 

@@ -296,6 +296,7 @@ def old_ledger(state: Path, events: list[UsageEvent], enrich: Callable[[Request]
     pending = events[0]._replace(key="r" * 300, request_id="r" * 300, source="otlp")
     ledger.receive([Request.from_event(pending)], enrich, 60_000, 0)
     ledger.cached_report("daily", lambda: orjson.dumps({"model": "m" * 300}))
+    ledger.set_meta("prices", orjson.dumps({"fingerprint": "f", "lookups": {"m" * 300: None}}).decode())
     totals = ledger.db.execute("SELECT sum(requests), sum(input), sum(cost) FROM usage_series").fetchone()
     calls = ledger.db.execute("SELECT sum(calls) FROM tool_series").fetchone()
     ledger.close()
@@ -341,5 +342,6 @@ def test_opening_an_older_ledger_shortens_every_long_value_and_keeps_every_total
     [(pending_id, row)] = db.execute("SELECT request_id, request FROM pending").fetchall()
     assert pending_id == shorten("r" * 300) == orjson.loads(row)[0]
     assert db.execute("SELECT count(*) FROM reports").fetchone() == (0,)
+    assert repaired.meta("prices") is None
     repaired.close()
     Ledger(state).close()  # a second open changes nothing more and does not fail
