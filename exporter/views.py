@@ -94,7 +94,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS session_added AFTER INSERT ON main.sessions BE
 CREATE TEMP TRIGGER IF NOT EXISTS prompt_added AFTER INSERT ON main.prompts BEGIN
     INSERT INTO count_log VALUES ('prompts', NEW.project, 1); END;
 """
-_STATEMENTS = ["CREATE " + s.strip() for s in _STATE.split("\nCREATE ") if s.strip()]  # one by one: see _fresh
+_STATEMENTS = ["CREATE " + s.strip() for s in _STATE.split("\nCREATE ") if s.strip()]  # one by one: see _install
 _TRIGGERS = _STATE.count("CREATE TEMP TRIGGER")
 _LOGS = ("usage_log", "tool_log", "count_log")
 
@@ -170,10 +170,11 @@ def _keep_new(db: sqlite3.Connection, policy: LabelPolicy) -> None:
         kept[label].add(value)
     for label, limit in _limits(policy).items():
         values = kept[label]
-        for table, column in _FIRST_SEEN[label]:
+        logs = dict.fromkeys((_LOGGED[table], column) for table, column in _FIRST_SEEN[label])  # sessions, prompts: one
+        for log, column in logs:
             if len(values) >= limit:
                 break
-            for (value,) in db.execute(f"SELECT {column} FROM temp.{_LOGGED[table]} ORDER BY rowid"):
+            for (value,) in db.execute(f"SELECT {column} FROM temp.{log} ORDER BY rowid"):
                 if value not in values:
                     values.add(value)
                     db.execute("INSERT INTO temp.views_kept (label, value) VALUES (?, ?)", (label, value))
