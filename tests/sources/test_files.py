@@ -89,7 +89,7 @@ def test_discover_finds_session_and_subagent_files_and_nothing_else(tmp_path: Pa
     write(root / "projects/-home-dev-a/s1/subagents/agent-a46e.meta.json", b"{}")
     write(root / "projects/-home-dev-a/notes.txt", b"")
     write(root / "projects/-home-dev-a/s0.jsonl.bak", b"")
-    write(root / "projects/-home-dev-b/deep/er/s2.jsonl", b"")
+    write(root / "projects/-home-dev-b/deep/er/s2.jsonl", b"")  # deeper than Claude Code's layout
     write(root / "history.jsonl", b"{}\n")  # outside projects/
     write(root / "todos/t.jsonl", b"{}\n")
     errors: list[str] = []
@@ -97,15 +97,14 @@ def test_discover_finds_session_and_subagent_files_and_nothing_else(tmp_path: Pa
     assert sorted((str(Path(f.path).relative_to(root)), f.size) for f in result) == [
         ("projects/-home-dev-a/s1.jsonl", 3),
         ("projects/-home-dev-a/s1/subagents/agent-a46e.jsonl", 6),
-        ("projects/-home-dev-b/deep/er/s2.jsonl", 0),
     ]
     assert errors == []
 
 
 def test_a_folder_named_like_a_transcript_is_walked_not_listed(tmp_path: Path) -> None:
-    write(tmp_path / "claude/projects/p/folder.jsonl/s1.jsonl", b"")
+    write(tmp_path / "claude/projects/p/folder.jsonl/subagents/agent-1.jsonl", b"")
     errors: list[str] = []
-    assert listed([tmp_path / "claude"], tmp_path, errors) == ["claude/projects/p/folder.jsonl/s1.jsonl"]
+    assert listed([tmp_path / "claude"], tmp_path, errors) == ["claude/projects/p/folder.jsonl/subagents/agent-1.jsonl"]
     assert errors == []
 
 
@@ -331,19 +330,16 @@ def test_a_line_longer_than_max_line_is_skipped_and_reading_resumes_after_it(
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 50])
-def test_a_long_line_still_unfinished_at_the_end_is_neither_yielded_nor_passed(
+def test_a_long_line_still_unfinished_at_the_end_is_counted_once_and_passed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
     monkeypatch.setattr(files, "MAX_LINE", 16)
     path = write(tmp_path / "s.jsonl", b"short\n" + LONG)
-    assert read_all(path, 0, chunk) == [(b"short\n", 6, 0)]
-    assert read_all(path, 6, chunk) == []
+    assert read_all(path, 0, chunk) == [(b"short\n", 6, 0), (b"", 106, 1)]
+    assert read_all(path, 106, chunk) == []
     with path.open("ab") as f:
         f.write(LONG + b"\nafter\n")
-    got = read_all(path, 6, chunk)
-    assert b"".join(lines for lines, _, _ in got) == b"after\n"
-    assert [(offset, too_long) for _, offset, too_long in got if too_long] == [(207, 1)]
-    assert got[-1][1] == 213
+    assert read_all(path, 106, chunk) == [(b"", 207, 0), (b"after\n", 213, 0)]
 
 
 def test_a_long_line_ending_at_the_end_of_the_file_is_skipped_once(
