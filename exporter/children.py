@@ -52,6 +52,12 @@ class Workers(Generic[T, R]):
         self._processes: list[BaseProcess] = []
         self._pipes: list[Connection] = []
         self._threads: list[threading.Thread] = []
+        if start_method != "fork":
+            # multiprocessing's resource tracker unblocks these signals as it starts (in the first spawn):
+            # started before, it leaves the mask below alone.
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
         # Blocked here, a stop signal cannot kill a worker before it ignores it (the mask is inherited
         # through fork and exec); this process still gets it, through another thread or once unblocked.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)

@@ -255,6 +255,8 @@ def _parse_all(
         for unit in units:
             yield unit, parse_unit(unit, pricing.enrich)
         return
+    if stop():  # no workers to start only to kill them
+        return
     from exporter.children import Workers  # only a large backlog pays for multiprocessing's imports
 
     # fork (the CLI): workers start in milliseconds, and inherit `pricing` unpickled; the daemon, which

@@ -122,9 +122,10 @@ def test_sigterm_or_sigint_in_any_order_at_any_moment_of_the_first_ingest_stops_
                 os.kill(pid, sig)
         code = daemon.process.wait(timeout=STOP_WITHIN)
         log = rest_of_log(daemon)
-    clean = (0, "stopped")
-    expected = [clean, (-sig, "stopping at once")] if targets.count(daemon.process.pid) > 1 else [clean]
-    assert (code, message(log[-1])) in expected
+    if code == 0 or targets.count(daemon.process.pid) == 1:
+        assert (code, message(log[-1])) == (0, "stopped")
+    else:  # a worker it was starting may tell on stderr that its parent is gone: the daemon's own last line
+        assert (code, [message(raw) for raw in log if raw.startswith("{")][-1]) == (-sig, "stopping at once")
     assert running_after(tree, CHILDREN_WITHIN) == set()
     assert integrity(state) == [("ok",)]
     ingested = sum(int(n) for n in re.findall(r"ingested (\d+) new request", "".join(log)))
