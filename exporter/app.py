@@ -34,7 +34,7 @@ class Core:
     state_dir: Path
     roots: tuple[Path, ...]
     timezone: str
-    pricing_mode: str = "calculate"
+    pricing_mode: str = "auto"
     overrides: tuple[Override, ...] = ()
     tools: Mapping[str, str] = field(default_factory=dict)  # tool (or glob) -> interaction
     categories: Mapping[str, str] = field(default_factory=dict)  # interaction -> category
@@ -107,17 +107,24 @@ class App:
         return {"core": self.core}  # for parse workers: the ledger stays in this process
 
     def refresh(
-        self, progress: Progress | None = None, stop: Callable[[], bool] | None = None, now_ms: int | None = None
+        self,
+        progress: Progress | None = None,
+        stop: Callable[[], bool] | None = None,
+        now_ms: int | None = None,
+        share: int | None = None,
     ) -> IngestResult:
         """Brings the ledger up to date with the transcripts, and with price or rule changes; then
-        closes the prompts that are over (`now_ms`, default the clock, decides which are idle)."""
+        closes the prompts that are over (`now_ms`, default the clock, decides which are idle).
+        `share` bounds what one file with new bytes may add to the pass while others have new bytes too."""
         self.ledger.reprice(self.fingerprint, self.enrich)
         # Price look-ups are kept in the ledger: a later run prices the same models without loading
         # the price data (~0.3 s), which is most of an incremental report's work.
         saved = orjson.loads(self.ledger.meta("prices") or "{}")
         if saved.get("fingerprint") == self.fingerprint:
             self.remember(saved["lookups"])
-        result = ingest(self.ledger, list(self.core.roots), self, progress, stop=stop, start_method=self.start_method)
+        result = ingest(
+            self.ledger, list(self.core.roots), self, progress, stop=stop, start_method=self.start_method, share=share
+        )
         self.ledger.close_prompts(int(time.time() * 1000) if now_ms is None else now_ms)
         lookups = self.remembered()
         if lookups != saved.get("lookups"):
@@ -142,4 +149,5 @@ def override(o: PriceOverride) -> Override:
         long_context_threshold=tier.threshold if tier else None,
         long_context=Rates(tier.input, tier.output, tier.cache_read, tier.cache_write_5m, tier.cache_write_1h)
         if tier else None,
+        fast_multiplier=o.fast_multiplier,
     )  # fmt: skip

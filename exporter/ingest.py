@@ -69,6 +69,7 @@ class IngestResult:
     bytes_read: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    more: bool = False  # a fair share left new bytes to the next pass
 
     @property
     def files(self) -> int:
@@ -144,17 +145,21 @@ def ingest(
     workers: int | None = None,
     stop: Callable[[], bool] | None = None,
     start_method: str = "fork",
+    share: int | None = None,
 ) -> IngestResult:
     """Reads every new byte under the roots into the ledger; one bad file never stops the rest.
 
     `stop`, checked after each unit, ends the ingest early: what was read so far is committed.
+    `share` (see `plan`) leaves part of a large backlog to the next pass; `result.more` says so.
     """
     result = IngestResult()
     with ingest_lock(ledger.path.parent):
         found = fs.discover(roots, result.errors)
         result.found = found
         states = ledger.file_states()
-        units = plan(found, states, result.errors)
+        deferred: list[str] = []
+        units = plan(found, states, result.errors, share, deferred)
+        result.more = bool(deferred)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
         batch = _Batch(ledger, pricing.enrich, result, batch_bytes)
         for unit, parsed in _parse_all(units, total, workers, pricing, start_method, stop or (lambda: False)):

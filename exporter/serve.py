@@ -42,6 +42,7 @@ log = logging.getLogger("claude_usage_exporter")
 SOURCE = "transcripts"
 WINDOWS_EVERY = 30.0  # seconds: how stale budgets, projections and the block may grow without new data
 WINDOWS_SOON = 5.0  # seconds: how long after a change they may wait
+SHARE = 64 << 20  # bytes one file may add to a pass while other files have new bytes too
 
 
 class Waker:
@@ -127,7 +128,9 @@ class Daemon:
         started = self.clock()
         self._receive()
         try:
-            result = self.app.refresh(stop=lambda: self.stopping)
+            # Once the backlog is read, one fast-growing file must not hold up the others' new requests.
+            share = SHARE if self.status.started else None
+            result = self.app.refresh(stop=lambda: self.stopping, share=share)
         except (LedgerError, OSError, sqlite3.Error) as err:
             self._failed(f"cannot update the ledger in {self.core.state_dir}: {err}")
             return
@@ -138,6 +141,8 @@ class Daemon:
         if SOURCE in self.options.sources:
             self.health.source_up[SOURCE] = 1
         self.health.files_watched = result.files
+        if result.more:  # the rest of a large file is read in the next pass, straight away
+            self.waker.wake()
         self.hot = Hot.of(result.found, self.core.roots, time.time_ns()) if self.polling else None
         if self.health.pending_since is not None and self.health.pending_since <= started:
             self.health.pending_since = None

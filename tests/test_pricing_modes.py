@@ -185,7 +185,6 @@ def test_check_config_names_auto_as_the_default_mode(tmp_path: Path) -> None:
     assert "; pricing auto, 0 override(s);" in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="exporter/app.py's override() does not yet pass fast_multiplier on")
 def test_a_config_override_with_a_fast_multiplier_prices_fast_requests(run: Run, tmp_path: Path) -> None:
     folder = tmp_path / "claude/projects/-home-dev-acme-api"
     fast = modern_line("2025-06-03T12:00:00.000Z").replace(b'"speed":"standard"', b'"speed":"fast"')
