@@ -1,4 +1,4 @@
-"""Which interaction and category a request is (PRODUCT.md §6), and the bounded tool label.
+"""Which interaction and category a request is, and the bounded tool label.
 
 The rules are data (`data/interactions.toml`); config may move tools and interactions around them.
 """

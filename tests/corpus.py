@@ -1,7 +1,7 @@
 """Seeded, reproducible Claude Code transcripts, and the ground truth they were generated from.
 
 Tests and the benchmark run on this instead of real transcripts: it writes the line shapes Claude
-Code 2.1.x writes and every duplicate trap of FORMATS.md §1, and records what a correct reader must
+Code 2.1.x writes and every duplicate trap of its transcripts, and records what a correct reader must
 count: one request per `message.id`, the per-field maximum over its copies, the earliest timestamp.
 
 `generate()` builds a history; `append_activity()` adds a resumed turn and new sessions to it.

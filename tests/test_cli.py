@@ -160,15 +160,16 @@ def test_the_daily_table_matches_its_golden_rendering(run: Run, tmp_path: Path) 
     assert out == (GOLDEN / "report-daily-breakdown.txt").read_text()
 
 
-def test_the_readme_lists_every_environment_variable() -> None:
+def test_the_configuration_page_lists_every_environment_variable() -> None:
     from exporter.config import ENV_VARS
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs/configuration.md").read_text()
     assert [name for name in ENV_VARS if f"`{name}`" not in readme] == []
 
 
-def test_the_readme_config_examples_are_valid_configs(run: Run, tmp_path: Path) -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+def test_the_docs_config_examples_are_valid_configs(run: Run, tmp_path: Path) -> None:
+    docs = Path(__file__).parent.parent / "docs"
+    readme = "".join((docs / f"{page}.md").read_text() for page in ("budgets-and-statusline", "configuration", "team-mode"))
     examples = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if block.startswith("timezone:")]
     assert len(examples) == 2  # the budgets section's and the full one
     for example in examples:

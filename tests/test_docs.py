@@ -25,7 +25,7 @@ LINKED = [
     ROOT / "dashboards" / "README.md",
     ROOT / "bench" / "README.md",
 ]
-OURS = [README, CONTRIBUTING, *sorted(DOCS.glob("*.md")), ROOT / "dashboards" / "README.md"]
+OURS = LINKED
 SET_UP = """\
 # claude-usage-exporter
 

@@ -99,12 +99,6 @@ def test_the_metrics_command_prints_the_contract_from_the_code() -> None:
     ]
 
 
-def test_the_readme_metric_table_is_the_contract() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    rows = re.findall(r"^\| `(claude_usage_\w+)` \| (\w+) \| ([^|]+) \| (.+) \|$", readme, re.M)
-    assert rows == [(s.name, s.kind, ", ".join(s.labels) or "–", s.help) for s in CONTRACT]
-
-
 def test_no_label_is_named_type_and_every_usage_label_set_is_bounded() -> None:
     labels = {label for spec in CONTRACT for label in spec.labels}
     assert "type" not in labels

@@ -175,9 +175,9 @@ def test_the_exposition_passes_promtool_check_metrics(stack: Stack) -> None:
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
 
 
-def test_every_readme_scrape_config_is_one_promtool_accepts(tmp_path: Path) -> None:
-    require(PROMTOOL, "the README's scrape configs")
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+def test_every_scrape_config_of_the_deploy_page_is_one_promtool_accepts(tmp_path: Path) -> None:
+    require(PROMTOOL, "the deploy page's scrape configs")
+    readme = (Path(__file__).parent.parent / "docs/deploy.md").read_text()
     examples = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("scrape_configs:")]
     assert len(examples) == 2  # serve's, and the team's in Deploy
     for example in examples:

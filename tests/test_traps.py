@@ -1,4 +1,4 @@
-"""Each duplicate trap of Claude Code's transcripts (FORMATS.md §1, "Duplicates" 1–6), end to end."""
+"""Each duplicate trap of Claude Code's transcripts (docs/reports.md, "How requests are counted"), end to end."""
 
 from __future__ import annotations
 
