@@ -187,7 +187,9 @@ def _budgets(app: App, ledger: Ledger, cost: str, as_json: bool) -> None:
     from exporter import budgets
 
     if not app.core.budgets:
-        raise click.ClickException("no budgets configured: add a `budgets:` list to the config file (see docs/budgets-and-statusline.md)")
+        raise click.ClickException(
+            "no budgets configured: add a `budgets:` list to the config file (see docs/budgets-and-statusline.md)"
+        )
     c = app.core
     states = budgets.evaluate(ledger, c.budgets, int(time.time() * 1000), c.zone, c.week_start, cost)
     if as_json:

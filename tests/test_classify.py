@@ -16,7 +16,7 @@ from exporter.classify import (
 DIRECT, CONTEXT, MODEL = "direct_interaction", "context_processing", "model_operation"
 
 
-# One row per row of the classification table (docs/reports.md): (agent, tools, compaction, web searches) → (interaction, category).
+# One row per classification rule (docs/reports.md): (agent, tools, compaction, web searches) → (interaction, category).
 @pytest.mark.parametrize(
     ("agent", "tools", "compaction", "web_searches", "expected"),
     [

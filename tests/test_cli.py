@@ -169,7 +169,8 @@ def test_the_configuration_page_lists_every_environment_variable() -> None:
 
 def test_the_docs_config_examples_are_valid_configs(run: Run, tmp_path: Path) -> None:
     docs = Path(__file__).parent.parent / "docs"
-    readme = "".join((docs / f"{page}.md").read_text() for page in ("budgets-and-statusline", "configuration", "team-mode"))
+    pages = ("budgets-and-statusline", "configuration", "team-mode")
+    readme = "".join((docs / f"{page}.md").read_text() for page in pages)
     examples = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if block.startswith("timezone:")]
     assert len(examples) == 2  # the budgets section's and the full one
     for example in examples:

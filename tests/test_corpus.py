@@ -1,4 +1,4 @@
-"""The corpus generator: reproducible, holding every duplicate trap of Claude Code's transcripts, and its truth provably right.
+"""The corpus generator: reproducible, holding every duplicate trap, and its truth provably right.
 
 Traps are checked by scanning the written files, never by trusting the generator's own counters.
 """
