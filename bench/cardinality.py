@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: make `exporter` importable
 
 from exporter.events import Tokens  # noqa: E402
-from exporter.ledger import Ledger, Request  # noqa: E402
-from exporter.metrics import Exposition, Health, read_snapshot  # noqa: E402
-from exporter.views import LabelPolicy  # noqa: E402
+from exporter.ledger.store import Ledger, Request  # noqa: E402
+from exporter.metrics.exposition import Exposition, Health, read_snapshot  # noqa: E402
+from exporter.metrics.points import LabelPolicy  # noqa: E402
 
 POLICY = LabelPolicy(user=True)  # the default caps, with team mode's user label
 BUILD = {"version": "bench", "pricing_source": "bench", "pricing_version": "0"}

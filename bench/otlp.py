@@ -38,8 +38,8 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: make `exporter` and `tests` importable
 
-from exporter.otlp import JSON, PROTOBUF, Logs, Point, decode_logs  # noqa: E402
-from exporter.otlp_http import OtlpServer  # noqa: E402
+from exporter.sources.otlp import JSON, PROTOBUF, Logs, Point, decode_logs  # noqa: E402
+from exporter.web.otlp import OtlpServer  # noqa: E402
 from tests import otlpgen  # noqa: E402
 from tests.daemon import Serve, samples, serving  # noqa: E402
 

@@ -8,7 +8,7 @@ time of each. Exits 1 when the median ratio is above 2. Never part of the test s
 
 By default both run with bytecode caching on, into a temporary PYTHONPYCACHEPREFIX (as an installed package would
 run, without writing into the source tree); `--as-is` keeps the environment untouched, so that with
-PYTHONDONTWRITEBYTECODE=1 every run compiles exporter/statusline.py from source.
+PYTHONDONTWRITEBYTECODE=1 every run compiles exporter/sources/statusline.py from source.
 """
 
 from __future__ import annotations

@@ -7,13 +7,9 @@ tests/test_docs.py fails when the committed page differs from what this prints.
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import Any
 
-# The contract moves from `exporter.metrics` to `exporter.metrics.contract` when the package is split into
-# subpackages; either layout works, so this script needs no edit on the day of the move.
-_HOMES = ("exporter.metrics.contract", "exporter.metrics")
+from exporter.metrics.exposition import CONTRACT, Spec
 
 HEAD = """\
 # Metrics
@@ -73,24 +69,13 @@ How each request is found and de-duplicated before it is counted, and how it get
 """
 
 
-def contract() -> tuple[Any, ...]:
-    for home in _HOMES:
-        try:
-            module = importlib.import_module(home)
-        except ImportError:
-            continue
-        if hasattr(module, "CONTRACT"):
-            return tuple(module.CONTRACT)
-    raise SystemExit(f"no CONTRACT in any of {', '.join(_HOMES)}")
-
-
-def row(spec: Any) -> str:
+def row(spec: Spec) -> str:
     labels = ", ".join(spec.labels) or "–"
     return f"| `{spec.name}` | {spec.kind} | {labels} | {spec.help} |\n"
 
 
 def page() -> str:
-    return HEAD + "".join(row(spec) for spec in contract()) + TAIL
+    return HEAD + "".join(row(spec) for spec in CONTRACT) + TAIL
 
 
 if __name__ == "__main__":

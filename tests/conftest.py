@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.app import App, Core
 from exporter.config import load_settings
 from exporter.events import UsageEvent
-from exporter.ledger import Ledger, Request
+from exporter.ledger.store import Ledger, Request
+from exporter.pipeline import App, Core
 from tests.daemon import command, process_tree, running, running_after
 
 PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>

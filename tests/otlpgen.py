@@ -22,7 +22,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from exporter.reports import iso
+from exporter.reports.periods import iso
 
 VERSION = "2.1.197"
 EVENTS_SCOPE = "com.anthropic.claude_code.events"

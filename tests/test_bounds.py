@@ -17,14 +17,14 @@ from typing import Any
 import orjson
 import pytest
 
-from exporter.app import App
+from exporter.daemon.team import Team
 from exporter.events import MAX_CHARS, SHORTENED_CHARS, UsageEvent, project_name, shorten
-from exporter.ledger import MIGRATIONS, Ledger, Request
-from exporter.metrics import TEXT, Exposition, Health, read_snapshot
-from exporter.otlp import JSON, PROTOBUF, decode_logs, decode_metrics
+from exporter.ledger.store import MIGRATIONS, Ledger, Request
+from exporter.metrics.exposition import TEXT, Exposition, Health, read_snapshot
+from exporter.metrics.points import LabelPolicy
+from exporter.pipeline import App
+from exporter.sources.otlp import JSON, PROTOBUF, decode_logs, decode_metrics
 from exporter.sources.transcripts import parse_chunk
-from exporter.team import Team
-from exporter.views import LabelPolicy
 from tests import otlpgen
 from tests.daemon import samples, serving
 from tests.lines import BASE, assistant_line, line, write

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from exporter.metrics import TEXT
-from exporter.page import TOP
+from exporter.metrics.exposition import TEXT
+from exporter.web.page import TOP
 from tests.corpus import generate
 from tests.daemon import Serve, samples, serving
 from tests.prometheus import parse_labels, require

@@ -10,11 +10,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter import blocks, reports
-from exporter.budgets import BudgetSpec, BudgetState, evaluate, window_bounds
+from exporter.daemon.gauges import Windows, read_windows
 from exporter.events import Tokens
-from exporter.ledger import Ledger
-from exporter.windows import Windows, read_windows
+from exporter.ledger.store import Ledger
+from exporter.reports import blocks
+from exporter.reports import periods as reports
+from exporter.reports.budgets import BudgetSpec, BudgetState, evaluate, window_bounds
 from tests.lines import at
 
 HOUR = 3_600_000

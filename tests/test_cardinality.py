@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from exporter.events import Prompt, Tokens
-from exporter.ledger import Ledger, Request
-from exporter.metrics import read_snapshot
-from exporter.series import USAGE_LABELS, USAGE_VALUES
-from exporter.views import OTHER, LabelPolicy, Points, read_points
+from exporter.ledger.series import USAGE_LABELS, USAGE_VALUES
+from exporter.ledger.store import Ledger, Request
+from exporter.metrics.exposition import read_snapshot
+from exporter.metrics.points import OTHER, LabelPolicy, Points, read_points
 
 BUILD = {"version": "0.0.0", "pricing_source": "test", "pricing_version": "0"}
 CAPS = LabelPolicy(max_projects=10, max_models=10, max_tools=10, user=True, max_users=10)

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from exporter.events import Tokens
-from exporter.ledger import Ledger, Request
+from exporter.ledger.store import Ledger, Request
 from tests.corpus import LONG_CONTEXT_MODELS, Truth, generate
 
 CCUSAGE_VERSION = "20.0.24"

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from exporter.classify import (
+from exporter.classify.rules import (
     CATEGORIES,
     INTERACTIONS,
     Classifier,
@@ -174,7 +174,7 @@ def test_category_of_an_unknown_interaction_is_rejected_listing_the_valid_ones()
 
 
 def _shipped_table() -> dict[str, Any]:
-    return tomllib.loads((files("exporter") / "data" / "interactions.toml").read_text(encoding="utf-8"))
+    return tomllib.loads((files("exporter.classify") / "interactions.toml").read_text(encoding="utf-8"))
 
 
 def test_the_shipped_table_lists_every_interaction_in_order_with_known_categories():

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from exporter.cli import main
+from exporter.cli.commands import main
 from tests.lines import line, write
 
 Run = Callable[..., str]

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from exporter.cli import main
+from exporter.cli.commands import main
 
 Run = Callable[..., str]
 FAST_PAGE = "https://platform.claude.com/docs/en/build-with-claude/fast-mode"

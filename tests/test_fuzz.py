@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.events import FUTURE_TOLERANCE, MAX_CHARS, SHORTENED_CHARS, Prompt, UsageEvent
-from exporter.otlp import JSON, PROTOBUF, Logs, OtlpError, Point, ToolResult, decode_logs, decode_metrics
+from exporter.sources.otlp import JSON, PROTOBUF, Logs, OtlpError, Point, ToolResult, decode_logs, decode_metrics
 from exporter.sources.transcripts import parse_chunk
 from tests import otlpgen
 

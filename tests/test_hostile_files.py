@@ -10,8 +10,8 @@ import os
 import re
 from pathlib import Path
 
+from exporter.daemon.watch import watch_targets
 from exporter.sources.files import discover, read_lines
-from exporter.watch import watch_targets
 from tests.daemon import WAIT, Serve, samples, serving
 from tests.lines import line, write
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.app import Core
-from exporter.http import Server
-from exporter.metrics import OPENMETRICS, TEXT
-from exporter.serve import Daemon, Options
-from exporter.webconfig import WebConfig, load_web_config
+from exporter.daemon.serve import Daemon, Options
+from exporter.metrics.exposition import OPENMETRICS, TEXT
+from exporter.pipeline import Core
+from exporter.web.server import Server
+from exporter.web.webconfig import WebConfig, load_web_config
 from tests.lines import assistant_line, write
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4))

@@ -17,10 +17,10 @@ from typing import NamedTuple
 
 import pytest
 
-from exporter.http import _BUSY, MAX_CONNECTIONS, MAX_HEADER_BYTES, Server, accepts_gzip
-from exporter.otlp import Logs, Point
-from exporter.otlp_http import _FEED_MIN, MAX_BODY_BYTES, OtlpServer, _Gone, _Refused, client_gone, gunzip
-from exporter.serve import Daemon
+from exporter.daemon.serve import Daemon
+from exporter.sources.otlp import Logs, Point
+from exporter.web.otlp import _FEED_MIN, MAX_BODY_BYTES, OtlpServer, _Gone, _Refused, client_gone, gunzip
+from exporter.web.server import _BUSY, MAX_CONNECTIONS, MAX_HEADER_BYTES, Server, accepts_gzip
 from tests import otlpgen as gen
 from tests.daemon import Serve, serving
 from tests.lines import assistant_line, write

@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exporter
-from exporter import ingest as ingest_module
-from exporter.app import App, Core
 from exporter.events import Prompt, Tokens, UsageEvent
-from exporter.ingest import IngestResult
-from exporter.ledger import MIGRATIONS, Ledger
+from exporter.ledger import ingest as ingest_module
+from exporter.ledger.ingest import IngestResult
+from exporter.ledger.store import MIGRATIONS, Ledger
+from exporter.pipeline import App, Core
 from exporter.sources import files as fs
 from exporter.sources.transcripts import parse_chunk
 from tests.lines import SESSION, assistant_line, snapshot_line, user_line
@@ -431,7 +431,7 @@ def test_processes_opening_a_fresh_state_dir_at_once_all_get_a_ledger(tmp_path: 
     # see the schema the other created instead of migrating twice.
     state = tmp_path / "state"
     state.mkdir()
-    opener = "import sys; from pathlib import Path; from exporter.ledger import Ledger; Ledger(Path(sys.argv[1]))"
+    opener = "import sys; from pathlib import Path; from exporter.ledger.store import Ledger; Ledger(Path(sys.argv[1]))"
     env = child_env(tmp_path)
     with (state / "migrate.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -451,10 +451,10 @@ def test_processes_opening_a_fresh_state_dir_at_once_all_get_a_ledger(tmp_path: 
 CHILD = r"""
 import sys
 from pathlib import Path
-from exporter import ledger as L
-from exporter.app import App, Core
-from exporter import ingest as I
-from exporter.ingest import ingest
+from exporter.ledger import store as L
+from exporter.pipeline import App, Core
+from exporter.ledger import ingest as I
+from exporter.ledger.ingest import ingest
 
 state, root, point = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 commits = 0
@@ -523,8 +523,8 @@ def test_a_run_killed_mid_ingest_and_run_again_counts_every_request_and_line_onc
 ARBITRARY = """
 import sys
 from pathlib import Path
-from exporter import ingest as I
-from exporter.app import App, Core
+from exporter.ledger import ingest as I
+from exporter.pipeline import App, Core
 
 I.UNIT_BYTES = 4096  # small units, so that batch_bytes=1 commits many batches
 app = App(Core(state_dir=Path(sys.argv[1]), roots=(Path(sys.argv[2]),), timezone="UTC"))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from exporter.events import MAX_TOOLS, Tokens, UsageEvent
-from exporter.ledger import MIGRATIONS, Ledger, LedgerError, Request
+from exporter.ledger.store import MIGRATIONS, Ledger, LedgerError, Request
 from exporter.sources.files import FileState
 
 T0 = datetime(2026, 8, 20, 10, 0, tzinfo=UTC)

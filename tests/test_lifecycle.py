@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from exporter.events import TOKEN_TYPES
-from exporter.ledger import Ledger
+from exporter.ledger.store import Ledger
 from tests.corpus import append_activity, generate
 from tests.daemon import WAIT, Serve, samples, serving
 from tests.lines import line, write

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import yaml
 
-from exporter.reports import iso
+from exporter.reports.periods import iso
 from tests.corpus import append_activity, generate
 from tests.daemon import serving
 from tests.lines import assistant_line, write

@@ -13,10 +13,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from exporter.app import App
-from exporter.cli import main
-from exporter.metrics import CONTRACT, OPENMETRICS, TEXT, Exposition, Health, negotiate, read_snapshot
-from exporter.views import OTHER, LabelPolicy, read_points
+from exporter.cli.commands import main
+from exporter.metrics.exposition import CONTRACT, OPENMETRICS, TEXT, Exposition, Health, negotiate, read_snapshot
+from exporter.metrics.points import OTHER, LabelPolicy, read_points
+from exporter.pipeline import App
 from tests.lines import CWD, assistant_line, line, user_line, write
 
 GOLDEN = Path(__file__).parent / "golden" / "metrics-once.txt"

@@ -13,8 +13,8 @@ import pytest
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from exporter.otlp import JSON, PROTOBUF, Logs, Point, decode_logs, decode_metrics
-from exporter.otlp_http import OtlpServer
+from exporter.sources.otlp import JSON, PROTOBUF, Logs, Point, decode_logs, decode_metrics
+from exporter.web.otlp import OtlpServer
 from tests import otlpgen as gen
 
 LIMIT = 256 * 1024

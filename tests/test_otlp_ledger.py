@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from exporter.app import App
 from exporter.events import Tokens
-from exporter.ledger import Ledger, Request
+from exporter.ledger.store import Ledger, Request
+from exporter.pipeline import App
 from tests.lines import at
 
 GRACE = 30_000

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from exporter.events import Tokens
-from exporter.pricing import Override, Pricer, Quote, Rates
+from exporter.pricing.prices import Override, Pricer, Quote, Rates
 
 D = Decimal
 SONNET_45 = "claude-sonnet-4-5-20250929"
@@ -305,7 +305,7 @@ def test_overrides_fingerprint_and_version_do_not_import_genai_prices():
         "import sys\n"
         "from decimal import Decimal as D\n"
         "from exporter.events import Tokens\n"
-        "from exporter.pricing import Override, Pricer\n"
+        "from exporter.pricing.prices import Override, Pricer\n"
         "p = Pricer([Override('claude-*', D(1), D(1), D(1), D(1), D(1))])\n"
         "assert p.price('claude-opus-4-8', Tokens(input=1)) == D('0.000001')\n"
         "print(p.fingerprint, p.version, 'genai_prices' in sys.modules)\n"

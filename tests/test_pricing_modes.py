@@ -15,7 +15,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from exporter.cli import main
+from exporter.cli.commands import main
 
 Run = Callable[..., str]
 # The 1.0.x request: Sonnet 4 (3 / 15 / 0.30 / 3.75 per MTok), 4 input, 250 output, 18,000 cache reads,

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from exporter.events import TOKEN_TYPES
-from exporter.ledger import Ledger
-from exporter.metrics import OPENMETRICS, TEXT
+from exporter.ledger.store import Ledger
+from exporter.metrics.exposition import OPENMETRICS, TEXT
 from tests.corpus import Truth, append_activity, generate
 from tests.daemon import Serve, samples, serving
 from tests.prometheus import (

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from exporter.app import App
 from exporter.events import Prompt
+from exporter.pipeline import App
 from exporter.sources.transcripts import candidates, parse_prompt
 from tests.lines import SESSION, assistant_line, user_line, write
 

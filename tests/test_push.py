@@ -13,11 +13,11 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from exporter.app import App
-from exporter.ledger import Request
-from exporter.metrics import Exposition, Health, read_snapshot
-from exporter.push import Pusher, metrics_url
-from exporter.views import LabelPolicy
+from exporter.ledger.store import Request
+from exporter.metrics.exposition import Exposition, Health, read_snapshot
+from exporter.metrics.points import LabelPolicy
+from exporter.metrics.push import Pusher, metrics_url
+from exporter.pipeline import App
 from tests.daemon import serving
 from tests.lines import assistant_line, at, write
 from tests.prometheus import eventually

@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter import blocks, reports
 from exporter.events import Tokens
-from exporter.ledger import Ledger
+from exporter.ledger.store import Ledger
+from exporter.reports import blocks
+from exporter.reports import periods as reports
 from tests.lines import at
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import orjson
 from opentelemetry.sdk.metrics.export import NumberDataPoint, Sum
 
-from exporter.app import App
 from exporter.events import Tokens, UsageEvent
-from exporter.ledger import MIGRATIONS, Ledger, Request, _row
-from exporter.metrics import CONTRACT, Exposition, Health, read_snapshot
-from exporter.push import Pusher
-from exporter.views import LabelPolicy, read_points
+from exporter.ledger.store import MIGRATIONS, Ledger, Request, _row
+from exporter.metrics.exposition import CONTRACT, Exposition, Health, read_snapshot
+from exporter.metrics.points import LabelPolicy, read_points
+from exporter.metrics.push import Pusher
+from exporter.pipeline import App
 from tests.lines import assistant_line, at, write
 
 SONNET = "claude-sonnet-4-5-20250929"  # $3 input, $15 output, $0.30 cache read, $3.75 / $6 writes per MTok

@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from exporter.app import App
-from exporter.ledger import MIGRATIONS, Ledger
-from exporter.series import CONTEXT_BUCKETS, context_bucket
+from exporter.ledger.series import CONTEXT_BUCKETS, context_bucket
+from exporter.ledger.store import MIGRATIONS, Ledger
+from exporter.pipeline import App
 from tests.corpus import generate
 from tests.lines import assistant_line, write
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.app import App, Core
-from exporter.ledger import Ledger
-from exporter.serve import Daemon, Options, Waker
-from exporter.views import LabelPolicy
-from exporter.watch import watch
+from exporter.daemon.serve import Daemon, Options, Waker
+from exporter.daemon.watch import watch
+from exporter.ledger.store import Ledger
+from exporter.metrics.points import LabelPolicy
+from exporter.pipeline import App, Core
 from tests.lines import assistant_line, write
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from exporter import statusline
-from exporter.statusline import (
+from exporter.sources import statusline
+from exporter.sources.statusline import (
     FALLBACK,
     SNAPSHOT,
     SUMMARY,
@@ -410,8 +410,10 @@ def test_the_console_script_records_in_the_default_state_dir(tmp_path: Path) -> 
 # The modules `statusline` may add to what a bare interpreter has already loaded.
 ALLOWED_IMPORTS = {
     "exporter",
-    "exporter.entry",
-    "exporter.statusline",
+    "exporter.cli",
+    "exporter.cli.entry",
+    "exporter.sources",
+    "exporter.sources.statusline",
     "json",
     "json.decoder",
     "json.encoder",
@@ -422,7 +424,7 @@ PROBE = """
 import sys
 before = set(sys.modules)
 sys.argv = ["claude-usage-exporter", "statusline", *sys.argv[1:]]
-from exporter.entry import main
+from exporter.cli.entry import main
 try:
     main()
 except SystemExit as e:

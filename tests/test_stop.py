@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.ledger import Ledger
+from exporter.ledger.store import Ledger
 from tests.corpus import Truth, generate
 from tests.daemon import WAIT, Serve, process_tree, running_after, samples, serving
 from tests.lines import line, write

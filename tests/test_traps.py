@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from exporter.app import App
 from exporter.events import Tokens
+from exporter.pipeline import App
 from tests.lines import USAGE, line, write
 
 

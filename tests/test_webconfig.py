@@ -11,8 +11,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter import webconfig
-from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.web import webconfig
+from exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 BAD = Path(__file__).parent / "fixtures" / "bad-web-configs"
 WAIT = 30.0  # seconds before a test gives up on a thread (a limit, never a pause)

@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from exporter.app import Core
-from exporter.budgets import BudgetSpec
-from exporter.serve import WINDOWS_EVERY, Daemon, Options
-from exporter.windows import plan_points
+from exporter.daemon.gauges import plan_points
+from exporter.daemon.serve import WINDOWS_EVERY, Daemon, Options
+from exporter.pipeline import Core
+from exporter.reports.budgets import BudgetSpec
 from tests.daemon import WAIT, samples, serving
 from tests.lines import assistant_line, write
 from tests.test_serve import Clock

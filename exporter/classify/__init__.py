@@ -1,0 +1,1 @@
+"""Classification: which interaction and category each request is; the rules are data."""

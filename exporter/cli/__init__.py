@@ -1,0 +1,1 @@
+"""The command line: click commands, terminal tables, the console script."""

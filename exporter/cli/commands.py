@@ -1,0 +1,328 @@
+"""The `claude-usage-exporter` command: each subcommand parses, builds settings, calls one function."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+
+from exporter import __version__
+
+if TYPE_CHECKING:  # imported where used: `--help` and a warm report stay quick
+    from exporter.ledger.ingest import IngestResult
+    from exporter.ledger.store import Ledger
+    from exporter.pipeline import App
+
+F = Callable[..., Any]
+
+
+def common(func: F) -> F:
+    """Options every command shares; each has an environment variable (`config.ENV_VARS`)."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML config file."),
+        click.option("--state-dir", type=click.Path(path_type=Path), help="Where the ledger lives."),
+        click.option(
+            "--claude-dir", "claude_dirs", multiple=True, type=click.Path(path_type=Path),
+            help="Claude Code config dir to read (repeatable). Default: $CLAUDE_CONFIG_DIR, else"
+            " ~/.config/claude and ~/.claude.",
+        ),
+        click.option("--timezone", "-z", help="IANA time zone for dates. Default: the machine's."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load(config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
+         timezone: str | None, mode: str | None = None) -> App:  # fmt: skip
+    """The App for one command: flags > environment > config file > defaults."""
+    from exporter.defaults import (
+        ENV_PREFIX,
+        config_file_from,
+        default_roots,
+        default_state_dir,
+        default_timezone,
+        is_zone,
+    )
+    from exporter.pipeline import App, Core
+
+    env = dict(os.environ)
+    path = config_file_from(config_file, env)
+    if path is None and not any(name.startswith(ENV_PREFIX) for name in env):
+        if timezone and not is_zone(timezone):
+            raise click.BadParameter(f"{timezone!r} is not an IANA time zone", param_hint="--timezone")
+        return App(Core(
+            state_dir=(state_dir or default_state_dir(env)).expanduser(),
+            roots=tuple(p.expanduser() for p in claude_dirs) or default_roots(env),
+            timezone=timezone or default_timezone(env),
+            pricing_mode=mode or "auto",
+        ))  # fmt: skip
+    from exporter.config import ConfigError, load_settings
+
+    flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
+             "pricing.mode": mode}  # fmt: skip
+    try:
+        return App(Core.from_settings(load_settings(path, env, flags), env))
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def refreshed(app: App) -> tuple[Ledger, IngestResult]:
+    """Ingests what is new (with a progress bar on a long first ingest) and returns the ledger."""
+    from exporter.ledger.store import LedgerError
+
+    try:
+        with _progress() as progress:
+            result = app.refresh(progress)
+        for error in result.errors[:20]:
+            click.echo(f"warning: {error}", err=True)
+        return app.ledger, result
+    except LedgerError as err:
+        raise click.ClickException(str(err)) from None
+
+
+class _progress:
+    """A rich progress bar on stderr, shown only when a terminal waits on a long ingest."""
+
+    def __enter__(self) -> Callable[[int, int], None] | None:
+        self.bar: Any = None
+        if not sys.stderr.isatty():
+            return None
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None and total >= 64 << 20:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True, console=Console(stderr=True))  # stdout may carry JSON
+            self.bar.start()
+            self.task = self.bar.add_task("reading transcripts", total=total)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def emit(data: object) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="claude-usage-exporter")
+def main() -> None:
+    """What Claude Code use costs, and why: ledger, reports and Prometheus metrics."""
+
+
+def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            pass
+    raise click.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["daily", "weekly", "monthly", "session", "blocks", "budgets"]))
+@click.option("--since", callback=_day, help="First local day, YYYY-MM-DD.")
+@click.option("--until", callback=_day, help="Last local day, YYYY-MM-DD.")
+@click.option("--json", "as_json", is_flag=True, help="JSON in ccusage's shape, plus our own fields.")
+@click.option("--by", type=click.Choice(["model", "category", "interaction", "project", "agent", "speed"]),
+              default="model", show_default=True, help="Label to break rows down by (speed: fast mode).")  # fmt: skip
+@click.option("--breakdown", is_flag=True, help="Show the breakdown rows in the table.")
+@click.option("--mode", type=click.Choice(["auto", "calculate", "reported"]), default=None,
+              help="Cost as the source reported it where it did, else from token prices (auto, the default);"
+              " always from token prices (calculate); or only as reported (reported).")  # fmt: skip
+@click.option("--start-of-week", type=click.Choice(["monday", "sunday"]), default="sunday", show_default=True)
+@common
+def report(kind: str, since: date | None, until: date | None, as_json: bool, by: str, breakdown: bool,
+           mode: str | None, start_of_week: str, **opts: Any) -> None:  # fmt: skip
+    """Usage and cost per day, week, month, session or 5-hour block; or where each budget stands."""
+    from exporter.reports import blocks
+    from exporter.reports import periods as reports
+
+    if since and until and since > until:
+        raise click.BadParameter("--since is after --until")
+    app = load(**opts, mode=mode)
+    ledger, result = refreshed(app)
+    if result.files == 0 and ledger.empty():
+        looked = ", ".join(str(r / "projects") for r in app.core.roots)
+        raise click.ClickException(
+            f"no Claude Code transcripts found (looked in {looked}); set CLAUDE_CONFIG_DIR or --claude-dir"
+        )
+    week_start = reports.WEEKDAYS.index(start_of_week)
+    q = reports.Query(app.core.zone, since, until, by, app.core.pricing_mode, week_start)
+    if kind == "budgets":
+        _budgets(app, ledger, q.cost, as_json)
+        return
+    if kind == "blocks":  # depends on the clock (active block, projection): never cached
+        body = orjson.dumps(blocks.report(ledger, q, int(time.time() * 1000)))
+    else:
+
+        def compute() -> bytes:
+            data = reports.sessions(ledger, q) if kind == "session" else reports.periods(ledger, kind, q)
+            return orjson.dumps(data)
+
+        body = ledger.cached_report(f"{kind} {q.key}", compute)
+    if as_json:
+        emit(orjson.loads(body))
+    else:
+        from exporter.cli.tables import print_report
+
+        print_report(kind, orjson.loads(body), by, breakdown)
+
+
+def _budgets(app: App, ledger: Ledger, cost: str, as_json: bool) -> None:
+    from exporter.reports import budgets
+
+    if not app.core.budgets:
+        raise click.ClickException(
+            "no budgets configured: add a `budgets:` list to the config file (see docs/budgets-and-statusline.md)"
+        )
+    c = app.core
+    states = budgets.evaluate(ledger, c.budgets, int(time.time() * 1000), c.zone, c.week_start, cost)
+    if as_json:
+        emit(budgets.report(states, c.zone))
+    else:
+        from exporter.cli.tables import print_budgets
+
+        print_budgets(states, c.timezone)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@common
+def explain(path: Path, as_json: bool, **opts: Any) -> None:
+    """One row per request of a transcript: tokens, cost, classification, duplicates."""
+    from exporter.reports.explain import explain_file
+
+    app = load(**opts)
+    ledger, _ = refreshed(app)
+    rows = explain_file(path, ledger, app.enrich)
+    if as_json:
+        emit(rows)
+    else:
+        from exporter.cli.tables import print_explain
+
+        print_explain(rows)
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@common
+def pricing(model: str | None, as_json: bool, **opts: Any) -> None:
+    """The prices in use (USD per million tokens) and where they come from, fast mode's where known."""
+    from exporter.cli.tables import print_pricing, quote_json
+
+    pricer = load(**opts).pricer
+    if model is None:
+        pairs = pricer.price_list()
+    else:
+        standard = pricer.describe(model)
+        if standard is None:
+            raise click.ClickException(f"no price known for {model!r}: its tokens are counted as unpriced")
+        pairs = [(standard, pricer.describe(model, "fast"))]
+    if as_json:
+        emit([quote_json(standard, fast) for standard, fast in pairs])
+    else:
+        print_pricing(pairs)
+
+
+@main.command("check-config")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+def check_config(file: Path | None) -> None:
+    """Validates a config file (default: $CLAUDE_USAGE_EXPORTER_CONFIG) and lists every error."""
+    from exporter.config import ConfigError, check_config
+    from exporter.defaults import config_file_from
+
+    path = file or config_file_from(None, dict(os.environ))
+    if path is None:
+        raise click.UsageError("no config file given (argument or CLAUDE_USAGE_EXPORTER_CONFIG)")
+    try:
+        click.echo(check_config(path))
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.option("--web.listen-address", "listen", help="HOST:PORT to serve on. Default: 127.0.0.1:9477.")
+@click.option("--web.config.file", "web_config", type=click.Path(path_type=Path),
+              help="Exporter-toolkit web config: TLS and basic auth.")  # fmt: skip
+@click.option("--poll", is_flag=True, default=None, help="Poll for changes instead of inotify (some volumes).")
+@click.option("--otlp.listen", "otlp_listen",
+              help="HOST:PORT to receive Claude Code's OpenTelemetry on (OTLP/HTTP; team mode). Default: off.")
+@click.option("--otlp.push-endpoint", "push_endpoint",
+              help="OTLP/HTTP metrics URL to push our metrics to, e.g. http://collector:4318/v1/metrics.")
+@click.option("--once", is_flag=True, help="Ingest to the end, print the exposition and exit.")
+@click.option("--log.format", "log_format", type=click.Choice(["text", "json"]), help="Text (default) or JSON lines.")
+@click.option("--log.level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Least severe log level written. Default: info.")  # fmt: skip
+@common
+def serve(listen: str | None, web_config: Path | None, poll: bool | None, otlp_listen: str | None,
+          push_endpoint: str | None, once: bool, log_format: str | None, log_level: str | None,
+          config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
+          timezone: str | None) -> None:  # fmt: skip
+    """Follow the transcripts and serve /metrics (Prometheus), /, /healthz and /readyz; optionally receive
+    Claude Code's OpenTelemetry and push ours."""
+    from exporter.config import ConfigError, Settings, load_settings
+    from exporter.daemon.serve import serve as run
+    from exporter.ledger.store import LedgerError
+
+    env = dict(os.environ)
+    flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
+             "web.listen": listen, "web.config_file": web_config, "sources.transcripts.poll": poll,
+             "log.format": log_format, "log.level": log_level, "sources.otlp.listen": otlp_listen,
+             "export.otlp_push.endpoint": push_endpoint}  # fmt: skip
+
+    def settings() -> Settings:
+        from exporter.defaults import config_file_from
+
+        return load_settings(config_file_from(config_file, env), env, flags)
+
+    try:
+        code = run(settings, env, once)
+    except (ConfigError, LedgerError, OSError) as err:  # WebConfigError is a ConfigError
+        raise click.ClickException(str(err)) from None
+    sys.exit(code)
+
+
+@main.command("metrics")
+@click.option("--json", "as_json", is_flag=True)
+def metrics_contract(as_json: bool) -> None:
+    """The metric contract: every metric's name, type, unit, labels and help, from the code."""
+    from exporter.metrics.exposition import CONTRACT
+
+    rows = [{"name": s.name, "type": s.kind, "unit": s.unit, "labels": list(s.labels), "help": s.help}
+            for s in CONTRACT]  # fmt: skip
+    if as_json:
+        emit(rows)
+        return
+    for row in rows:
+        labels = ",".join(row["labels"]) or "-"
+        click.echo(f"{row['name']}\t{row['type']}\t{row['unit'] or '-'}\t{labels}\t{row['help']}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Where `serve` keeps the ledger and summary.")
+def statusline(state_dir: Path | None) -> None:
+    """For Claude Code's statusLine.command: reads its JSON on stdin, records the plan usage and prints one line.
+
+    Runs without importing the rest of the package (see exporter/cli/entry.py); this command is the same code,
+    for `--help` and `python -m exporter`."""
+    from exporter.sources.statusline import main as run
+
+    sys.exit(run(["--state-dir", str(state_dir)] if state_dir else []))

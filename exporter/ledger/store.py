@@ -1,0 +1,499 @@
+"""The ledger: one SQLite row per billable request, merged from every copy seen, plus read offsets.
+
+A batch of events commits together with the file offsets and line counts it consumed, so a crash
+replays at most one batch and the merge (per-field maximum) absorbs the replay. Money is stored as
+integer nano-dollars so sums are exact.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import orjson
+
+from exporter.events import Prompt, Tokens, UsageEvent, add_tools, model_family, shorten, to_ms
+from exporter.ledger import series
+from exporter.sources.files import FileState
+
+NANOS = Decimal(1_000_000_000)
+
+# Each entry migrates the schema from version i to i + 1; released entries never change.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE requests (
+        key TEXT PRIMARY KEY,
+        request_id TEXT,
+        ts INTEGER NOT NULL,            -- epoch milliseconds, UTC, earliest copy
+        session_id TEXT NOT NULL,
+        project TEXT NOT NULL,
+        model TEXT NOT NULL,
+        model_family TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+        cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL,
+        web_search INTEGER NOT NULL,
+        tools TEXT NOT NULL,            -- sorted tool names, comma-separated
+        speed TEXT NOT NULL,
+        source TEXT NOT NULL,
+        compaction INTEGER NOT NULL,
+        interaction TEXT NOT NULL,
+        category TEXT NOT NULL,
+        cost INTEGER,                   -- nano-USD from token prices; NULL = unpriced model
+        reported_cost INTEGER,          -- nano-USD as the source reported it, if it did
+        copies INTEGER NOT NULL         -- lines merged into this request
+    );                                  -- a rowid table: inserts append, only the key index is random
+    CREATE INDEX requests_ts ON requests (ts);
+    CREATE TABLE files (
+        dev INTEGER NOT NULL, ino INTEGER NOT NULL, offset INTEGER NOT NULL, head TEXT NOT NULL,
+        mtime INTEGER NOT NULL,         -- ns, when the offset was stored
+        PRIMARY KEY (dev, ino)
+    );
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    -- report documents, valid while the requests are at the same generation
+    CREATE TABLE reports (key TEXT PRIMARY KEY, generation INTEGER NOT NULL, body BLOB NOT NULL);
+    """,
+    series.SCHEMA,
+    series.SCHEMA_3,
+    series.SCHEMA_4,
+    series.SCHEMA_5,
+)
+
+
+class Request(NamedTuple):
+    """A ledger row: the merge of every copy of one request."""
+
+    key: str
+    request_id: str | None
+    ts: int
+    session_id: str
+    project: str
+    model: str
+    agent: str
+    tokens: Tokens
+    web_search: int
+    tools: frozenset[str]
+    speed: str
+    source: str
+    compaction: bool
+    reported_cost: int | None
+    user: str = ""  # team mode's user label, as `labels.user` shaped it; "" when unknown or off
+    copies: int = 1
+    interaction: str = ""
+    category: str = ""
+    cost: int | None = None
+    uncached_cost: int | None = None  # nano-USD with every cached token priced as uncached input
+
+    @property
+    def model_family(self) -> str:
+        return model_family(self.model)
+
+    @classmethod
+    def from_event(cls, e: UsageEvent) -> Request:
+        return cls(  # positional, in field order: this runs once per parsed event
+            e.key, e.request_id, to_ms(e.timestamp), e.session_id, e.project, e.model, e.agent, e.tokens,
+            e.web_search_requests, e.tools, e.speed, e.source, e.compaction, to_nanos(e.reported_cost), e.user,
+            e.lines,
+        )  # fmt: skip
+
+    def merge(self, other: Request) -> Request:
+        """Both copies of one request: token maxima, tool union, identity of the earliest copy.
+
+        A transcript copy replaces what only OTLP reported (the event has no cache TTL split, so a
+        maximum would count its cache writes twice); the row keeps the key it is stored under."""
+        if (self.source == "otlp") != (other.source == "otlp"):
+            transcript = other if self.source == "otlp" else self
+            return transcript._replace(key=self.key, copies=self.copies + other.copies, user=self.user or other.user,
+                                       interaction="", category="", cost=None, uncached_cost=None)  # fmt: skip
+        first, later = (other, self) if other.ts < self.ts else (self, other)
+        return first._replace(
+            tokens=self.tokens.merge(other.tokens),
+            web_search=max(self.web_search, other.web_search),
+            tools=add_tools(self.tools, other.tools),
+            compaction=self.compaction or other.compaction,
+            reported_cost=_max_opt(self.reported_cost, other.reported_cost),
+            copies=self.copies + other.copies,
+            request_id=first.request_id or later.request_id,
+            interaction="",  # labels and cost derive from the merge: `enrich` sets them again
+            category="",
+            cost=None,
+            uncached_cost=None,
+        )
+
+
+Enrich = Callable[[Request], Request]  # sets costs, interaction and category; "" interaction = not yet
+
+
+def to_nanos(usd: Decimal | None) -> int | None:
+    return None if usd is None else int((usd * NANOS).to_integral_value(ROUND_HALF_EVEN))
+
+
+def _max_opt(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+_COLUMNS = (
+    "key, request_id, ts, session_id, project, model, model_family, agent, input, output, cache_read,"
+    " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction,"
+    " category, cost, reported_cost, copies, user, uncached_cost"
+)
+
+
+_MARKS = ",".join("?" * 25)
+
+
+def merge_all(requests: Iterable[Request], into: dict[str, Request] | None = None) -> dict[str, Request]:
+    """Requests merged by key (into `into` when given)."""
+    merged = {} if into is None else into
+    for request in requests:
+        known = merged.get(request.key)
+        merged[request.key] = request if known is None else known.merge(request)
+    return merged
+
+
+def _row(r: Request) -> tuple[object, ...]:
+    return (
+        r.key, r.request_id, r.ts, r.session_id, r.project, r.model, r.model_family, r.agent,
+        *r.tokens, r.web_search, ",".join(sorted(r.tools)), r.speed, r.source,
+        int(r.compaction), r.interaction, r.category, r.cost, r.reported_cost, r.copies, r.user, r.uncached_cost,
+    )  # fmt: skip
+
+
+def _request(row: Any) -> Request:
+    (key, request_id, ts, session_id, project, model, _family, agent, i, o, cr, c5, c1h, web, tools,
+     speed, source, compaction, interaction, category, cost, reported, copies, user, uncached) = row  # fmt: skip
+    return Request(
+        key=key, request_id=request_id, ts=ts, session_id=session_id, project=project, model=model,
+        agent=agent, tokens=Tokens(i, o, cr, c5, c1h), web_search=web,
+        tools=frozenset(tools.split(",")) - {""}, speed=speed, source=source, compaction=bool(compaction),
+        reported_cost=reported, copies=copies, interaction=interaction, category=category, cost=cost, user=user,
+        uncached_cost=uncached,
+    )  # fmt: skip
+
+
+_Sql = str | bytes | int | float | None  # a value SQLite hands a function and takes back
+
+
+def _bounded(value: _Sql) -> _Sql:
+    return shorten(value) if isinstance(value, str) else value
+
+
+def _bounded_tools(value: _Sql) -> _Sql:
+    return ",".join(sorted(add_tools(frozenset(), value.split(",")) - {""})) if isinstance(value, str) else value
+
+
+_TOOLS = [c.strip() for c in _COLUMNS.split(",")].index("tools")
+
+
+def _bounded_row(value: _Sql) -> _Sql:
+    """A pending request (a JSON row, see `_row`) with its strings bounded."""
+    if not isinstance(value, bytes | str):
+        return value
+    row = orjson.loads(value)
+    return orjson.dumps([_bounded_tools(v) if i == _TOOLS else _bounded(v) for i, v in enumerate(row)])
+
+
+def _register(db: sqlite3.Connection) -> None:
+    """The SQL functions migration 5 shortens stored strings with (see `series.SCHEMA_5`)."""
+    db.create_function("bounded", 1, _bounded, deterministic=True)
+    db.create_function("bounded_tools", 1, _bounded_tools, deterministic=True)
+    db.create_function("bounded_row", 1, _bounded_row, deterministic=True)
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or written (permissions, disk, a newer schema)."""
+
+
+class Ledger:
+    """The SQLite ledger in a state dir. Safe to share between processes (WAL + busy timeout)."""
+
+    FILE = "ledger.sqlite3"
+    _copy: Path | None = None  # a private copy read by `read_only`
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / self.FILE
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            _register(self.db)
+            self._migrate()
+        except (OSError, sqlite3.Error) as err:
+            raise LedgerError(f"cannot open the ledger at {self.path}: {err}") from err
+
+    @classmethod
+    def read_only(cls, state_dir: Path) -> Ledger:
+        """The ledger as it is on disk, for a daemon that cannot write it: nothing there is changed.
+
+        Commits a killed process left in the write-ahead log are part of it, but replaying them needs
+        a writable folder: then a private copy is read (and removed on `close`).
+        """
+        ledger = cls.__new__(cls)
+        ledger.path, ledger._copy = state_dir / cls.FILE, None
+        wal = ledger.path.with_name(cls.FILE + "-wal")
+        try:
+            if wal.exists() and wal.stat().st_size:
+                ledger._copy = Path(tempfile.mkdtemp(prefix="claude-usage-ledger-"))
+                for source in (ledger.path, wal):
+                    shutil.copyfile(source, ledger._copy / source.name)
+                ledger.db = sqlite3.connect(ledger._copy / cls.FILE, isolation_level=None)
+            else:  # immutable: no -shm file is needed, so this works in a folder we cannot write
+                uri = f"file:{quote(str(ledger.path))}?immutable=1"
+                ledger.db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            version = ledger.db.execute("PRAGMA user_version").fetchone()[0]
+        except (OSError, sqlite3.Error) as err:
+            ledger.close()
+            raise LedgerError(f"cannot read the ledger at {ledger.path}: {err}") from err
+        if version != len(MIGRATIONS):
+            ledger.close()
+            raise LedgerError(f"{ledger.path} has schema version {version}, not {len(MIGRATIONS)}")
+        return ledger
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.close()
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
+
+    def _migrate(self) -> None:
+        # executescript commits before it runs, so SQLite's own lock cannot cover reading the version
+        # and migrating; a file lock does, for processes opening a fresh state dir at once.
+        with (self.path.parent / "migrate.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            # Switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database is
+            # locked" at once, without waiting, when another process holds one: so under the file lock.
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self._migrate_locked()
+
+    def _migrate_locked(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise LedgerError(
+                f"{self.path} has schema version {version}, newer than this release knows"
+                f" ({len(MIGRATIONS)}): upgrade claude-usage-exporter"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            # executescript commits whatever is pending, so the transaction is part of the script.
+            self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    # --- reading state -------------------------------------------------------------------------
+
+    def file_states(self) -> dict[tuple[int, int], FileState]:
+        rows = self.db.execute("SELECT dev, ino, offset, head, mtime FROM files")
+        return {(d, i): FileState(d, i, o, h, m) for d, i, o, h, m in rows}
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, value FROM counters"))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def existing(self, keys: Iterable[str]) -> dict[str, Request]:
+        found: dict[str, Request] = {}
+        batch = list(keys)
+        for start in range(0, len(batch), 500):
+            part = batch[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(f"SELECT {_COLUMNS} FROM requests WHERE key IN ({marks})", part):
+                found[row[0]] = _request(row)
+        return found
+
+    def requests(self) -> Iterator[Request]:
+        return (_request(row) for row in self.db.execute(f"SELECT {_COLUMNS} FROM requests"))
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        requests: Iterable[Request],
+        enrich: Enrich,
+        files: Iterable[FileState] = (),
+        counts: Counter[str] | None = None,
+        source: str = "transcripts",
+        bytes_read: int = 0,
+        fresh: set[str] | None = None,
+        prompts: Iterable[Prompt] = (),
+        settled: Iterable[str] = (),
+    ) -> Counter[str]:
+        """Merges a batch into the ledger in one transaction; returns the line outcomes.
+
+        A line that brings a new request counts as `usage`; every other copy as `duplicate`.
+        `fresh`, when the ledger was empty before this ingest, holds the keys committed since:
+        no other key can be stored, so a first ingest skips the look-ups.
+        """
+        merged = merge_all(requests)
+        outcomes: Counter[str] = Counter(counts or {})
+        with self.transaction():
+            # A request the OTLP source stored first is keyed by its request id (see `receive`).
+            wanted = [*merged, *(r.request_id for r in merged.values() if r.request_id)]
+            stored = self.existing(wanted if fresh is None else [k for k in merged if k in fresh])
+            rows = []
+            changes = series.Changes()
+            for key, request in merged.items():
+                old = stored.get(key) or stored.get(request.request_id or key)
+                outcomes["usage"] += old is None
+                outcomes["duplicate"] += request.copies - (old is None)
+                if old is not None:
+                    request = old.merge(request)
+                request = request if request.interaction else enrich(request)
+                changes.add(old, request)
+                rows.append(_row(request))
+            if rows:
+                changes.write(self.db)
+                self._changed()
+            series.add_prompts(self.db, prompts)
+            self.db.executemany("DELETE FROM pending WHERE request_id = ?", [(key,) for key in settled])
+            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
+                [(f.dev, f.ino, f.offset, f.head, f.mtime) for f in files],
+            )
+            lines = {f"lines.{source}.{k}": v for k, v in outcomes.items()}
+            self._add_counters(lines | {f"bytes.{source}": bytes_read})
+        if fresh is not None:
+            fresh.update(merged)
+        return outcomes
+
+    def receive(self, requests: Iterable[Request], enrich: Enrich, grace_ms: int, now_ms: int) -> Counter[str]:
+        """OTLP api_request events. One the ledger holds already (its transcript line came first, or
+        an earlier delivery) is a duplicate; the others wait `grace_ms` for their transcript line in
+        `pending` (see `settle`), or, with no grace, are stored at once, keyed by their request id."""
+        batch = merge_all(requests)
+        known = self._known_request_ids(batch)
+        outcomes: Counter[str] = Counter(duplicate=sum(batch[k].copies for k in known))
+        new = [r for key, r in batch.items() if key not in known]
+        if grace_ms <= 0:
+            return self.commit(new, enrich, source="otlp", counts=outcomes)
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO pending (request_id, received, request) VALUES (?, ?, ?)",
+                [(r.key, now_ms, orjson.dumps(_row(r))) for r in new],
+            )
+            self._add_counters({f"lines.otlp.{k}": v for k, v in outcomes.items()})
+        return outcomes
+
+    def settle(self, enrich: Enrich, grace_ms: int, now_ms: int) -> Counter[str]:
+        """Stores the pending events whose grace is over and whose transcript line never came."""
+        due = self.db.execute("SELECT request_id, request FROM pending WHERE received <= ?", (now_ms - grace_ms,))
+        waiting = {key: _request(orjson.loads(row)) for key, row in due}
+        if not waiting:
+            return Counter()
+        held = self._known_request_ids(waiting, pending=False)
+        outcomes: Counter[str] = Counter(duplicate=len(held))
+        fresh = [r for key, r in waiting.items() if key not in held]
+        return self.commit(fresh, enrich, source="otlp", counts=outcomes, settled=list(waiting))
+
+    def _known_request_ids(self, ids: Iterable[str], pending: bool = True) -> set[str]:
+        batch = list(ids)
+        known: set[str] = set()
+        tables = ("requests", "pending") if pending else ("requests",)
+        for start in range(0, len(batch), 500):
+            part = batch[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for table in tables:
+                known.update(r for (r,) in self.db.execute(
+                    f"SELECT request_id FROM {table} WHERE request_id IN ({marks})", part))  # fmt: skip
+        return known
+
+    def close_prompts(self, now_ms: int) -> int:
+        if self.db.execute("SELECT 1 FROM prompts WHERE requests IS NULL LIMIT 1").fetchone() is None:
+            return 0  # the common case needs no write lock
+        with self.transaction():
+            return series.close_prompts(self.db, now_ms)
+
+    def empty(self) -> bool:
+        return self.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None
+
+    def _add_counters(self, values: dict[str, int]) -> None:
+        series.add(self.db, "counters", ("name",), ("value",), [(k, v) for k, v in values.items() if v])
+
+    def add_counters(self, values: dict[str, int], tool_calls: Counter[tuple[str, str, str]] | None = None) -> None:
+        """Adds to named counters, and to the tool-call counts (tool, agent, project) a source reported."""
+        with self.transaction():
+            self._add_counters(values)
+            if tool_calls:
+                rows = [(*labels, calls) for labels, calls in tool_calls.items()]
+                series.add(self.db, "tool_series", ("tool", "agent", "project"), ("calls",), rows)
+                self._changed()
+
+    def forget_files(self, gone: Iterable[tuple[int, int]]) -> None:
+        """Drops offsets of files that are gone; their requests stay (counters never go down)."""
+        with self.transaction():
+            self.db.executemany("DELETE FROM files WHERE dev = ? AND ino = ?", gone)
+
+    def reprice(self, fingerprint: str, enrich: Enrich) -> int:
+        """Re-derives costs and labels of every request when the price data or rules changed (or when
+        migration 4 dropped the fingerprint: a request stored before it has no uncached cost).
+
+        The durable counters only grow: a higher price adds the difference, a lower one is kept.
+        """
+        if self.meta("fingerprint") == fingerprint:
+            return 0
+        with self.transaction():
+            changes = series.Changes()
+            rows = []
+            for old in self.requests():
+                new = enrich(old)
+                changes.add(old, new)
+                rows.append(_row(new))
+            changes.write(self.db)
+            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
+            self.set_meta("fingerprint", fingerprint)
+            self._changed()
+        return len(rows)
+
+    def _changed(self) -> None:
+        """Marks the requests as changed: report documents computed before are stale."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('generation', '1')"
+            " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    def generation(self) -> int:
+        return int(self.meta("generation") or 0)
+
+    def cached_report(self, key: str, compute: Callable[[], bytes]) -> bytes:
+        """A report document from the cache while no request changed, else computed and kept."""
+        generation = self.generation()
+        row = self.db.execute("SELECT generation, body FROM reports WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] == generation:
+            return bytes(row[1])
+        body = compute()
+        with suppress(sqlite3.OperationalError):  # a busy or read-only ledger only misses the cache
+            self.db.execute(
+                "INSERT OR REPLACE INTO reports (key, generation, body) VALUES (?, ?, ?)", (key, generation, body)
+            )
+        return body
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")

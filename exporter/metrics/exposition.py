@@ -1,0 +1,349 @@
+"""The metric contract and its exposition: the only place instruments are created.
+
+Usage counters are OpenTelemetry observable instruments reading the ledger's durable counters,
+rendered once per ingest that changed something, so a scrape of 10,000 series serves bytes already
+made. Health gauges and `process_*` are rendered at each scrape. OpenTelemetry has no asynchronous
+histogram, so the one histogram restored from the ledger is a prometheus_client collector beside it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter, ObservableGauge
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from exporter import __version__
+from exporter.ledger.store import Ledger
+from exporter.metrics.points import HISTOGRAMS, Histogram, LabelPolicy, Labels, Points, read_histograms, read_points
+
+SOURCES = ("transcripts",)  # the sources the exporter always shows counters for
+OUTCOMES = ("usage", "duplicate", "skipped", "malformed")
+USAGE = ("model", "model_family", "category", "interaction", "agent", "project")
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    kind: str  # counter | gauge | histogram
+    unit: str  # OpenTelemetry (UCUM) unit; the Prometheus name already ends in it
+    labels: tuple[str, ...]
+    help: str
+    live: bool = False  # read at each scrape rather than from the ledger
+
+
+CONTRACT: tuple[Spec, ...] = (
+    Spec("claude_usage_tokens_total", "counter", "{token}", (*USAGE, "token_type"),
+         "Tokens of billable requests; token_type is input (uncached), output, cache_read, cache_write_5m or"
+         " cache_write_1h."),
+    Spec("claude_usage_cost_usd_total", "counter", "usd", USAGE, "Cost of billable requests in US dollars."),
+    Spec("claude_usage_uncached_cost_usd_total", "counter", "usd", USAGE,
+         "What the requests would have cost with every cached token (reads and writes) billed as uncached input;"
+         " minus claude_usage_cost_usd_total, what caching saved (negative when writes were not read back)."),
+    Spec("claude_usage_requests_total", "counter", "{request}", USAGE, "Billable API requests, each counted once."),
+    Spec("claude_usage_web_search_requests_total", "counter", "{request}", ("model", "project"),
+         "Server-side web searches the requests made."),
+    Spec("claude_usage_tool_calls_total", "counter", "{call}", ("tool", "agent", "project"),
+         "Responses that called a tool; MCP tools collapse to mcp__<server>."),
+    Spec("claude_usage_model_switches_total", "counter", "{switch}", ("from_family", "to_family"),
+         "Main-thread requests whose model family differs from the session's previous one."),
+    Spec("claude_usage_sessions_total", "counter", "{session}", ("project",), "Claude Code sessions seen."),
+    Spec("claude_usage_unpriced_tokens_total", "counter", "{token}", ("model",),
+         "Tokens of requests whose model has no known price; their cost is not in the cost counter."),
+    Spec("claude_usage_prompts_total", "counter", "{prompt}", ("project",),
+         "Prompts typed by the user (not tool results); each fans out into one or more requests."),
+    Spec("claude_usage_prompt_requests", "histogram", "{request}", (),
+         "Requests per prompt: the session's requests (subagents' included) until the next prompt."),
+    Spec("claude_usage_prompt_cost_usd", "histogram", "usd", (), "Cost per prompt in US dollars."),
+    Spec("claude_usage_request_context_tokens", "histogram", "{token}", ("model_family",),
+         "Context each request read: uncached input plus cache reads and writes."),
+    Spec("claude_usage_lines_of_code_total", "counter", "{line}", ("kind",),
+         "Lines of code Claude Code added or removed (kind), from its own telemetry (team mode)."),
+    Spec("claude_usage_commits_total", "counter", "{commit}", (),
+         "Git commits Claude Code made, from its own telemetry (team mode)."),
+    Spec("claude_usage_pull_requests_total", "counter", "{pull_request}", (),
+         "Pull requests Claude Code opened, from its own telemetry (team mode)."),
+    Spec("claude_usage_active_time_seconds_total", "counter", "s", ("kind",),
+         "Active time Claude Code reported: kind user (the user at work) or cli (Claude Code at work)."),
+    Spec("claude_usage_last_request_timestamp_seconds", "gauge", "s", (),
+         "Time of the latest request in the ledger, in seconds since the epoch."),
+    Spec("claude_usage_budget_limit_usd", "gauge", "usd", ("budget", "window"),
+         "The budget's limit for its current calendar window, in US dollars.", live=True),
+    Spec("claude_usage_budget_spend_usd", "gauge", "usd", ("budget", "window"),
+         "Spend so far in the budget's current window (day, week or month in the configured time zone).",
+         live=True),
+    Spec("claude_usage_budget_projected_spend_usd", "gauge", "usd", ("budget", "window"),
+         "Spend projected at the window's end from its burn rate, taken over at least a tenth of the window.",
+         live=True),
+    Spec("claude_usage_budget_window_end_timestamp_seconds", "gauge", "s", ("budget", "window"),
+         "When the budget's current window ends, in seconds since the epoch.", live=True),
+    Spec("claude_usage_window_spend_usd", "gauge", "usd", ("window",),
+         "Spend so far today, this week or this month (window) in the configured time zone, budgets or none;"
+         " from the ledger, so exact.", live=True),
+    Spec("claude_usage_window_projected_spend_usd", "gauge", "usd", ("window",),
+         "Spend at the window's end: spent so far plus what the last 7 days spent in the time still to come (the"
+         " same clock hours for a day, the average pace for a week or month).", live=True),
+    Spec("claude_usage_block_cost_usd", "gauge", "usd", (), "Cost of the 5-hour block in progress; 0 between blocks.",
+         live=True),
+    Spec("claude_usage_block_tokens", "gauge", "{token}", (), "Tokens of the 5-hour block in progress.", live=True),
+    Spec("claude_usage_block_start_timestamp_seconds", "gauge", "s", (),
+         "Start of the 5-hour block in progress (absent between blocks).", live=True),
+    Spec("claude_usage_block_end_timestamp_seconds", "gauge", "s", (),
+         "End of the 5-hour block in progress (absent between blocks).", live=True),
+    Spec("claude_usage_block_burn_rate_usd_per_hour", "gauge", "usd/h", (),
+         "Cost per hour over the active span of the block in progress.", live=True),
+    Spec("claude_usage_block_projected_cost_usd", "gauge", "usd", (),
+         "Cost the block in progress reaches at its end at the current burn rate.", live=True),
+    Spec("claude_usage_plan_utilization_ratio", "gauge", "1", ("window",),
+         "Plan usage Claude Code reported (status line) for five_hour or seven_day; absent when stale.", live=True),
+    Spec("claude_usage_plan_reset_timestamp_seconds", "gauge", "s", ("window",),
+         "When the plan window resets, as Claude Code reported it; absent when stale.", live=True),
+    Spec("claude_usage_plan_snapshot_age_seconds", "gauge", "s", ("window",),
+         "Age of the last plan usage the status line recorded.", live=True),
+    Spec("claude_usage_plan_snapshot_stale", "gauge", "", ("window",),
+         "1 when the recorded plan usage is older than its window or its reset time has passed.", live=True),
+    Spec("claude_usage_exporter_build_info", "gauge", "", ("version", "pricing_source", "pricing_version"),
+         "Always 1; the exporter's version and the price data it uses."),
+    Spec("claude_usage_exporter_lines_total", "counter", "{line}", ("source", "outcome"),
+         "Lines read, by outcome: usage, duplicate, skipped (not usage) or malformed."),
+    Spec("claude_usage_exporter_bytes_read_total", "counter", "{byte}", ("source",), "Bytes read from sources."),
+    Spec("claude_usage_exporter_read_errors_total", "counter", "{error}", ("source",),
+         "Files or folders that could not be read (permissions, deleted mid-read); a lasting fault counts once."),
+    Spec("claude_usage_exporter_ledger_requests", "gauge", "{request}", (), "Requests held in the ledger."),
+    Spec("claude_usage_exporter_source_up", "gauge", "", ("source",),
+         "1 when the source's last ingest succeeded, 0 when it failed (e.g. the state dir is not writable).",
+         live=True),
+    Spec("claude_usage_exporter_files_watched", "gauge", "{file}", (), "Transcript files found under the roots.",
+         live=True),
+    Spec("claude_usage_exporter_ingest_lag_seconds", "gauge", "s", (),
+         "Age of the oldest change seen but not yet in the ledger; 0 when caught up.", live=True),
+    Spec("claude_usage_exporter_otlp_requests_total", "counter", "{request}", ("code",),
+         "OTLP requests the receiver answered, by HTTP status code, since the exporter started.", live=True),
+    Spec("claude_usage_exporter_otlp_pushes_total", "counter", "{push}", ("outcome",),
+         "OTLP pushes of these metrics, by outcome (success or failure), since the exporter started.", live=True),
+)  # fmt: skip
+ENGINEERING = {  # ledger counter "eng.<metric>.<kind>" -> metric, the kinds it always shows, stored units per unit
+    "lines_of_code": ("claude_usage_lines_of_code_total", ("added", "removed"), 1),
+    "commits": ("claude_usage_commits_total", ("",), 1),
+    "pull_requests": ("claude_usage_pull_requests_total", ("",), 1),
+    "active_time_seconds": ("claude_usage_active_time_seconds_total", ("user", "cli"), 1000),
+}
+
+
+@dataclass
+class Health:
+    """What the daemon reports about itself; written by its loop, read at each scrape."""
+
+    source_up: dict[str, int] = field(default_factory=dict)
+    files_watched: int = 0
+    pending_since: float | None = None  # monotonic time of the oldest change not yet ingested
+    clock: Callable[[], float] = time.monotonic
+    windows: Points = field(default_factory=dict)  # budgets and block, recomputed by the loop
+    otlp: Callable[[], dict[str, int]] = dict  # the receiver's answers by status code
+    pushes: Callable[[], dict[str, int]] = dict  # the pusher's outcomes
+    plan: Callable[[], Points] = dict  # read at each scrape: `statusline` may write at any time
+
+    def lag(self) -> float:
+        return 0.0 if self.pending_since is None else max(0.0, self.clock() - self.pending_since)
+
+
+@dataclass
+class Snapshot:
+    """The ledger's values at one moment: what the usage instruments observe."""
+
+    points: Points = field(default_factory=dict)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+
+
+def read_snapshot(ledger: Ledger, policy: LabelPolicy, build: dict[str, str],
+                  sources: tuple[str, ...] = SOURCES) -> Snapshot:  # fmt: skip
+    points = read_points(ledger, policy)
+    # Every source's counters exist from the start at 0, so rate() and increase() see their first rise.
+    lines: dict[Labels, float] = {(("outcome", o), ("source", src)): 0.0 for src in sources for o in OUTCOMES}
+    bytes_read: dict[Labels, float] = {(("source", "transcripts"),): 0.0}
+    errors = dict(bytes_read)
+    engineering: dict[str, dict[Labels, float]] = {}
+    if "otlp" in sources:
+        for name, kinds, _ in ENGINEERING.values():
+            engineering[name] = {_kind(k): 0.0 for k in kinds}
+    for name, value in ledger.counters().items():
+        kind, _, rest = name.partition(".")
+        if kind == "eng" and rest.partition(".")[0] in ENGINEERING:
+            metric, _, what = rest.partition(".")
+            name, _, scale = ENGINEERING[metric]
+            engineering.setdefault(name, {})[_kind(what)] = value / scale
+        elif kind == "lines":
+            source, _, outcome = rest.partition(".")
+            lines[(("outcome", outcome), ("source", source))] = value
+        elif kind == "bytes":
+            bytes_read[(("source", rest),)] = value
+        elif kind == "errors":
+            errors[(("source", rest),)] = value
+    (last,) = ledger.db.execute("SELECT max(ts) FROM requests").fetchone()
+    count = sum(points.get("claude_usage_requests_total", {}).values())  # each request counts once there
+    points |= {
+        "claude_usage_exporter_lines_total": lines,
+        "claude_usage_exporter_bytes_read_total": bytes_read,
+        "claude_usage_exporter_read_errors_total": errors,
+        "claude_usage_exporter_ledger_requests": {(): count},
+        "claude_usage_exporter_build_info": {tuple(sorted(build.items())): 1},
+        **engineering,
+    }
+    if last is not None:
+        points["claude_usage_last_request_timestamp_seconds"] = {(): last / 1000}
+    return Snapshot(points, read_histograms(ledger))
+
+
+def _kind(kind: str) -> Labels:
+    return (("kind", kind),) if kind else ()
+
+
+class _Histograms:
+    """The histograms, from their durable bucket counts (OpenTelemetry cannot observe a histogram)."""
+
+    def __init__(self, exposition: Exposition) -> None:
+        self.exposition = exposition
+
+    def collect(self) -> Iterator[Metric]:
+        for spec in CONTRACT:
+            if spec.kind != "histogram":
+                continue
+            bounds = [*(f"{float(b)}" for b in HISTOGRAMS[spec.name][0]), "+Inf"]
+            family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels, unit=_unit(spec.unit))
+            for label, (counts, total) in sorted(self.exposition.snapshot.histograms.get(spec.name, {}).items()):
+                family.add_metric([label] if spec.labels else [], list(zip(bounds, accumulate(counts), strict=True)),
+                                  total)  # fmt: skip
+            yield family
+
+
+def _observe(points: dict[Labels, float]) -> list[Observation]:
+    return [Observation(value, dict(labels)) for labels, value in points.items()]
+
+
+def _unit(unit: str) -> str:
+    return "" if unit.startswith("{") else unit
+
+
+def _registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=False)
+
+
+class Exposition:
+    """Builds the instruments of the contract on private registries and serves their rendering."""
+
+    def __init__(self, health: Health, build: dict[str, str], push: bool = False) -> None:
+        """`push`: also readers an OTLP pusher collects from (see exporter/metrics/push.py)."""
+        self.health = health
+        self.build = build
+        self.snapshot = Snapshot()
+        self.usage, self.live, self.process = _registry(), _registry(), _registry()
+        limits: Any = {ObservableCounter: 1_000_000, ObservableGauge: 1_000_000}  # our caps bound labels
+        self._providers = []
+        self.push_readers: list[InMemoryMetricReader] = []
+        for registry, live in ((self.usage, False), (self.live, True)):
+            reader = PrometheusMetricReader(
+                disable_target_info=True, scope_info_enabled=False, registry=registry, cardinality_limits=limits
+            )
+            readers: list[MetricReader] = [reader]
+            if push:  # cumulative, the reader's default
+                self.push_readers.append(InMemoryMetricReader())
+                readers.append(self.push_readers[-1])
+            provider = MeterProvider(metric_readers=readers)
+            self._providers.append(provider)
+            meter = provider.get_meter("claude-usage-exporter", __version__)
+            for spec in CONTRACT:
+                if spec.live != live or spec.kind == "histogram":
+                    continue
+                create = meter.create_observable_counter if spec.kind == "counter" else meter.create_observable_gauge
+                create(spec.name, callbacks=[self._callback(spec)], unit=spec.unit, description=spec.help)
+        self.usage.register(_Histograms(self))
+        ProcessCollector(registry=self.process)
+        self._lock = threading.Lock()  # the usage rendering, swapped by the loop
+        # OpenTelemetry's Prometheus reader hands collected data over through one queue: two scrapes
+        # collecting at once could each take the other's.
+        self._live_lock = threading.Lock()
+        self._collected = _Collected([])
+        self._plan: Points = {}
+        self._rendered: dict[str, bytes] = {}
+
+    def _callback(self, spec: Spec) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        if spec.name == "claude_usage_exporter_source_up":
+            return lambda _: [Observation(v, {"source": s}) for s, v in sorted(self.health.source_up.items())]
+        if spec.name == "claude_usage_exporter_files_watched":
+            return lambda _: [Observation(self.health.files_watched)]
+        if spec.name == "claude_usage_exporter_ingest_lag_seconds":
+            return lambda _: [Observation(self.health.lag())]
+        if spec.name == "claude_usage_exporter_otlp_requests_total":
+            return lambda _: [Observation(n, {"code": code}) for code, n in sorted(self.health.otlp().items())]
+        if spec.name == "claude_usage_exporter_otlp_pushes_total":
+            return lambda _: [Observation(n, {"outcome": o}) for o, n in sorted(self.health.pushes().items())]
+        if spec.name.startswith("claude_usage_plan_"):
+            return lambda _: _observe(self._plan.get(spec.name, {}))
+        if spec.live:
+            return lambda _: _observe(self.health.windows.get(spec.name, {}))
+        return lambda _: _observe(self.snapshot.points.get(spec.name, {}))
+
+    def update(self, snapshot: Snapshot) -> None:
+        """New usage values, collected once and encoded for Prometheus (OpenMetrics) here, not at each
+        scrape; the classic text format is encoded from the same collection when first asked for."""
+        with self._lock:
+            self.snapshot = snapshot
+            self._collected = _Collected(list(self.usage.collect()))
+            self._rendered = {OPENMETRICS: _encoder(OPENMETRICS)(self._collected)}
+
+    def refresh_live(self) -> None:
+        """Reads, once per collection, what several live instruments share: the plan usage file."""
+        self._plan = self.health.plan()
+
+    def render(self, content_type: str, process: bool = True) -> bytes:
+        """The exposition; `process=False` leaves out `process_*` (for output that must not vary)."""
+        with self._lock:
+            usage = self._rendered.get(content_type)
+            if usage is None:
+                usage = self._rendered[content_type] = _encoder(content_type)(self._collected)
+        encode = _encoder(content_type)
+        with self._live_lock:
+            self.refresh_live()
+            live = encode(self.live)
+        parts = [usage, live, *([encode(self.process)] if process else [])]
+        if content_type == OPENMETRICS:
+            parts = [part.removesuffix(b"# EOF\n") for part in parts[:-1]] + parts[-1:]
+        return b"".join(parts)
+
+    def close(self) -> None:
+        for provider in self._providers:
+            provider.shutdown()
+
+
+class _Collected:
+    """Metrics collected once, for the encoders (which take anything with `collect`)."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self.metrics
+
+
+def _encoder(content_type: str) -> Callable[[Any], bytes]:  # a registry, or anything with `collect`
+    return openmetrics.generate_latest if content_type == OPENMETRICS else generate_latest
+
+
+def negotiate(accept: str | None) -> str:
+    """OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format."""
+    for part in (accept or "").split(","):
+        if part.split(";")[0].strip() == "application/openmetrics-text":
+            return OPENMETRICS
+    return TEXT

@@ -1,0 +1,1 @@
+"""Reports from the ledger: calendar periods, sessions, 5-hour blocks, budgets, explain."""

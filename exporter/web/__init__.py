@@ -1,0 +1,1 @@
+"""HTTP: the metrics server, the landing page, the web config (TLS, basic auth), the OTLP receiver."""
