@@ -52,12 +52,31 @@ def daemon(work: Path, users: list[str], cost: int) -> Iterator[tuple[str, int]]
     config = work / "web-config.yml"
     config.write_text("basic_auth_users:\n" + "".join(f"  {user}: '{hashed}'\n" for user in users))
     (work / "claude" / "projects").mkdir(parents=True)
-    command = [sys.executable, "-m", "exporter", "serve", "--state-dir", str(work / "state"),
-               "--claude-dir", str(work / "claude"), "--web.listen-address", "127.0.0.1:0",
-               "--web.config.file", str(config), "--log.format", "json"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "exporter",
+        "serve",
+        "--state-dir",
+        str(work / "state"),
+        "--claude-dir",
+        str(work / "claude"),
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--web.config.file",
+        str(config),
+        "--log.format",
+        "json",
+    ]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**clean, "TZ": "UTC"}, cwd=REPO)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**clean, "TZ": "UTC"},
+        cwd=REPO,
+    )
     lines: queue.Queue[str] = queue.Queue()
 
     def read() -> None:
@@ -184,8 +203,10 @@ def render(results: dict[str, Any], clients: int, cost: int) -> str:
     for name, phase in results.items():
         for kind in ("scrape", "first login"):
             p = phase[kind]
-            out.append(f"| {name:<40} | {kind:<12} | {p['n']:>4} | {p['p50_ms']:>8.1f} | {p['p99_ms']:>8.1f} |"
-                       f" {p['max_ms']:>8.1f} | {phase['flood answers/s']:>7.0f} |")  # fmt: skip
+            out.append(
+                f"| {name:<40} | {kind:<12} | {p['n']:>4} | {p['p50_ms']:>8.1f} | {p['p99_ms']:>8.1f} |"
+                f" {p['max_ms']:>8.1f} | {phase['flood answers/s']:>7.0f} |"
+            )
     return "\n".join(out)
 
 

@@ -42,8 +42,23 @@ SOURCES = ("transcripts", "otlp")
 
 def request(key: str, model: str, project: str, user: str, tool: str) -> Request:
     tokens = Tokens(input=10, output=100)
-    return Request(key, f"req_{key}", 1_760_000_000_000, f"session-{key}", project, model, "main", tokens, 0,
-                   frozenset({tool}), "standard", "otlp", False, None, user)  # fmt: skip
+    return Request(
+        key,
+        f"req_{key}",
+        1_760_000_000_000,
+        f"session-{key}",
+        project,
+        model,
+        "main",
+        tokens,
+        0,
+        frozenset({tool}),
+        "standard",
+        "otlp",
+        False,
+        None,
+        user,
+    )
 
 
 def enrich(r: Request) -> Request:
@@ -100,8 +115,13 @@ def run(distinct: int, batch: int, events: int) -> dict[str, Any]:
             out["clean"] = legit_publishes(ledger, exposition, events, "clean")
             started, flood_publishes = time.perf_counter(), []
             for start in range(0, distinct, batch):
-                ledger.commit([request(f"hostile-{i}", f"model-{i}", f"project-{i}", f"user-{i}", f"tool-{i}")
-                               for i in range(start, min(distinct, start + batch))], enrich)  # fmt: skip
+                ledger.commit(
+                    [
+                        request(f"hostile-{i}", f"model-{i}", f"project-{i}", f"user-{i}", f"tool-{i}")
+                        for i in range(start, min(distinct, start + batch))
+                    ],
+                    enrich,
+                )
                 if start + batch >= distinct or (start // batch) % 10 == 0:  # every tenth batch: keep it short
                     flood_publishes.append(publish(ledger, exposition))
             out["flood_seconds"] = time.perf_counter() - started
@@ -121,14 +141,20 @@ def render(out: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|---|---|---|---|")
     for key, name in (("clean", "one legit event, clean ledger"), ("hostile", "one legit event, after the flood")):
         p, r = out[key]["publish"], out[key]["read"]
-        lines.append(f"| {name} | {out[key]['series']:,} | {p['n']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} |"
-                     f" {p['max_ms']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {out[key]['series']:,} | {p['n']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} |"
+            f" {p['max_ms']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+        )
     p = out["flood_publish"]
-    lines.append(f"| a hostile batch (every tenth) | | {p['n']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} |"
-                 f" {p['max_ms']:.1f} | | |")  # fmt: skip
+    lines.append(
+        f"| a hostile batch (every tenth) | | {p['n']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} |"
+        f" {p['max_ms']:.1f} | | |"
+    )
     lines.append("")
-    lines.append(f"flood committed and published in {out['flood_seconds']:.1f} s;"
-                 f" RSS {out['rss_mib']:.0f} MiB (peak {out['peak_rss_mib']:.0f} MiB)")  # fmt: skip
+    lines.append(
+        f"flood committed and published in {out['flood_seconds']:.1f} s;"
+        f" RSS {out['rss_mib']:.0f} MiB (peak {out['peak_rss_mib']:.0f} MiB)"
+    )
     return "\n".join(lines)
 
 

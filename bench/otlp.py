@@ -107,8 +107,15 @@ def bodies(case: Case, records: int) -> list[bytes]:
 Report = tuple[float, list[float]] | str
 
 
-def client(port: int, case: Case, payloads: list[bytes], count: int, ready: Event, go: Event,
-           report: Queue[Report] | None = None) -> None:  # fmt: skip
+def client(
+    port: int,
+    case: Case,
+    payloads: list[bytes],
+    count: int,
+    ready: Event,
+    go: Event,
+    report: Queue[Report] | None = None,
+) -> None:
     """Posts `count` bodies on one kept-alive connection, as one Claude Code process would."""
     headers = {"Content-Type": case.content_type, **({"Content-Encoding": "gzip"} if case.gzip else {})}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

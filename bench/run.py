@@ -287,9 +287,13 @@ def render(c: Corpus, phases: Phases, checks: dict[str, bool], size_label: str) 
                 f"{phase:<13}{name:<16}{s.median:>8.2f}s{s.min:>8.2f}s{s.max:>8.2f}s"
                 f"{s.peak_rss_mib:>8.0f} MiB{shown:>11}"
             )
-    lines += ["", "÷ ccusage: our median / the fastest ccusage median of the same phase",
-              f"peak RSS: the largest over the runs; a command doing nothing shows {launcher_floor_mib():.0f} MiB",
-              "", "targets"]  # fmt: skip
+    lines += [
+        "",
+        "÷ ccusage: our median / the fastest ccusage median of the same phase",
+        f"peak RSS: the largest over the runs; a command doing nothing shows {launcher_floor_mib():.0f} MiB",
+        "",
+        "targets",
+    ]
     for t in targets(phases):
         lines.append(
             f"  {'PASS' if t.ok else 'FAIL'}  {t.name:<30} {t.value:.2f}{t.unit} (limit {t.limit:.2f}{t.unit})"

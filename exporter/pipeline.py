@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Core:
+class Setup:
     """What ingest and reports need. Built from the full settings, or, when there is no config file
     or environment at all, straight from flags and defaults (pydantic costs a warm report ~0.1 s).
     """
@@ -42,7 +42,7 @@ class Core:
     week_start: int = 0  # budgets' weeks: 0 Monday … 6 Sunday
 
     @classmethod
-    def from_settings(cls, s: Settings, env: Mapping[str, str]) -> Core:
+    def from_settings(cls, s: Settings, env: Mapping[str, str]) -> Setup:
         from exporter.config import claude_roots
 
         return cls(
@@ -63,8 +63,8 @@ class Core:
 
 
 @dataclass
-class App:
-    core: Core
+class Pipeline:
+    core: Setup
     # "fork" starts parse workers in milliseconds; a process with threads (the daemon) must not fork.
     start_method: str = "fork"
 
@@ -145,9 +145,15 @@ def budget(b: BudgetSettings) -> BudgetSpec:
 def override(o: PriceOverride) -> Override:
     tier = o.long_context
     return Override(
-        o.model, o.input, o.output, o.cache_read, o.cache_write_5m, o.cache_write_1h,
+        o.model,
+        o.input,
+        o.output,
+        o.cache_read,
+        o.cache_write_5m,
+        o.cache_write_1h,
         long_context_threshold=tier.threshold if tier else None,
         long_context=Rates(tier.input, tier.output, tier.cache_read, tier.cache_write_5m, tier.cache_write_1h)
-        if tier else None,
+        if tier
+        else None,
         fast_multiplier=o.fast_multiplier,
-    )  # fmt: skip
+    )

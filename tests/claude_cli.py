@@ -152,9 +152,19 @@ def claude_env(ws: Workspace, telemetry: Telemetry | None = None, nonessential: 
     return {**env, **(telemetry.env() if telemetry else {})}
 
 
-def claude_step(ws: Workspace, prompt: str, *args: str, name: str = "claude", model: str = MODEL,
-                output_format: str = "json", telemetry: Telemetry | None = None, nonessential: bool = False,
-                stdin: str | None = None, claude: Path | None = None, timeout: float = 120.0) -> Step:  # fmt: skip
+def claude_step(
+    ws: Workspace,
+    prompt: str,
+    *args: str,
+    name: str = "claude",
+    model: str = MODEL,
+    output_format: str = "json",
+    telemetry: Telemetry | None = None,
+    nonessential: bool = False,
+    stdin: str | None = None,
+    claude: Path | None = None,
+    timeout: float = 120.0,
+) -> Step:
     """A plan step running `claude -p PROMPT --model M --output-format F --allowedTools Read,Edit,Write ARGS…`.
 
     `args` adds flags, e.g. `--resume ID --fork-session`, `--session-id UUID`, `--prompt-suggestions true`.
@@ -162,10 +172,28 @@ def claude_step(ws: Workspace, prompt: str, *args: str, name: str = "claude", mo
     `--input-format stream-json` (see `stream_json_prompt`).
     """
     binary = claude or require_claude()
-    argv = [str(binary), "-p", *([prompt] if prompt else []), "--model", model, "--output-format", output_format,
-            "--allowedTools", TOOLS, *(["--verbose"] if output_format == "stream-json" else []), *args]  # fmt: skip
-    return Step(name=name, argv=argv, env=claude_env(ws, telemetry, nonessential), cwd=str(ws.project),
-                stdin=stdin, timeout=timeout, inherit_env=False)  # fmt: skip
+    argv = [
+        str(binary),
+        "-p",
+        *([prompt] if prompt else []),
+        "--model",
+        model,
+        "--output-format",
+        output_format,
+        "--allowedTools",
+        TOOLS,
+        *(["--verbose"] if output_format == "stream-json" else []),
+        *args,
+    ]
+    return Step(
+        name=name,
+        argv=argv,
+        env=claude_env(ws, telemetry, nonessential),
+        cwd=str(ws.project),
+        stdin=stdin,
+        timeout=timeout,
+        inherit_env=False,
+    )
 
 
 def stream_json_prompt(prompt: str) -> str:
@@ -230,10 +258,16 @@ class Sink:
             seq = next(self.count)
             file = f"{seq:04d}-{signal_name}.{'json' if 'json' in content_type else 'pb'}"
             (self.folder / file).write_bytes(body)
-            entry = {"seq": seq, "path": path, "file": file, "content_type": content_type, "size": len(body),
-                     "content_encoding": headers.get("content-encoding"),
-                     "transfer_encoding": headers.get("transfer-encoding"),
-                     "content_length": headers.get("content-length")}  # fmt: skip
+            entry = {
+                "seq": seq,
+                "path": path,
+                "file": file,
+                "content_type": content_type,
+                "size": len(body),
+                "content_encoding": headers.get("content-encoding"),
+                "transfer_encoding": headers.get("transfer-encoding"),
+                "content_length": headers.get("content-length"),
+            }
             with (self.folder / "index.jsonl").open("a") as index:
                 index.write(json.dumps(entry) + "\n")
 
@@ -335,8 +369,12 @@ def otlp_events(folder: Path) -> list[Json]:
 
 def _temporality(raw: Any) -> str | None:
     """delta or cumulative, from JSON's number or protobuf's enum name."""
-    names = {1: "delta", 2: "cumulative", "AGGREGATION_TEMPORALITY_DELTA": "delta",
-             "AGGREGATION_TEMPORALITY_CUMULATIVE": "cumulative"}  # fmt: skip
+    names = {
+        1: "delta",
+        2: "cumulative",
+        "AGGREGATION_TEMPORALITY_DELTA": "delta",
+        "AGGREGATION_TEMPORALITY_CUMULATIVE": "cumulative",
+    }
     return names.get(raw)
 
 
@@ -350,9 +388,14 @@ def otlp_points(folder: Path) -> list[Json]:
                     data = metric.get("sum") or metric.get("gauge") or {}
                     for point in data.get("dataPoints", []):
                         value = point.get("asDouble", point.get("asInt"))
-                        points.append({"name": metric["name"], "attributes": _attributes(point.get("attributes", [])),
-                                       "value": float(value) if value is not None else None,
-                                       "temporality": _temporality(data.get("aggregationTemporality"))})  # fmt: skip
+                        points.append(
+                            {
+                                "name": metric["name"],
+                                "attributes": _attributes(point.get("attributes", [])),
+                                "value": float(value) if value is not None else None,
+                                "temporality": _temporality(data.get("aggregationTemporality")),
+                            }
+                        )
     return points
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: an App on a temporary Claude config dir and state dir, never the real ~/.claude."""
+"""Shared fixtures: an Pipeline on a temporary Claude config dir and state dir, never the real ~/.claude."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from exporter.config import load_settings
 from exporter.events import UsageEvent
 from exporter.ledger.store import Ledger, Request
-from exporter.pipeline import App, Core
+from exporter.pipeline import Pipeline, Setup
 from tests.daemon import command, process_tree, running, running_after
 
 PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
@@ -48,15 +48,15 @@ def claude_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, claude_dir: Path) -> Callable[..., App]:
-    def make(**flags: object) -> App:
+def make_app(tmp_path: Path, claude_dir: Path) -> Callable[..., Pipeline]:
+    def make(**flags: object) -> Pipeline:
         given = {
             "state_dir": tmp_path / "state",
             "sources.transcripts.roots": [claude_dir],
             "timezone": "UTC",
             **{k.replace("__", "."): v for k, v in flags.items()},
         }
-        return App(Core.from_settings(load_settings(None, {}, given), {}))
+        return Pipeline(Setup.from_settings(load_settings(None, {}, given), {}))
 
     return make
 
@@ -83,7 +83,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def ledger(make_app: Callable[..., App]) -> Callable[..., Ledger]:
+def ledger(make_app: Callable[..., Pipeline]) -> Callable[..., Ledger]:
     """Commits the events given (priced and classified) and returns the ledger."""
     app = make_app()
 

@@ -48,15 +48,33 @@ PROJECTS = (  # (cwd, git branch); two share the last path component, as real ma
     ("/home/dev/archive/acme-api", "legacy"),
 )
 MAIN_TOOLS = (
-    ("Read", 24), ("Bash", 16), ("Edit", 13), ("Grep", 9), ("Glob", 6), ("Write", 5),
-    ("TodoWrite", 5), ("Agent", 4), ("MultiEdit", 3), ("WebFetch", 3), ("WebSearch", 2), ("Skill", 1),
-    ("LS", 1), ("mcp__github__create_issue", 1), ("mcp__github__get_file_contents", 1),
-)  # fmt: skip
+    ("Read", 24),
+    ("Bash", 16),
+    ("Edit", 13),
+    ("Grep", 9),
+    ("Glob", 6),
+    ("Write", 5),
+    ("TodoWrite", 5),
+    ("Agent", 4),
+    ("MultiEdit", 3),
+    ("WebFetch", 3),
+    ("WebSearch", 2),
+    ("Skill", 1),
+    ("LS", 1),
+    ("mcp__github__create_issue", 1),
+    ("mcp__github__get_file_contents", 1),
+)
 SUBAGENT_TOOLS = (("Read", 10), ("Grep", 6), ("Glob", 4), ("Bash", 3), ("WebFetch", 1))
 ALL_TOOLS = tuple(name for name, _ in MAIN_TOOLS)
 MALFORMED_KINDS = (
-    "truncated", "usage_string", "negative_tokens", "nan_tokens", "string_tokens", "binary", "nul_padding",
-)  # fmt: skip
+    "truncated",
+    "usage_string",
+    "negative_tokens",
+    "nan_tokens",
+    "string_tokens",
+    "binary",
+    "nul_padding",
+)
 # Per-MTok list prices (input, output, cache read, 5 m write), only to fill old lines' costUSD.
 _OLD_PRICES = {"claude-sonnet-4-20250514": (3.0, 15.0, 0.3, 3.75), "claude-3-5-haiku-20241022": (0.8, 4.0, 0.08, 1.0)}
 
@@ -71,9 +89,12 @@ class _Version:
 # Provisional usage on early lines was common before 2.1.97 and rare after (FORMATS §1 trap 2).
 # The current version is listed twice: most sessions of a history are recent.
 VERSIONS = (
-    _Version("1.0.88", False, 0.6), _Version("2.0.14", True, 0.6), _Version("2.1.42", True, 0.5),
-    _Version("2.1.197", True, 0.08), _Version("2.1.197", True, 0.08),
-)  # fmt: skip
+    _Version("1.0.88", False, 0.6),
+    _Version("2.0.14", True, 0.6),
+    _Version("2.1.42", True, 0.5),
+    _Version("2.1.197", True, 0.08),
+    _Version("2.1.197", True, 0.08),
+)
 OLD_VERSION = _Version("1.0.3", False, 0.0)
 
 
@@ -293,11 +314,38 @@ def _iso(ms: int) -> str:
 
 
 _WORDS = (
-    "account", "invoice", "ledger", "session", "token", "usage", "retry", "cache", "config", "handler",
-    "client", "request", "response", "payload", "metric", "budget", "window", "parser", "record", "event",
-    "user", "order", "price", "report", "schema", "queue", "worker", "stream", "buffer", "offset",
+    "account",
+    "invoice",
+    "ledger",
+    "session",
+    "token",
+    "usage",
+    "retry",
+    "cache",
+    "config",
+    "handler",
+    "client",
+    "request",
+    "response",
+    "payload",
+    "metric",
+    "budget",
+    "window",
+    "parser",
+    "record",
+    "event",
+    "user",
+    "order",
+    "price",
+    "report",
+    "schema",
+    "queue",
+    "worker",
+    "stream",
+    "buffer",
+    "offset",
     "tenant",
-)  # fmt: skip
+)
 _CODE = (
     "def {a}_{b}(self, {c}: {T}) -> {U}:",
     "    return self.{a}.{b}({c})",
@@ -483,8 +531,17 @@ def _plan(rng: _Rng, day_ms: int, options: _Options, *, showcase: bool) -> _Plan
 def _old_plan(rng: _Rng, day_ms: int) -> _Plan:
     cwd, branch = rng.choice(PROJECTS)
     model = rng.choice(OLD_MODELS)
-    return _Plan(start_ms=_start_ms(rng, day_ms), cwd=cwd, branch=branch, model=model, version=OLD_VERSION,
-                 entrypoint="cli", turns=rng.randint(1, 4), ttl="5m", old=True)  # fmt: skip
+    return _Plan(
+        start_ms=_start_ms(rng, day_ms),
+        cwd=cwd,
+        branch=branch,
+        model=model,
+        version=OLD_VERSION,
+        entrypoint="cli",
+        turns=rng.randint(1, 4),
+        ttl="5m",
+        old=True,
+    )
 
 
 def _resumed_plan(path: Path, at: datetime) -> tuple[_Plan, str]:

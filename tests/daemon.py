@@ -23,18 +23,40 @@ WAIT = 60.0  # seconds before a test gives up on an event (a limit, never a paus
 
 
 class Serve:
-    def __init__(self, state: Path, roots: list[Path], *args: str, env: dict[str, str] | None = None,
-                 prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        state: Path,
+        roots: list[Path],
+        *args: str,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         """`prefix` runs the command through another, e.g. setpriv to drop root's powers."""
-        command = [*prefix, sys.executable, "-m", "exporter", "serve", "--state-dir", str(state),
-                   "--web.listen-address", "127.0.0.1:0", "--log.format", "json", *args]  # fmt: skip
+        command = [
+            *prefix,
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--state-dir",
+            str(state),
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--log.format",
+            "json",
+            *args,
+        ]
         for root in roots:
             command += ["--claude-dir", str(root)]
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
         self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**clean, "TZ": "UTC", **(env or {})}, cwd=Path(__file__).parent.parent,
-        )  # fmt: skip
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**clean, "TZ": "UTC", **(env or {})},
+            cwd=Path(__file__).parent.parent,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -88,8 +110,14 @@ class Serve:
 
 
 @contextmanager
-def serving(state: Path, roots: list[Path], *args: str, env: dict[str, str] | None = None,
-            prefix: tuple[str, ...] = (), ready: bool = True) -> Iterator[Serve]:  # fmt: skip
+def serving(
+    state: Path,
+    roots: list[Path],
+    *args: str,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+    ready: bool = True,
+) -> Iterator[Serve]:
     """A running `serve`, ready (its first ingest done, unless `ready` is False) when the block starts;
     killed after it."""
     daemon = Serve(state, roots, *args, env=env, prefix=prefix)

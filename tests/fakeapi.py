@@ -245,8 +245,11 @@ class Script:
         if len(called) >= MAX_STEPS:
             return []
         if agent and SUBAGENT_MARKER in prompt.lower() and agent not in called:
-            task = {"description": "Inspect notes file", "prompt": f"Read {path} and report its first line.",
-                    "subagent_type": "general-purpose"}  # fmt: skip
+            task = {
+                "description": "Inspect notes file",
+                "prompt": f"Read {path} and report its first line.",
+                "subagent_type": "general-purpose",
+            }
             return [{"type": "text", "text": "I'll delegate a quick look to a subagent."}, _tool_use(agent, task)]
         if "Read" not in called:
             return [{"type": "text", "text": f"Let me read {self.target}."}, _tool_use("Read", {"file_path": path})]
@@ -281,15 +284,18 @@ def stream_events(message: Json) -> list[bytes]:
             opening, deltas = {"type": "text", "text": ""}, [{"type": "text_delta", "text": block["text"]}]
         elif kind == "thinking":
             opening = {"type": "thinking", "thinking": "", "signature": ""}
-            deltas = [{"type": "thinking_delta", "thinking": block["thinking"]},
-                      {"type": "signature_delta", "signature": block["signature"]}]  # fmt: skip
+            deltas = [
+                {"type": "thinking_delta", "thinking": block["thinking"]},
+                {"type": "signature_delta", "signature": block["signature"]},
+            ]
         else:
             opening = {**block, "input": {}}
             raw = json.dumps(block["input"])
             half = len(raw) // 2
             deltas = [{"type": "input_json_delta", "partial_json": part} for part in (raw[:half], raw[half:])]
-        events.append(_sse("content_block_start", {"type": "content_block_start", "index": index,
-                                                   "content_block": opening}))  # fmt: skip
+        events.append(
+            _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
+        )
         for delta in deltas:
             events.append(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
@@ -306,8 +312,15 @@ class FakeApi:
     keeps each request body in the log (large: ~100 kB a request), for finding out what the CLI sends.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 1, target: str = TARGET,
-                 fail_with: int | None = None, keep_bodies: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 1,
+        target: str = TARGET,
+        fail_with: int | None = None,
+        keep_bodies: bool = False,
+    ) -> None:
         self.script = Script(seed, target)
         self.fail_with = fail_with
         self.keep_bodies = keep_bodies
@@ -372,11 +385,19 @@ def _handler(api: FakeApi) -> type[http.server.BaseHTTPRequestHandler]:
                 return
             body = json.loads(raw)
             exchange = Exchange(
-                seq=0, method="POST", path=self.path, kind="error" if api.fail_with else classify(body), status=200,
-                model=body.get("model"), stream=bool(body.get("stream")), request_id=_ident("req_011C"),
-                session_id=self.headers.get("X-Claude-Code-Session-Id"), user_agent=self.headers.get("User-Agent"),
-                beta=self.headers.get("anthropic-beta"), request=body if api.keep_bodies else None,
-            )  # fmt: skip
+                seq=0,
+                method="POST",
+                path=self.path,
+                kind="error" if api.fail_with else classify(body),
+                status=200,
+                model=body.get("model"),
+                stream=bool(body.get("stream")),
+                request_id=_ident("req_011C"),
+                session_id=self.headers.get("X-Claude-Code-Session-Id"),
+                user_agent=self.headers.get("User-Agent"),
+                beta=self.headers.get("anthropic-beta"),
+                request=body if api.keep_bodies else None,
+            )
             if api.fail_with:
                 self._error(exchange, api.fail_with)
             else:
@@ -401,9 +422,16 @@ def _handler(api: FakeApi) -> type[http.server.BaseHTTPRequestHandler]:
             exchange.message_id = _ident("msg_01")
             exchange.usage, exchange.stop_reason = reply.usage, reply.stop_reason
             exchange.tool_uses = [b["name"] for b in reply.content if b["type"] == "tool_use"]
-            message = {"id": exchange.message_id, "type": "message", "role": "assistant",
-                       "model": exchange.response_model, "content": reply.content, "stop_reason": reply.stop_reason,
-                       "stop_sequence": None, "usage": reply.usage}  # fmt: skip
+            message = {
+                "id": exchange.message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": exchange.response_model,
+                "content": reply.content,
+                "stop_reason": reply.stop_reason,
+                "stop_sequence": None,
+                "usage": reply.usage,
+            }
             if exchange.stream:
                 self._send(200, "text/event-stream", stream_events(message), exchange)
             else:

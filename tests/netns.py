@@ -140,9 +140,14 @@ class Result:
     def load(out: Path) -> Result:
         raw = json.loads((out / "result.json").read_text())
         return Result(
-            out=out, api_url=raw["api_url"], ports=raw["ports"], steps=[StepResult(**s) for s in raw["steps"]],
-            api=json.loads((out / "api.json").read_text()), background=raw["background"], error=raw.get("error"),
-        )  # fmt: skip
+            out=out,
+            api_url=raw["api_url"],
+            ports=raw["ports"],
+            steps=[StepResult(**s) for s in raw["steps"]],
+            api=json.loads((out / "api.json").read_text()),
+            background=raw["background"],
+            error=raw.get("error"),
+        )
 
 
 # ---- the caller's side -------------------------------------------------------------------------------------
@@ -188,16 +193,24 @@ def run_plan(plan: Plan, out: Path, timeout: float = 600.0) -> Result:
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     command = [UNSHARE, *NAMESPACE, sys.executable, "-m", "tests.netns", str(plan_file)]
     driver = subprocess.run(
-        command, cwd=ROOT, env={**os.environ, "PYTHONPATH": path}, stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": path},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     told = f"driver exited with {driver.returncode}; its stderr:\n{driver.stderr[-5000:]}"
     if not (out / "result.json").is_file():
         raise AssertionError(f"the namespace driver wrote no result; {told}")
     result = Result.load(out)
     if result.error:
-        logs = "".join(f"\n--- {p.name}:\n{result.log(p.name)[-3000:]}" for p in plan.background
-                       if (out / f"{p.name}.stderr").exists())  # fmt: skip
+        logs = "".join(
+            f"\n--- {p.name}:\n{result.log(p.name)[-3000:]}"
+            for p in plan.background
+            if (out / f"{p.name}.stderr").exists()
+        )
         raise AssertionError(f"the namespace driver failed: {result.error}; {told}{logs}")
     return result
 
@@ -272,10 +285,14 @@ class Background:
         self.argv = fill.all(spec.argv)
         with (out / f"{spec.name}.stdout").open("wb") as stdout, (out / f"{spec.name}.stderr").open("wb") as stderr:
             self.process = subprocess.Popen(
-                self.argv, env={**(os.environ if spec.inherit_env else {}), **fill.env(spec.env)},
-                cwd=fill(spec.cwd) if spec.cwd else out, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                self.argv,
+                env={**(os.environ if spec.inherit_env else {}), **fill.env(spec.env)},
+                cwd=fill(spec.cwd) if spec.cwd else out,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     def await_ready(self, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -324,10 +341,14 @@ def run_step(index: int, step: Step, fill: Filler, out: Path) -> StepResult:
         argv = fill.all(step.argv)
         base = dict(os.environ) if step.inherit_env else {}
         process = subprocess.Popen(
-            argv, env={**base, **fill.env(step.env)}, cwd=fill(step.cwd) if step.cwd else out,
+            argv,
+            env={**base, **fill.env(step.env)},
+            cwd=fill(step.cwd) if step.cwd else out,
             stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             given = fill(step.stdin) if step.stdin is not None else None
             raw_out, raw_err = process.communicate(given.encode() if given is not None else None, step.timeout)
@@ -365,8 +386,12 @@ def drive(plan_file: Path) -> int:
         found = interfaces()
         if found != ["lo"]:
             raise RuntimeError(f"the namespace has interfaces besides lo: {found}")
-        api = FakeApi(seed=plan.fake.seed, target=plan.fake.target, fail_with=plan.fake.fail_with,
-                      keep_bodies=plan.fake.keep_bodies).start()  # fmt: skip
+        api = FakeApi(
+            seed=plan.fake.seed,
+            target=plan.fake.target,
+            fail_with=plan.fake.fail_with,
+            keep_bodies=plan.fake.keep_bodies,
+        ).start()
         result["api_url"] = api.url
         fill = Filler(api.url, out)
         result["ports"] = fill.ports

@@ -86,8 +86,16 @@ def nanos(ms: int) -> str:
 # --- log records -----------------------------------------------------------------------------------
 
 
-def record(name: str, ms: int, attrs: dict[str, object], *, sequence: int = 0, session_id: str = SESSION,
-           prompt_id: str = PROMPT, identity: dict[str, object] | None = None) -> dict[str, Any]:  # fmt: skip
+def record(
+    name: str,
+    ms: int,
+    attrs: dict[str, object],
+    *,
+    sequence: int = 0,
+    session_id: str = SESSION,
+    prompt_id: str = PROMPT,
+    identity: dict[str, object] | None = None,
+) -> dict[str, Any]:
     """One log record: the attributes every event carries, then the event's own, in Claude Code's order.
 
     `identity` adds what an OAuth login adds (user.email, user.account_uuid, organization.id).
@@ -111,10 +119,21 @@ def record(name: str, ms: int, attrs: dict[str, object], *, sequence: int = 0, s
     }
 
 
-def api_request(ms: int, request_id: str, *, model: str = SONNET, input: int = 1, output: int = 43,
-                cache_read: int = 0, cache_creation: int = 28908, cost_usd: float = 0.109053,
-                duration_ms: int = 218, speed: str = "normal", query_source: str = "sdk",
-                **common: Any) -> dict[str, Any]:  # fmt: skip
+def api_request(
+    ms: int,
+    request_id: str,
+    *,
+    model: str = SONNET,
+    input: int = 1,
+    output: int = 43,
+    cache_read: int = 0,
+    cache_creation: int = 28908,
+    cost_usd: float = 0.109053,
+    duration_ms: int = 218,
+    speed: str = "normal",
+    query_source: str = "sdk",
+    **common: Any,
+) -> dict[str, Any]:
     attrs: dict[str, object] = {
         "model": model,
         "input_tokens": input,
@@ -131,8 +150,15 @@ def api_request(ms: int, request_id: str, *, model: str = SONNET, input: int = 1
     return record("api_request", ms, attrs, **common)
 
 
-def tool_result(ms: int, tool: str = "Read", *, success: str = "true", tool_use_id: str = READ_TOOL_USE,
-                duration_ms: int = 6, **common: Any) -> dict[str, Any]:  # fmt: skip
+def tool_result(
+    ms: int,
+    tool: str = "Read",
+    *,
+    success: str = "true",
+    tool_use_id: str = READ_TOOL_USE,
+    duration_ms: int = 6,
+    **common: Any,
+) -> dict[str, Any]:
     # Every value a string here, numbers included: that is how Claude Code sends this event.
     attrs: dict[str, object] = {
         "tool_name": tool,
@@ -145,8 +171,7 @@ def tool_result(ms: int, tool: str = "Read", *, success: str = "true", tool_use_
     return record("tool_result", ms, attrs, **common)
 
 
-def tool_decision(ms: int, tool: str = "Read", *, tool_use_id: str = READ_TOOL_USE,
-                  **common: Any) -> dict[str, Any]:  # fmt: skip
+def tool_decision(ms: int, tool: str = "Read", *, tool_use_id: str = READ_TOOL_USE, **common: Any) -> dict[str, Any]:
     attrs: dict[str, object] = {"decision": "accept", "source": "config", "tool_name": tool, "tool_use_id": tool_use_id}
     return record("tool_decision", ms, attrs, **common)
 
@@ -155,8 +180,9 @@ def user_prompt(ms: int, **common: Any) -> dict[str, Any]:
     return record("user_prompt", ms, {"prompt_length": "39", "prompt": "<REDACTED>"}, **common)
 
 
-def assistant_response(ms: int, request_id: str, *, model: str = SONNET, query_source: str = "sdk",
-                       **common: Any) -> dict[str, Any]:  # fmt: skip
+def assistant_response(
+    ms: int, request_id: str, *, model: str = SONNET, query_source: str = "sdk", **common: Any
+) -> dict[str, Any]:
     attrs: dict[str, object] = {
         "response_length": 26,
         "response": "<REDACTED>",
@@ -183,8 +209,15 @@ def request_id(i: int, prefix: str = "req_011C") -> str:
     return f"{prefix}{i:022d}"
 
 
-def api_request_logs(n: int, *, start_ms: int = T0_MS, first: int = 0, session_id: str = SESSION,
-                     resource: dict[str, object] | None = None, **fields: Any) -> dict[str, Any]:  # fmt: skip
+def api_request_logs(
+    n: int,
+    *,
+    start_ms: int = T0_MS,
+    first: int = 0,
+    session_id: str = SESSION,
+    resource: dict[str, object] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """`n` api_request records, 150 ms apart, request ids `request_id(first)` onwards: a batched export."""
     records = [
         api_request(start_ms + 150 * i, request_id(first + i), sequence=first + i, session_id=session_id, **fields)
@@ -231,8 +264,9 @@ def conversation_logs(start_ms: int = T0_MS, session_id: str = SESSION) -> dict[
 # --- metrics ---------------------------------------------------------------------------------------
 
 
-def data_point(attrs: dict[str, object], amount: float, start_ns: int, time_ns: int, *,
-               session_id: str = SESSION) -> dict[str, Any]:  # fmt: skip
+def data_point(
+    attrs: dict[str, object], amount: float, start_ns: int, time_ns: int, *, session_id: str = SESSION
+) -> dict[str, Any]:
     common: dict[str, object] = {"user.id": USER_ID, "session.id": session_id, "terminal.type": "dumb"}
     return {
         "attributes": attributes({**common, **attrs}),
@@ -264,9 +298,18 @@ def metrics_body(metrics: list[dict[str, Any]], resource: dict[str, object] | No
     }
 
 
-def session_metrics(start_ns: int, time_ns: int, *, temporality: int = DELTA, lines: tuple[int, int] = (1, 0),
-                    commits: int = 0, pull_requests: int = 0, active_s: float = 0.75, model: str = SONNET,
-                    session_id: str = SESSION) -> dict[str, Any]:  # fmt: skip
+def session_metrics(
+    start_ns: int,
+    time_ns: int,
+    *,
+    temporality: int = DELTA,
+    lines: tuple[int, int] = (1, 0),
+    commits: int = 0,
+    pull_requests: int = 0,
+    active_s: float = 0.75,
+    model: str = SONNET,
+    session_id: str = SESSION,
+) -> dict[str, Any]:
     """One export of a session's metrics, as Claude Code sends them every interval.
 
     Cumulative exports repeat every series with its running value and its first start time; delta

@@ -111,14 +111,20 @@ class Prometheus:
         )
         self.log_path = workdir / "prometheus.log"
         self.url = f"http://127.0.0.1:{free_port()}"
-        command = [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                   f"--web.listen-address={self.url.removeprefix('http://')}", "--log.level=info"]  # fmt: skip
+        command = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={self.url.removeprefix('http://')}",
+            "--log.level=info",
+        ]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=workdir, start_new_session=True
             )
-        eventually(lambda: answers_ok(f"{self.url}/-/ready", self.process, self.log),
-                   what=f"{self.url}/-/ready answers 200")  # fmt: skip
+        eventually(
+            lambda: answers_ok(f"{self.url}/-/ready", self.process, self.log), what=f"{self.url}/-/ready answers 200"
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -22,7 +22,7 @@ from exporter.events import MAX_CHARS, SHORTENED_CHARS, UsageEvent, project_name
 from exporter.ledger.store import MIGRATIONS, Ledger, Request
 from exporter.metrics.exposition import TEXT, Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
-from exporter.pipeline import App
+from exporter.pipeline import Pipeline
 from exporter.sources.otlp import JSON, PROTOBUF, decode_logs, decode_metrics
 from exporter.sources.transcripts import parse_chunk
 from tests import otlpgen
@@ -36,7 +36,7 @@ NOW = datetime(2026, 11, 26, tzinfo=UTC)  # the wall clock the parsers are given
 LABEL_VALUE = re.compile(r'="((?:[^"\\]|\\.)*)"')
 
 
-def exposition(app: App) -> str:
+def exposition(app: Pipeline) -> str:
     health = Health(source_up={"transcripts": 1})
     shown = Exposition(health, BUILD)
     try:
@@ -50,7 +50,7 @@ def longest_label(text: str) -> int:
     return max(len(value) for value in LABEL_VALUE.findall(text))
 
 
-def strings(app: App) -> list[str]:
+def strings(app: Pipeline) -> list[str]:
     """Every string stored in the ledger's tables of usage, whatever the column (meta and reports hold
     our own documents: price look-ups, report caches)."""
     return stored(app.ledger.db)
@@ -74,7 +74,7 @@ def lines_total(text: str, source: str) -> dict[str, float]:
 
 
 def test_a_ten_megabyte_model_in_a_transcript_line_is_malformed_and_stored_nowhere(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     write(
         claude_dir / "projects" / "-home-dev-notes-app" / "s1.jsonl",
@@ -102,7 +102,7 @@ def test_an_id_or_model_longer_than_any_real_one_makes_the_line_malformed(field:
 
 
 def test_a_long_project_and_tool_are_shortened_keeping_two_long_values_apart(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     common = "p" * 200
     first, second = f"/home/{common}-one", f"/home/{common}-two"
@@ -142,7 +142,7 @@ def otlp_logs(content_type: str, *records: dict[str, Any], resource: dict[str, o
     return otlpgen.to_json(body) if content_type == JSON else otlpgen.to_protobuf(body)
 
 
-def apply(app: App, team: Team, body: bytes, content_type: str) -> None:
+def apply(app: Pipeline, team: Team, body: bytes, content_type: str) -> None:
     logs = decode_logs(body, content_type)
     done: Future[None] = Future()
     for finished in team.apply(app, [(logs, done)], int(datetime.now(UTC).timestamp() * 1000)):
@@ -151,7 +151,7 @@ def apply(app: App, team: Team, body: bytes, content_type: str) -> None:
 
 @pytest.mark.parametrize("content_type", [JSON, PROTOBUF])
 def test_a_ten_megabyte_model_in_an_api_request_event_is_rejected_and_stored_nowhere(
-    make_app: Callable[..., App], content_type: str
+    make_app: Callable[..., Pipeline], content_type: str
 ) -> None:
     good = otlpgen.api_request(otlpgen.T0_MS, "req_ok")
     huge = otlpgen.api_request(otlpgen.T0_MS + 1, "req_huge", model="m" * HUGE)
@@ -172,7 +172,7 @@ def test_a_ten_megabyte_model_in_an_api_request_event_is_rejected_and_stored_now
 
 @pytest.mark.parametrize("content_type", [JSON, PROTOBUF])
 def test_long_project_tool_speed_and_email_from_otlp_are_shortened(
-    make_app: Callable[..., App], content_type: str
+    make_app: Callable[..., Pipeline], content_type: str
 ) -> None:
     email = "e" * HUGE + "@example.com"
     identity = {"user.email": email}
@@ -193,8 +193,9 @@ def test_long_project_tool_speed_and_email_from_otlp_are_shortened(
 def test_metric_attributes_and_names_are_shortened(content_type: str) -> None:
     t0 = otlpgen.T0_MS * 1_000_000
     point = otlpgen.data_point({"type": "added", "model": "m" * HUGE}, 3, t0, t0 + 1, session_id="s" * 300)
-    body = otlpgen.metrics_body([otlpgen.sum_metric("claude_code.lines_of_code.count", [point]),
-                                 otlpgen.sum_metric("n" * 300, [point])])  # fmt: skip
+    body = otlpgen.metrics_body(
+        [otlpgen.sum_metric("claude_code.lines_of_code.count", [point]), otlpgen.sum_metric("n" * 300, [point])]
+    )
     encoded = otlpgen.to_json(body) if content_type == JSON else otlpgen.to_protobuf(body)
     points = decode_metrics(encoded, content_type)
     assert [p.name for p in points] == ["claude_code.lines_of_code.count", shorten("n" * 300)]
@@ -205,8 +206,11 @@ def test_metric_attributes_and_names_are_shortened(content_type: str) -> None:
 def test_a_served_ten_megabyte_model_is_answered_as_a_partial_success_and_never_exposed(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("sources: {transcripts: {enabled: false}}\n")
-    body = otlp_logs(JSON, otlpgen.api_request(otlpgen.T0_MS, "req_ok"),
-                     otlpgen.api_request(otlpgen.T0_MS + 1, "req_huge", model="m" * HUGE))  # fmt: skip
+    body = otlp_logs(
+        JSON,
+        otlpgen.api_request(otlpgen.T0_MS, "req_ok"),
+        otlpgen.api_request(otlpgen.T0_MS + 1, "req_huge", model="m" * HUGE),
+    )
     with serving(tmp_path / "state", [], "--config", str(config), "--otlp.listen", "127.0.0.1:0") as daemon:
         found = [re.search(r"receiving OTLP on http://(\S+)/v1/logs", logged) for logged in daemon.log]
         url = next((f[1] for f in found if f), None) or daemon.wait_for(r"receiving OTLP on http://(\S+)/v1/logs")[1]
@@ -270,7 +274,7 @@ def test_an_otlp_event_or_point_a_day_ahead_of_the_clock_is_rejected(content_typ
 
 
 def test_a_line_from_year_9999_never_pins_the_last_request_gauge(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     write(
         claude_dir / "projects" / "-home-dev-notes-app" / "s1.jsonl",
@@ -307,17 +311,24 @@ def old_ledger(state: Path, events: list[UsageEvent], enrich: Callable[[Request]
 
 
 def test_opening_an_older_ledger_shortens_every_long_value_and_keeps_every_total(
-    make_app: Callable[..., App], tmp_path: Path
+    make_app: Callable[..., Pipeline], tmp_path: Path
 ) -> None:
     app = make_app()
     long_model, long_project = "claude-opus-" + "9" * HUGE, "p" * 300
     events = [
-        BASE._replace(key="k" * 500, request_id="q" * 500, session_id="s" * 500, model=long_model,
-                      project=long_project, tools=frozenset({"T" * 300, "Read"}), speed="f" * 200),
+        BASE._replace(
+            key="k" * 500,
+            request_id="q" * 500,
+            session_id="s" * 500,
+            model=long_model,
+            project=long_project,
+            tools=frozenset({"T" * 300, "Read"}),
+            speed="f" * 200,
+        ),
         BASE._replace(key="msg_2", model=long_model + "x", project=long_project + "x"),  # same prefixes
         BASE._replace(key="msg_3", model=shorten(long_model + "x"), project=shorten(long_project + "x")),  # crafted
         BASE._replace(key="msg_4"),
-    ]  # fmt: skip
+    ]
     state = tmp_path / "old-state"
     before = old_ledger(state, events, app.enrich)
 
@@ -328,16 +339,22 @@ def test_opening_an_older_ledger_shortens_every_long_value_and_keeps_every_total
     rows = {r.key: r for r in repaired.requests()}
     first = rows[shorten("k" * 500)]
     assert (first.request_id, first.session_id, first.model, first.project, first.speed) == (
-        shorten("q" * 500), shorten("s" * 500), shorten(long_model), shorten(long_project), shorten("f" * 200)
-    )  # fmt: skip
+        shorten("q" * 500),
+        shorten("s" * 500),
+        shorten(long_model),
+        shorten(long_project),
+        shorten("f" * 200),
+    )
     assert first.tools == {"Read", shorten("T" * 300)}
     assert rows["msg_2"].model == shorten(long_model + "x") != first.model
     assert len(rows) == 4
     # Each series total stays what it was: the crafted row and the shortened one add up, nothing twice.
     assert db.execute("SELECT sum(requests), sum(input), sum(cost) FROM usage_series").fetchone() == before["totals"]
     assert db.execute("SELECT sum(calls) FROM tool_series").fetchone() == before["calls"]
-    folded = db.execute("SELECT requests FROM usage_series WHERE model = ? AND project = ?",
-                        (shorten(long_model + "x"), shorten(long_project + "x"))).fetchall()  # fmt: skip
+    folded = db.execute(
+        "SELECT requests FROM usage_series WHERE model = ? AND project = ?",
+        (shorten(long_model + "x"), shorten(long_project + "x")),
+    ).fetchall()
     assert folded == [(2,)]
     [(pending_id, row)] = db.execute("SELECT request_id, request FROM pending").fetchall()
     assert pending_id == shorten("r" * 300) == orjson.loads(row)[0]

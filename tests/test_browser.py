@@ -57,7 +57,6 @@ class Visit:
     errors: list[str] = field(default_factory=list)  # console errors and uncaught exceptions
 
 
-
 @pytest.fixture
 def landing(site: Serve, browser: Browser) -> Iterator[Visit]:
     """`/` opened in a fresh page, with everything the page logs as an error."""

@@ -39,27 +39,62 @@ def utc(moment_ms: int) -> str:
         # Spring forward: the day has 23 hours; fall back: 25.
         ("Europe/Berlin", "day", "2026-03-29T12:00:00+02:00", "2026-03-28T23:00:00+00:00", "2026-03-29T22:00:00+00:00"),
         ("Europe/Berlin", "day", "2026-10-25T12:00:00+01:00", "2026-10-24T22:00:00+00:00", "2026-10-25T23:00:00+00:00"),
-        ("America/New_York", "day", "2026-03-08T01:59:00-05:00", "2026-03-08T05:00:00+00:00",
-         "2026-03-09T04:00:00+00:00"),
-        ("America/New_York", "day", "2026-11-01T01:30:00-05:00", "2026-11-01T04:00:00+00:00",
-         "2026-11-02T05:00:00+00:00"),
+        (
+            "America/New_York",
+            "day",
+            "2026-03-08T01:59:00-05:00",
+            "2026-03-08T05:00:00+00:00",
+            "2026-03-09T04:00:00+00:00",
+        ),
+        (
+            "America/New_York",
+            "day",
+            "2026-11-01T01:30:00-05:00",
+            "2026-11-01T04:00:00+00:00",
+            "2026-11-02T05:00:00+00:00",
+        ),
         # Santiago springs forward at midnight: 00:00 never happens, the day starts at 01:00 (-03).
-        ("America/Santiago", "day", "2026-09-06T12:00:00-03:00", "2026-09-06T04:00:00+00:00",
-         "2026-09-07T03:00:00+00:00"),
+        (
+            "America/Santiago",
+            "day",
+            "2026-09-06T12:00:00-03:00",
+            "2026-09-06T04:00:00+00:00",
+            "2026-09-07T03:00:00+00:00",
+        ),
         # A week holding a DST change has 167 hours.
-        ("Europe/Berlin", "week", "2026-03-29T12:00:00+02:00", "2026-03-22T23:00:00+00:00",
-         "2026-03-29T22:00:00+00:00"),
+        (
+            "Europe/Berlin",
+            "week",
+            "2026-03-29T12:00:00+02:00",
+            "2026-03-22T23:00:00+00:00",
+            "2026-03-29T22:00:00+00:00",
+        ),
         # Month ends, the year's end, and a leap day.
-        ("Europe/Berlin", "month", "2026-01-31T23:30:00+01:00", "2025-12-31T23:00:00+00:00",
-         "2026-01-31T23:00:00+00:00"),
-        ("Europe/Berlin", "month", "2026-12-31T23:59:00+01:00", "2026-11-30T23:00:00+00:00",
-         "2026-12-31T23:00:00+00:00"),
+        (
+            "Europe/Berlin",
+            "month",
+            "2026-01-31T23:30:00+01:00",
+            "2025-12-31T23:00:00+00:00",
+            "2026-01-31T23:00:00+00:00",
+        ),
+        (
+            "Europe/Berlin",
+            "month",
+            "2026-12-31T23:59:00+01:00",
+            "2026-11-30T23:00:00+00:00",
+            "2026-12-31T23:00:00+00:00",
+        ),
         ("UTC", "month", "2028-02-29T18:00:00+00:00", "2028-02-01T00:00:00+00:00", "2028-03-01T00:00:00+00:00"),
         ("UTC", "day", "2028-02-29T18:00:00+00:00", "2028-02-29T00:00:00+00:00", "2028-03-01T00:00:00+00:00"),
-        ("Asia/Kathmandu", "day", "2026-06-02T00:10:00+05:45", "2026-06-01T18:15:00+00:00",
-         "2026-06-02T18:15:00+00:00"),
+        (
+            "Asia/Kathmandu",
+            "day",
+            "2026-06-02T00:10:00+05:45",
+            "2026-06-01T18:15:00+00:00",
+            "2026-06-02T18:15:00+00:00",
+        ),
     ],
-)  # fmt: skip
+)
 def test_windows_are_calendar_windows_of_the_zone(zone: str, window: str, now: str, start: str, end: str) -> None:
     first, after = window_bounds(window, ms(now), ZoneInfo(zone))
     assert (utc(first), utc(after)) == (start, end)
@@ -96,8 +131,13 @@ def test_stacked_budgets_with_filters_each_count_their_own_requests(ledger: Call
     )
     states = evaluate(db, specs, ms("2026-11-26T12:00:00+00:00"), ZoneInfo("UTC"))
     assert {s.spec.name: s.spend for s in states} == {
-        "all-day": 3.0, "acme-day": 2.0, "main-acme": 1.0, "sonnet-month": 0.3, "month": 3.3, "direct": 3.3,
-    }  # fmt: skip
+        "all-day": 3.0,
+        "acme-day": 2.0,
+        "main-acme": 1.0,
+        "sonnet-month": 0.3,
+        "month": 3.3,
+        "direct": 3.3,
+    }
 
 
 def state(spend: float, now: str, window: str = "day", limit: str = "10") -> BudgetState:
@@ -137,10 +177,18 @@ def test_status_warns_at_80_percent_or_a_projection_over_the_limit(spend: float,
 
 def test_budget_json_for_report_budgets() -> None:
     assert state(6.0, "2026-11-26T12:00:00+00:00").to_json() == {
-        "name": "b", "window": "day", "filter": {}, "windowStart": "2026-11-26T00:00:00.000Z",
-        "windowEnd": "2026-11-27T00:00:00.000Z", "limitUSD": 10.0, "spendUSD": 6.0, "remainingUSD": 4.0,
-        "percentUsed": 60.0, "projectedSpendUSD": 12.0, "status": "warning",
-    }  # fmt: skip
+        "name": "b",
+        "window": "day",
+        "filter": {},
+        "windowStart": "2026-11-26T00:00:00.000Z",
+        "windowEnd": "2026-11-27T00:00:00.000Z",
+        "limitUSD": 10.0,
+        "spendUSD": 6.0,
+        "remainingUSD": 4.0,
+        "percentUsed": 60.0,
+        "projectedSpendUSD": 12.0,
+        "status": "warning",
+    }
 
 
 def test_the_block_gauges_equal_the_active_block_of_report_blocks(ledger: Callable[..., Ledger]) -> None:
@@ -176,8 +224,10 @@ def test_between_blocks_the_money_gauges_read_zero_and_the_times_are_absent(ledg
 
 def test_the_block_chain_is_anchored_at_the_last_long_silence(ledger: Callable[..., Ledger]) -> None:
     # Ten days of requests every 4 hours never leave a 5-hour silence: the chain starts at the first.
-    hourly = [at(datetime.fromtimestamp((ms("2026-11-16T00:30:00+00:00") + i * 4 * HOUR) / 1000, UTC).isoformat())
-              for i in range(61)]  # fmt: skip
+    hourly = [
+        at(datetime.fromtimestamp((ms("2026-11-16T00:30:00+00:00") + i * 4 * HOUR) / 1000, UTC).isoformat())
+        for i in range(61)
+    ]
     db = ledger(*hourly)
     now = ms("2026-11-26T01:00:00+00:00")
     assert blocks.chain_start(db, now) == ms("2026-11-16T00:30:00+00:00")
@@ -191,18 +241,41 @@ def test_the_summary_for_the_status_line(ledger: Callable[..., Ledger]) -> None:
     now = ms("2026-11-26T12:20:00+00:00")
     windows = read_windows(db, (spec("daily", limit="20"), spec("acme", project="x")), now, ZoneInfo("Europe/Berlin"))
     assert windows.summary(ZoneInfo("Europe/Berlin")) == {
-        "version": 1, "timezone": "Europe/Berlin",
-        "today": {"start": ms("2026-11-26T00:00:00+01:00") / 1000, "end": ms("2026-11-27T00:00:00+01:00") / 1000,
-                  "cost_usd": 2.0},
+        "version": 1,
+        "timezone": "Europe/Berlin",
+        "today": {
+            "start": ms("2026-11-26T00:00:00+01:00") / 1000,
+            "end": ms("2026-11-27T00:00:00+01:00") / 1000,
+            "cost_usd": 2.0,
+        },
         "budgets": [
-            {"name": "daily", "window": "day", "limit_usd": 20.0, "spend_usd": 2.0, "projected_spend_usd": 3.6,
-             "end": ms("2026-11-27T00:00:00+01:00") / 1000, "filtered": False},
-            {"name": "acme", "window": "day", "limit_usd": 10.0, "spend_usd": 0.0, "projected_spend_usd": 0.0,
-             "end": ms("2026-11-27T00:00:00+01:00") / 1000, "filtered": True},
+            {
+                "name": "daily",
+                "window": "day",
+                "limit_usd": 20.0,
+                "spend_usd": 2.0,
+                "projected_spend_usd": 3.6,
+                "end": ms("2026-11-27T00:00:00+01:00") / 1000,
+                "filtered": False,
+            },
+            {
+                "name": "acme",
+                "window": "day",
+                "limit_usd": 10.0,
+                "spend_usd": 0.0,
+                "projected_spend_usd": 0.0,
+                "end": ms("2026-11-27T00:00:00+01:00") / 1000,
+                "filtered": True,
+            },
         ],
-        "block": {"start": ms("2026-11-26T09:00:00+00:00") / 1000, "end": ms("2026-11-26T14:00:00+00:00") / 1000,
-                  "cost_usd": 2.0, "burn_rate_usd_per_hour": 1.0, "projected_cost_usd": pytest.approx(2 + 100 / 60)},
-    }  # fmt: skip
+        "block": {
+            "start": ms("2026-11-26T09:00:00+00:00") / 1000,
+            "end": ms("2026-11-26T14:00:00+00:00") / 1000,
+            "cost_usd": 2.0,
+            "burn_rate_usd_per_hour": 1.0,
+            "projected_cost_usd": pytest.approx(2 + 100 / 60),
+        },
+    }
     assert isinstance(windows, Windows)
 
 
@@ -211,9 +284,11 @@ def test_the_calendar_gauges_show_spend_and_an_hour_of_day_projection_without_an
 ) -> None:
     # On each of the 7 days before, $1 at 16:00 and $3 at 03:00 (Berlin); today $1 at 10:00 so far.
     days = [f"2026-11-{d:02}" for d in range(19, 26)]
-    db = ledger(*[at(f"{d}T16:00:00+01:00") for d in days],
-                *[at(f"{d}T03:0{i}:00+01:00") for d in days for i in range(3)],
-                at("2026-11-26T10:00:00+01:00"))  # fmt: skip
+    db = ledger(
+        *[at(f"{d}T16:00:00+01:00") for d in days],
+        *[at(f"{d}T03:0{i}:00+01:00") for d in days for i in range(3)],
+        at("2026-11-26T10:00:00+01:00"),
+    )
     points = read_windows(db, (), ms("2026-11-26T15:00:00+01:00"), ZoneInfo("Europe/Berlin")).points()
     day, week, month = ((("window", w),) for w in ("day", "week", "month"))
     spend, projected = points["claude_usage_window_spend_usd"], points["claude_usage_window_projected_spend_usd"]

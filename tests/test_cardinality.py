@@ -19,11 +19,32 @@ BUILD = {"version": "0.0.0", "pricing_source": "test", "pricing_version": "0"}
 CAPS = LabelPolicy(max_projects=10, max_models=10, max_tools=10, user=True, max_users=10)
 
 
-def request(key: str, project: str = "acme", model: str = "claude-sonnet-4-5", user: str = "ada",
-            tools: frozenset[str] = frozenset({"Read"}), output: int = 100, session: str = "s1",
-            ) -> Request:  # fmt: skip
-    return Request(key, f"req_{key}", 1_760_000_000_000 + len(key), session, project, model, "main",
-                   Tokens(input=10, output=output), 0, tools, "standard", "transcripts", False, None, user)  # fmt: skip
+def request(
+    key: str,
+    project: str = "acme",
+    model: str = "claude-sonnet-4-5",
+    user: str = "ada",
+    tools: frozenset[str] = frozenset({"Read"}),
+    output: int = 100,
+    session: str = "s1",
+) -> Request:
+    return Request(
+        key,
+        f"req_{key}",
+        1_760_000_000_000 + len(key),
+        session,
+        project,
+        model,
+        "main",
+        Tokens(input=10, output=output),
+        0,
+        tools,
+        "standard",
+        "transcripts",
+        False,
+        None,
+        user,
+    )
 
 
 def enrich(r: Request) -> Request:
@@ -41,11 +62,14 @@ def flood(ledger: Ledger, n: int) -> None:
             f" 1, 2, 0, 0, 0, 3000, 0, 1, 0, 5 FROM i",
             (n,),
         )
-        ledger.db.execute(f"{numbers} INSERT INTO tool_series SELECT 'tool-' || n, 'main', 'project-' || n, 1 FROM i",
-                          (n,))  # fmt: skip
+        ledger.db.execute(
+            f"{numbers} INSERT INTO tool_series SELECT 'tool-' || n, 'main', 'project-' || n, 1 FROM i", (n,)
+        )
         ledger.db.execute(f"{numbers} INSERT INTO sessions SELECT 'hostile-' || n, 'project-' || n, 0, '' FROM i", (n,))
-        ledger.db.execute(f"{numbers} INSERT INTO prompts SELECT 'p-' || n, 'hostile-' || n, 0, 'project-' || n,"
-                          f" NULL, NULL FROM i", (n,))  # fmt: skip
+        ledger.db.execute(
+            f"{numbers} INSERT INTO prompts SELECT 'p-' || n, 'hostile-' || n, 0, 'project-' || n, NULL, NULL FROM i",
+            (n,),
+        )
 
 
 @contextmanager
@@ -95,14 +119,25 @@ def test_publishing_one_event_costs_the_same_with_100k_distinct_hostile_values_a
 
 def commits(ledger: Ledger) -> Iterator[None]:
     """Writes of every kind the series tables see, with a pause (a publish) after each."""
-    ledger.commit([request("a"), request("b", project="beta", model="claude-opus-4-1")], enrich,
-                  prompts=[Prompt("u1", "s1", 1, "acme")])  # fmt: skip
+    ledger.commit(
+        [request("a"), request("b", project="beta", model="claude-opus-4-1")],
+        enrich,
+        prompts=[Prompt("u1", "s1", 1, "acme")],
+    )
     yield
-    ledger.commit([request(f"h{i}", project=f"p{i}", model=f"m{i}", user=f"u{i}", tools=frozenset({f"t{i}"}),
-                           session=f"s{i}") for i in range(25)], enrich)  # fmt: skip
+    ledger.commit(
+        [
+            request(f"h{i}", project=f"p{i}", model=f"m{i}", user=f"u{i}", tools=frozenset({f"t{i}"}), session=f"s{i}")
+            for i in range(25)
+        ],
+        enrich,
+    )
     yield
-    ledger.commit([request("a", output=500), request("c", project="p3", session="s1")], enrich,
-                  prompts=[Prompt("u2", "s1", 2, "late"), Prompt("u1", "s1", 1, "acme")])  # fmt: skip
+    ledger.commit(
+        [request("a", output=500), request("c", project="p3", session="s1")],
+        enrich,
+        prompts=[Prompt("u2", "s1", 2, "late"), Prompt("u1", "s1", 1, "acme")],
+    )
     yield
     ledger.add_counters(
         {"lines.otlp.usage": 1}, tool_calls=Counter({("Bash", "main", "acme"): 2, ("t99", "main", "q"): 1})

@@ -79,8 +79,18 @@ def ccusage_report(ccusage: Path, report: str, root: Path, home: Path) -> Any:
 
 def our_report(report: str, root: Path, home: Path) -> Any:
     """Our `report` (daily, blocks) in JSON, the ledger in home/state."""
-    command = [*exporter_command(), "report", report, "--json", "--claude-dir", str(root),
-               "--state-dir", str(home / "state"), "--timezone", "UTC"]  # fmt: skip
+    command = [
+        *exporter_command(),
+        "report",
+        report,
+        "--json",
+        "--claude-dir",
+        str(root),
+        "--state-dir",
+        str(home / "state"),
+        "--timezone",
+        "UTC",
+    ]
     return run_json(command, home)
 
 

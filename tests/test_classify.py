@@ -58,9 +58,7 @@ DIRECT, CONTEXT, MODEL = "direct_interaction", "context_processing", "model_oper
         ("main", ["AskUserQuestion"], False, 0, ("other_tool", DIRECT)),
     ],
 )
-def test_each_row_of_the_taxonomy_table_is_reached_with_its_category(
-    agent, tools, compaction, web_searches, expected
-):
+def test_each_row_of_the_taxonomy_table_is_reached_with_its_category(agent, tools, compaction, web_searches, expected):
     assert default_classifier().classify(agent, tools, compaction, web_searches) == expected
 
 
@@ -203,9 +201,7 @@ def test_a_table_with_an_unknown_key_and_category_is_rejected_with_every_error()
 def test_a_table_with_interactions_out_of_order_is_rejected():
     rules = _shipped_table()["interaction"]
     swapped = [rules[1], rules[0], *rules[2:]]
-    text = "".join(
-        f'[[interaction]]\nname = "{rule["name"]}"\ncategory = "{rule["category"]}"\n' for rule in swapped
-    )
+    text = "".join(f'[[interaction]]\nname = "{rule["name"]}"\ncategory = "{rule["category"]}"\n' for rule in swapped)
     with pytest.raises(ValueError) as raised:
         _parse_table(text)
     assert str(raised.value).startswith(

@@ -49,9 +49,13 @@ def pinned_version() -> str:
 
 def list_price(usage: Json, prices: dict[str, float] = SONNET_45) -> float:
     written = usage["cache_creation"]
-    tokens = {"input": usage["input_tokens"], "5m": written["ephemeral_5m_input_tokens"],
-              "1h": written["ephemeral_1h_input_tokens"], "read": usage["cache_read_input_tokens"],
-              "output": usage["output_tokens"]}  # fmt: skip
+    tokens = {
+        "input": usage["input_tokens"],
+        "5m": written["ephemeral_5m_input_tokens"],
+        "1h": written["ephemeral_1h_input_tokens"],
+        "read": usage["cache_read_input_tokens"],
+        "output": usage["output_tokens"],
+    }
     return sum(float(tokens[k]) * prices[k] for k in tokens) / 1e6
 
 
@@ -108,9 +112,13 @@ def test_b_a_subagent_writes_its_own_transcript(tmp_path: Path) -> None:
     answer = succeeded(result)
     session = answer["session_id"]
     assert [(e["kind"], e["tool_uses"]) for e in result.requests()] == [
-        ("main", ["Agent"]), ("subagent", ["Read"]), ("subagent", []),
-        ("main", ["Read"]), ("main", ["Edit"]), ("main", []),
-    ]  # fmt: skip
+        ("main", ["Agent"]),
+        ("subagent", ["Read"]),
+        ("subagent", []),
+        ("main", ["Read"]),
+        ("main", ["Edit"]),
+        ("main", []),
+    ]
 
     assert_recorded_as_served(assistant_lines(ws.session(session)), result.requests("main"))
     [agent_file] = ws.subagent_files(session)
@@ -122,8 +130,9 @@ def test_b_a_subagent_writes_its_own_transcript(tmp_path: Path) -> None:
     assert answer["total_cost_usd"] == pytest.approx(sum(list_price(e["usage"]) for e in result.requests()), abs=1e-6)
 
 
-@pytest.mark.parametrize(("protocol", "content_type"), [("http/json", "application/json"),
-                                                        ("http/protobuf", "application/x-protobuf")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("protocol", "content_type"), [("http/json", "application/json"), ("http/protobuf", "application/x-protobuf")]
+)
 def test_c_api_request_events_carry_the_fakes_request_ids(tmp_path: Path, protocol: str, content_type: str) -> None:
     ws, sink = Workspace(tmp_path / "ws"), tmp_path / "otlp"
     step = claude_step(ws, PROMPT, telemetry=Telemetry(protocol=protocol))
@@ -168,17 +177,29 @@ def test_d_a_forked_session_copies_the_earlier_lines_with_the_same_ids(tmp_path:
 def test_e_background_calls_reach_otlp_but_no_transcript(tmp_path: Path) -> None:
     """A session title (needs non-essential traffic and stream-json input) and prompt suggestions."""
     ws, sink = Workspace(tmp_path / "ws"), tmp_path / "otlp"
-    step = claude_step(ws, "", "--input-format", "stream-json", "--prompt-suggestions", "true",
-                       output_format="stream-json", telemetry=Telemetry(), nonessential=True,
-                       stdin=stream_json_prompt(PROMPT))  # fmt: skip
+    step = claude_step(
+        ws,
+        "",
+        "--input-format",
+        "stream-json",
+        "--prompt-suggestions",
+        "true",
+        output_format="stream-json",
+        telemetry=Telemetry(),
+        nonessential=True,
+        stdin=stream_json_prompt(PROMPT),
+    )
     result = run(tmp_path, step, background=(otlp_sink(sink),))
     succeeded(result)
     background = {e["request_id"] for e in result.requests("background")}
     main = {e["request_id"] for e in result.requests("main")}
     assert background and len(main) == 3
 
-    sources = {e["attributes"]["request_id"]: e["attributes"]["query_source"]
-               for e in otlp_events(sink) if e["name"] == "api_request"}  # fmt: skip
+    sources = {
+        e["attributes"]["request_id"]: e["attributes"]["query_source"]
+        for e in otlp_events(sink)
+        if e["name"] == "api_request"
+    }
     assert set(sources) == background | main
     assert {sources[r] for r in main} == {"sdk"}
     assert {sources[r] for r in background} == {"generate_session_title", "prompt_suggestion"}
@@ -199,9 +220,11 @@ def test_an_api_error_is_written_as_a_synthetic_line(tmp_path: Path) -> None:
 
 def test_the_namespace_has_only_loopback_and_fills_placeholders_once(tmp_path: Path) -> None:
     """No CLI needed: the driver's own promises, with the sink as a background process."""
-    probe = ("import json, socket, sys, urllib.request as u; "
-             "print(json.dumps({'interfaces': [n for _, n in socket.if_nameindex()], 'argv': sys.argv[1:], "
-             "'head': u.urlopen(u.Request(sys.argv[1], method='HEAD')).status}))")  # fmt: skip
+    probe = (
+        "import json, socket, sys, urllib.request as u; "
+        "print(json.dumps({'interfaces': [n for _, n in socket.if_nameindex()], 'argv': sys.argv[1:], "
+        "'head': u.urlopen(u.Request(sys.argv[1], method='HEAD')).status}))"
+    )
     result = run(
         tmp_path,
         Step(name="probe", argv=["python3", "-c", probe, "{api}", "{port:otlp}", "{port:other}"]),
@@ -232,9 +255,13 @@ def sse(raw: bytes) -> list[tuple[str, Json]]:
 
 def test_the_fake_answers_json_and_sse_alike_with_seeded_usage_and_errors_on_demand() -> None:
     """No CLI needed: the wire format, including the non-streaming answer Claude Code only falls back to."""
-    body: Json = {"model": "claude-sonnet-4-5", "system": " - Primary working directory: /src/app",
-                  "tools": [{"name": "Agent"}, {"name": "Read"}], "thinking": {"type": "enabled"},
-                  "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    body: Json = {
+        "model": "claude-sonnet-4-5",
+        "system": " - Primary working directory: /src/app",
+        "tools": [{"name": "Agent"}, {"name": "Read"}],
+        "thinking": {"type": "enabled"},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     with FakeApi(seed=7) as api:
         status, request_id, raw = post(api, body)
         assert status == 200
@@ -246,8 +273,9 @@ def test_the_fake_answers_json_and_sse_alike_with_seeded_usage_and_errors_on_dem
     assert message["model"] == "claude-sonnet-4-5-20250929"
     assert message["content"][-1]["input"] == {"file_path": "/src/app/notes.txt"}
     assert [(e["request_id"], e["message_id"], e["stream"]) for e in api.entries()] == [
-        (request_id, message["id"], False), (streamed_id, events[0][1]["message"]["id"], True),
-    ]  # fmt: skip
+        (request_id, message["id"], False),
+        (streamed_id, events[0][1]["message"]["id"], True),
+    ]
 
     told = [e["delta"]["type"] if name == "content_block_delta" else name for name, e in events]
     assert told == [

@@ -74,8 +74,15 @@ def test_claude_config_dir_may_list_several_roots(run: Run, tmp_path: Path, monk
 def test_an_unusable_state_dir_is_a_clear_error(run: Run, tmp_path: Path) -> None:
     write(tmp_path / "claude/projects/p/s1.jsonl", line())
     (tmp_path / "blocker").write_text("a file, not a folder")
-    out = run("report", "daily", "--claude-dir", str(tmp_path / "claude"), "--state-dir",
-              str(tmp_path / "blocker/state"), code=1)  # fmt: skip
+    out = run(
+        "report",
+        "daily",
+        "--claude-dir",
+        str(tmp_path / "claude"),
+        "--state-dir",
+        str(tmp_path / "blocker/state"),
+        code=1,
+    )
     assert out.startswith(f"Error: cannot open the ledger at {tmp_path}/blocker/state/ledger.sqlite3:")
 
 
@@ -102,18 +109,27 @@ def test_explain_shows_each_request_and_what_it_duplicates(run: Run, tmp_path: P
     assert [(r["line"], r["key"], r["duplicate"], r["modelSwitch"]) for r in rows] == [
         (1, "msg_011CeDq", f"1 line; fork or replay of a request first seen {T} in session 9c42ba52", None),
         (2, "msg_new", "1 line", "haiku→opus"),
-    ]  # fmt: skip
+    ]
     [original] = orjson.loads(run("explain", str(first), "--json", *common(tmp_path)))
     assert (original["duplicate"], original["interaction"], original["category"]) == (
-        "2 lines", "command", "direct_interaction")  # fmt: skip
+        "2 lines",
+        "command",
+        "direct_interaction",
+    )
     assert original["cost"] == pytest.approx((10 * 1 + 135 * 5 + 22820 * 0.1 + 9907 * 2) / 1e6)
     assert "Requests in this transcript" in run("explain", str(first), *common(tmp_path))
 
 
 def test_pricing_shows_one_model_and_its_source(run: Run, tmp_path: Path) -> None:
     [quote] = orjson.loads(run("pricing", "claude-sonnet-4-5-20250929", "--json"))
-    assert quote["rates"] == {"input": "3", "output": "15", "cache_read": "0.3", "cache_write_5m": "3.75",
-                              "cache_write_1h": "6", "web_search_per_1k": "10"}  # fmt: skip
+    assert quote["rates"] == {
+        "input": "3",
+        "output": "15",
+        "cache_read": "0.3",
+        "cache_write_5m": "3.75",
+        "cache_write_1h": "6",
+        "web_search_per_1k": "10",
+    }
     assert quote["longContext"]["aboveInputTokens"] == 200_000
     assert quote["source"].startswith("genai-prices ")
     assert "claude-haiku-4-5" in run("pricing")
@@ -154,8 +170,11 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def test_the_daily_table_matches_its_golden_rendering(run: Run, tmp_path: Path) -> None:
-    write(tmp_path / "claude/projects/p/s1.jsonl", line(), line(m_id="msg_2", m_model="claude-opus-4-8",
-                                                                timestamp="2026-08-21T09:00:00Z"))  # fmt: skip
+    write(
+        tmp_path / "claude/projects/p/s1.jsonl",
+        line(),
+        line(m_id="msg_2", m_model="claude-opus-4-8", timestamp="2026-08-21T09:00:00Z"),
+    )
     out = run("report", "daily", "--breakdown", *common(tmp_path))
     assert out == (GOLDEN / "report-daily-breakdown.txt").read_text()
 

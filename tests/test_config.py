@@ -54,9 +54,7 @@ def test_defaults_follow_the_product_contract():
         timezone="UTC",
         state_dir=HOME / ".local/state/claude-usage-exporter",
         sources=Sources(
-            transcripts=TranscriptsSettings(
-                enabled=True, roots=(), poll=False, poll_interval=timedelta(seconds=1)
-            ),
+            transcripts=TranscriptsSettings(enabled=True, roots=(), poll=False, poll_interval=timedelta(seconds=1)),
             otlp=OtlpSettings(
                 enabled=False,
                 listen="127.0.0.1:4318",
@@ -69,9 +67,7 @@ def test_defaults_follow_the_product_contract():
         labels=LabelSettings(project="name", max_projects=100, user="off"),
         pricing=PricingSettings(mode="auto", overrides=()),
         budgets=(),
-        export=ExportSettings(
-            otlp_push=OtlpPushSettings(endpoint=None, interval=timedelta(seconds=60), headers={})
-        ),
+        export=ExportSettings(otlp_push=OtlpPushSettings(endpoint=None, interval=timedelta(seconds=60), headers={})),
         classify=ClassifySettings(tools={}, categories={}),
         settle=timedelta(milliseconds=500),
     )
@@ -218,10 +214,7 @@ def test_load_settings_lists_a_bad_file_against_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, "web: {listn: 1}\n")
 
-    assert (
-        error_text(Path("config.yaml"), ENV, {})
-        == "config.yaml: invalid configuration\n  web.listn: unknown key"
-    )
+    assert error_text(Path("config.yaml"), ENV, {}) == "config.yaml: invalid configuration\n  web.listn: unknown key"
 
 
 def test_a_missing_file_is_a_config_error(tmp_path, monkeypatch):
@@ -445,9 +438,7 @@ def test_the_config_file_comes_from_the_flag_before_the_environment():
 def test_load_settings_reads_the_file_named_in_the_environment(tmp_path):
     config = write(tmp_path, "timezone: Asia/Tokyo\n")
 
-    assert (
-        load_settings(None, {**ENV, "CLAUDE_USAGE_EXPORTER_CONFIG": str(config)}, {}).timezone == "Asia/Tokyo"
-    )
+    assert load_settings(None, {**ENV, "CLAUDE_USAGE_EXPORTER_CONFIG": str(config)}, {}).timezone == "Asia/Tokyo"
 
 
 @pytest.mark.parametrize(
@@ -486,23 +477,17 @@ def test_iana_time_zones_are_accepted(name):
     assert load_settings(None, {**ENV, "CLAUDE_USAGE_EXPORTER_TIMEZONE": name}, {}).zone.key == name
 
 
-@pytest.mark.parametrize(
-    "name", ["Mars/Olympus_Mons", "Europe", "utc", "/etc/localtime", "../etc/passwd", "+02:00"]
-)
+@pytest.mark.parametrize("name", ["Mars/Olympus_Mons", "Europe", "utc", "/etc/localtime", "../etc/passwd", "+02:00"])
 def test_anything_but_an_iana_time_zone_is_rejected(name):
     with pytest.raises(pydantic.ValidationError) as caught:
         Settings(timezone=name, state_dir=HOME)
 
-    assert caught.value.errors()[0]["msg"] == (
-        f"invalid time zone {name!r}: use an IANA name such as Europe/Berlin"
-    )
+    assert caught.value.errors()[0]["msg"] == (f"invalid time zone {name!r}: use an IANA name such as Europe/Berlin")
 
 
 def test_the_default_time_zone_comes_from_tz_first(tmp_path):
     assert default_timezone({"TZ": "Asia/Tokyo"}, tmp_path / "no-localtime") == "Asia/Tokyo"
-    assert (
-        default_timezone({"TZ": ":Europe/Paris"}, tmp_path / "no-localtime") == "Europe/Paris"
-    )  # glibc's form
+    assert default_timezone({"TZ": ":Europe/Paris"}, tmp_path / "no-localtime") == "Europe/Paris"  # glibc's form
 
 
 def test_the_default_time_zone_falls_back_to_the_localtime_link_then_utc(tmp_path):
@@ -552,9 +537,7 @@ def test_listen_addresses_split_into_host_and_port(address, expected):
     assert split_host_port(address) == expected
 
 
-@pytest.mark.parametrize(
-    "address", ["localhost", "9477", "::1:9477", "host:65536", "host:port", "[::1]", "a b:1"]
-)
+@pytest.mark.parametrize("address", ["localhost", "9477", "::1:9477", "host:65536", "host:port", "[::1]", "a b:1"])
 def test_listen_addresses_without_a_valid_port_are_rejected(address):
     with pytest.raises(ValueError, match="invalid address"):
         split_host_port(address)

@@ -120,8 +120,18 @@ def test_project_directories_are_named_as_claude_code_names_them(corpus: tuple[P
 def test_every_line_type_claude_code_writes_is_present(corpus: tuple[Path, Truth, Scan]) -> None:
     _, _, scan = corpus
     types = {d.get("type") for _, d in scan.parsed()}
-    assert types == {"user", "assistant", "attachment", "queue-operation", "file-history-snapshot", "system",
-                     "last-prompt", "mode", "permission-mode", "ai-title"}  # fmt: skip
+    assert types == {
+        "user",
+        "assistant",
+        "attachment",
+        "queue-operation",
+        "file-history-snapshot",
+        "system",
+        "last-prompt",
+        "mode",
+        "permission-mode",
+        "ai-title",
+    }
     subtypes = {d.get("subtype") for _, d in scan.parsed() if d.get("type") == "system"}
     assert subtypes == {"turn_duration", "compact_boundary", "local_command"}
 

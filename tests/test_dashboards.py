@@ -180,8 +180,11 @@ def test_every_rate_and_increase_range_is_a_grafana_interval_or_a_listed_excepti
 
 
 def test_every_range_exception_is_still_needed() -> None:
-    used = {(uid, title) for uid, title, expr in exprs() if any(r not in {"$__rate_interval", "$__range"}
-                                                                for r in RANGE.findall(expr))}  # fmt: skip
+    used = {
+        (uid, title)
+        for uid, title, expr in exprs()
+        if any(r not in {"$__rate_interval", "$__range"} for r in RANGE.findall(expr))
+    }
     assert set(RANGE_EXCEPTIONS) == used
 
 
@@ -342,8 +345,12 @@ def test_panels_fit_the_24_column_grid_without_overlapping() -> None:
             assert g["x"] >= 0 and g["y"] >= 0 and g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24, title
         for i, (a, ga) in enumerate(boxes):
             for b, gb in boxes[i + 1 :]:
-                apart = (ga["x"] + ga["w"] <= gb["x"] or gb["x"] + gb["w"] <= ga["x"]
-                         or ga["y"] + ga["h"] <= gb["y"] or gb["y"] + gb["h"] <= ga["y"])  # fmt: skip
+                apart = (
+                    ga["x"] + ga["w"] <= gb["x"]
+                    or gb["x"] + gb["w"] <= ga["x"]
+                    or ga["y"] + ga["h"] <= gb["y"]
+                    or gb["y"] + gb["h"] <= ga["y"]
+                )
                 assert apart, f"{dash['uid']}: {a!r} overlaps {b!r}"
 
 

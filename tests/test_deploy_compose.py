@@ -73,8 +73,10 @@ def test_docker_compose_accepts_the_stack() -> None:
     require(DOCKER_COMPOSE, "`docker-compose config` validating the stack (Debian package `docker-compose`)")
     done = subprocess.run(
         [DOCKER_COMPOSE, "--project-directory", str(COMPOSE_DIR), "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
 
 

@@ -230,12 +230,21 @@ def test_the_build_context_holds_what_the_build_copies_and_nothing_private(docke
     assert copied, "the builder copies the project"
     for source in copied:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
-        files = [source] if (ROOT / source).is_file() else [
-            str(p.relative_to(ROOT)) for p in (ROOT / source).rglob("*.py") if "__pycache__" not in p.parts
-        ]  # fmt: skip
+        files = (
+            [source]
+            if (ROOT / source).is_file()
+            else [str(p.relative_to(ROOT)) for p in (ROOT / source).rglob("*.py") if "__pycache__" not in p.parts]
+        )
         assert files and not [f for f in files if dockerignored(f, patterns)], f"{source} is left out"
-    for private in [".git/config", ".venv/bin/python", "tests/test_cli.py", "state/ledger.sqlite3",
-                    "exporter/__pycache__/cli.cpython-311.pyc", ".ci/run", "deploy/docker/Dockerfile"]:  # fmt: skip
+    for private in [
+        ".git/config",
+        ".venv/bin/python",
+        "tests/test_cli.py",
+        "state/ledger.sqlite3",
+        "exporter/__pycache__/cli.cpython-311.pyc",
+        ".ci/run",
+        "deploy/docker/Dockerfile",
+    ]:
         assert dockerignored(private, patterns), f"{private} would be sent to the Docker daemon"
 
 
@@ -294,9 +303,13 @@ class Container:
         workdir = self.mapped(self.dockerfile.final.last("WORKDIR"))
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [*self.prefix, *self.command()], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env=self.env, cwd=workdir,
-            )  # fmt: skip
+                [*self.prefix, *self.command()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=workdir,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

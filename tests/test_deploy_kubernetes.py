@@ -140,53 +140,81 @@ def custom_resource(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     return strict(["apiVersion", "kind", "metadata", "spec"], shell)
 
 
-METADATA = strict(["name"], {
-    "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
-    "namespace": {"type": "string"},
-    "labels": STRINGS,
-    "annotations": STRINGS,
-})  # fmt: skip
+METADATA = strict(
+    ["name"],
+    {
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
+        "namespace": {"type": "string"},
+        "labels": STRINGS,
+        "annotations": STRINGS,
+    },
+)
 SECRET_KEY = strict(["name", "key"], {"name": {"type": "string"}, "key": {"type": "string"}})
-ENDPOINT = strict(["port"], {
-    "port": {"type": "string"},
-    "path": {"type": "string", "pattern": "^/"},
-    "scheme": {"enum": ["http", "https"]},
-    "interval": DURATION,
-    "scrapeTimeout": DURATION,
-    "tlsConfig": strict([], {
-        "ca": strict(["secret"], {"secret": SECRET_KEY}),
-        "serverName": {"type": "string"},
-        "insecureSkipVerify": {"type": "boolean"},
-    }),
-    "basicAuth": strict(["username", "password"], {"username": SECRET_KEY, "password": SECRET_KEY}),
-})  # fmt: skip
-SERVICE_MONITOR = custom_resource("ServiceMonitor", strict(["selector", "endpoints"], {
-    "jobLabel": {"type": "string"},
-    "selector": strict(["matchLabels"], {"matchLabels": {**STRINGS, "minProperties": 1}}),
-    "endpoints": {"type": "array", "minItems": 1, "items": ENDPOINT},
-}))  # fmt: skip
-RULE = strict(["expr"], {
-    "record": {"type": "string", "pattern": r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
-    "alert": {"type": "string", "minLength": 1},
-    "expr": {"type": ["string", "integer"]},
-    "for": DURATION,
-    "keep_firing_for": DURATION,
-    "labels": STRINGS,
-    "annotations": STRINGS,
-}, oneOf=[
-    {"required": ["record"], "not": {"anyOf": [{"required": [k]} for k in ("alert", "for", "annotations")]}},
-    {"required": ["alert"], "not": {"required": ["record"]}},
-])  # fmt: skip
-GROUP = strict(["name", "rules"], {
-    "name": {"type": "string", "minLength": 1},
-    "interval": DURATION,
-    "limit": {"type": "integer"},
-    "labels": STRINGS,
-    "rules": {"type": "array", "minItems": 1, "items": RULE},
-})  # fmt: skip
-PROMETHEUS_RULE = custom_resource("PrometheusRule", strict(["groups"], {
-    "groups": {"type": "array", "minItems": 1, "items": GROUP},
-}))  # fmt: skip
+ENDPOINT = strict(
+    ["port"],
+    {
+        "port": {"type": "string"},
+        "path": {"type": "string", "pattern": "^/"},
+        "scheme": {"enum": ["http", "https"]},
+        "interval": DURATION,
+        "scrapeTimeout": DURATION,
+        "tlsConfig": strict(
+            [],
+            {
+                "ca": strict(["secret"], {"secret": SECRET_KEY}),
+                "serverName": {"type": "string"},
+                "insecureSkipVerify": {"type": "boolean"},
+            },
+        ),
+        "basicAuth": strict(["username", "password"], {"username": SECRET_KEY, "password": SECRET_KEY}),
+    },
+)
+SERVICE_MONITOR = custom_resource(
+    "ServiceMonitor",
+    strict(
+        ["selector", "endpoints"],
+        {
+            "jobLabel": {"type": "string"},
+            "selector": strict(["matchLabels"], {"matchLabels": {**STRINGS, "minProperties": 1}}),
+            "endpoints": {"type": "array", "minItems": 1, "items": ENDPOINT},
+        },
+    ),
+)
+RULE = strict(
+    ["expr"],
+    {
+        "record": {"type": "string", "pattern": r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+        "alert": {"type": "string", "minLength": 1},
+        "expr": {"type": ["string", "integer"]},
+        "for": DURATION,
+        "keep_firing_for": DURATION,
+        "labels": STRINGS,
+        "annotations": STRINGS,
+    },
+    oneOf=[
+        {"required": ["record"], "not": {"anyOf": [{"required": [k]} for k in ("alert", "for", "annotations")]}},
+        {"required": ["alert"], "not": {"required": ["record"]}},
+    ],
+)
+GROUP = strict(
+    ["name", "rules"],
+    {
+        "name": {"type": "string", "minLength": 1},
+        "interval": DURATION,
+        "limit": {"type": "integer"},
+        "labels": STRINGS,
+        "rules": {"type": "array", "minItems": 1, "items": RULE},
+    },
+)
+PROMETHEUS_RULE = custom_resource(
+    "PrometheusRule",
+    strict(
+        ["groups"],
+        {
+            "groups": {"type": "array", "minItems": 1, "items": GROUP},
+        },
+    ),
+)
 
 
 def test_the_servicemonitor_and_prometheusrule_follow_the_operators_schema(
@@ -317,9 +345,10 @@ def test_the_servicemonitor_selects_the_service_and_its_port_and_the_service_sel
     for tree, objects in rendered.items():
         (monitor,) = of_kind(objects, "ServiceMonitor")
         matching = [
-            s for s in of_kind(objects, "Service")
+            s
+            for s in of_kind(objects, "Service")
             if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
-        ]  # fmt: skip
+        ]
         assert len(matching) == 1, f"{tree}: the ServiceMonitor selects {len(matching)} Services"
         (service,) = matching
         port_names = {p["name"] for p in service["spec"]["ports"]}
@@ -327,9 +356,10 @@ def test_the_servicemonitor_selects_the_service_and_its_port_and_the_service_sel
         job = service["metadata"]["labels"].get(monitor["spec"].get("jobLabel", ""), service["metadata"]["name"])
         assert re.fullmatch(down[1], job), f"{tree}: the Operator's job {job} escapes the alerts' {down[1]}"
         pods = [
-            d for d in of_kind(objects, "Deployment")
+            d
+            for d in of_kind(objects, "Deployment")
             if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
-        ]  # fmt: skip
+        ]
         assert len(pods) == 1, f"{tree}: the Service selects {len(pods)} Deployments"
         exporter = container(pods[0], "exporter")
         for port in service["spec"]["ports"]:
@@ -396,8 +426,10 @@ def test_the_team_config_passes_check_config_and_its_tokens_file_is_the_secrets(
     (tmp_path / "config.yaml").write_text(files[Path(config_path).name])
     done = subprocess.run(
         [str(Path(sys.prefix) / "bin/claude-usage-exporter"), "check-config", str(tmp_path / "config.yaml")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and "OTLP on 0.0.0.0:4318" in done.stdout, done.stdout + done.stderr
 
 

@@ -97,8 +97,11 @@ def test_no_document_refers_to_a_design_document_the_project_does_not_contain() 
 def test_the_metrics_page_is_what_the_generator_prints() -> None:
     printed = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "docs_metrics.py")],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout
     assert (DOCS / "metrics.md").read_text(encoding="utf-8") == printed, (
         "run: python scripts/docs_metrics.py > docs/metrics.md"
     )
@@ -127,8 +130,11 @@ def test_every_config_example_in_the_readme_and_docs_is_a_valid_config(tmp_path:
 
 @pytest.mark.xfail(strict=False, reason="the tree describes exporter/ after the move into subpackages (issue 14)")
 def test_the_layout_in_contributing_is_the_package_on_disk() -> None:
-    [tree] = [b for b in re.findall(r"```text\n(.*?)```", CONTRIBUTING.read_text(encoding="utf-8"), re.S)
-              if b.startswith("exporter/\n")]  # fmt: skip
+    [tree] = [
+        b
+        for b in re.findall(r"```text\n(.*?)```", CONTRIBUTING.read_text(encoding="utf-8"), re.S)
+        if b.startswith("exporter/\n")
+    ]
     listed: set[str] = set()
     package = ""  # the subpackage the entries below belong to
     for prefix, name in TREE_ENTRY.findall(tree):

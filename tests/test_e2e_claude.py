@@ -71,18 +71,26 @@ def await_counted(url: str, requests: int, events: int, lines: int = 0, timeout:
         if counted >= requests and resolved >= events and read >= lines:
             return 0
         if time.monotonic() > deadline:
-            print(f"after {timeout:g} s: {counted:g} of {requests} requests counted, {resolved:g} of {events} "
-                  f"OTLP events resolved, {read:g} of {lines} transcript lines read; /metrics:\n{body}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"after {timeout:g} s: {counted:g} of {requests} requests counted, {resolved:g} of {events} "
+                f"OTLP events resolved, {read:g} of {lines} transcript lines read; /metrics:\n{body}",
+                file=sys.stderr,
+            )
             return 1
         time.sleep(POLL)
 
 
 def counted_step(requests: int, events: int, lines: int = 0, name: str = "counted") -> Step:
-    code = ("import sys; from tests.test_e2e_claude import await_counted; "
-            "sys.exit(await_counted(sys.argv[1], *map(int, sys.argv[2:])))")  # fmt: skip
-    return Step(name=name, argv=[sys.executable, "-c", code, f"{WEB}/metrics", *map(str, (requests, events, lines))],
-                cwd=str(ROOT), timeout=WAIT + 30)  # fmt: skip
+    code = (
+        "import sys; from tests.test_e2e_claude import await_counted; "
+        "sys.exit(await_counted(sys.argv[1], *map(int, sys.argv[2:])))"
+    )
+    return Step(
+        name=name,
+        argv=[sys.executable, "-c", code, f"{WEB}/metrics", *map(str, (requests, events, lines))],
+        cwd=str(ROOT),
+        timeout=WAIT + 30,
+    )
 
 
 # ---- the caller's side -------------------------------------------------------------------------------------------
@@ -90,8 +98,14 @@ def counted_step(requests: int, events: int, lines: int = 0, name: str = "counte
 
 def exporter_env(home: Path) -> dict[str, str]:
     """`serve` and `report` with nothing of the caller's settings (CLAUDE_USAGE_EXPORTER_*, CLAUDE_CONFIG_DIR)."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TZ": "UTC", "LANG": "C.UTF-8",
-            "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TZ": "UTC",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 @dataclass
@@ -118,8 +132,18 @@ class Run:
         return sum(v for k, v in samples(self.metrics, name).items() if all(w in k for w in wanted))
 
 
-def scenario(root: Path, ws: Workspace, *steps: Step, config: str, otlp: bool, requests: int, events: int,
-             lines: int = 0, keep_bodies: bool = False, watched: Path | None = None) -> Run:  # fmt: skip
+def scenario(
+    root: Path,
+    ws: Workspace,
+    *steps: Step,
+    config: str,
+    otlp: bool,
+    requests: int,
+    events: int,
+    lines: int = 0,
+    keep_bodies: bool = False,
+    watched: Path | None = None,
+) -> Run:
     """Runs `serve` with `config` (and an OTLP receiver if `otlp`) on the transcripts under `watched` (default:
     the CLI's config dir), the steps and the wait for `requests` counted requests, `events` resolved OTLP
     events and `lines` transcript lines read; then reads the ledger and the report."""
@@ -128,12 +152,24 @@ def scenario(root: Path, ws: Workspace, *steps: Step, config: str, otlp: bool, r
     state, config_file = root / "state", root / "exporter.yaml"
     config_file.write_text(config)
     common = ["--state-dir", str(state), "--claude-dir", str(watched or ws.config), "--config", str(config_file)]
-    argv = [sys.executable, "-m", "exporter", "serve", *common, "--web.listen-address", "127.0.0.1:{port:web}",
-            *(["--otlp.listen", "127.0.0.1:{port:otlp}"] if otlp else [])]  # fmt: skip
-    serve = Process(name="serve", argv=argv, env=exporter_env(ws.home), cwd=str(ROOT), ready_url=f"{WEB}/readyz",
-                    inherit_env=False)  # fmt: skip
-    plan = Plan(steps=[*steps, counted_step(requests, events, lines), Step(name="metrics", fetch=f"{WEB}/metrics")],
-                background=[serve], fake=FakeSettings(keep_bodies=keep_bodies))  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "exporter",
+        "serve",
+        *common,
+        "--web.listen-address",
+        "127.0.0.1:{port:web}",
+        *(["--otlp.listen", "127.0.0.1:{port:otlp}"] if otlp else []),
+    ]
+    serve = Process(
+        name="serve", argv=argv, env=exporter_env(ws.home), cwd=str(ROOT), ready_url=f"{WEB}/readyz", inherit_env=False
+    )
+    plan = Plan(
+        steps=[*steps, counted_step(requests, events, lines), Step(name="metrics", fetch=f"{WEB}/metrics")],
+        background=[serve],
+        fake=FakeSettings(keep_bodies=keep_bodies),
+    )
     result = run_plan(plan, root / "out")
     cli_runs = {s.name for s in steps if "CLAUDE_CONFIG_DIR" in s.env}
     log = result.log("serve")[-5000:]
@@ -148,9 +184,15 @@ def scenario(root: Path, ws: Workspace, *steps: Step, config: str, otlp: bool, r
         pending = ledger.db.execute("SELECT count(*) FROM pending").fetchone()[0]
     finally:
         ledger.close()
-    report = subprocess.run([sys.executable, "-m", "exporter", "report", "daily", "--json", "-z", "UTC", *common],
-                            cwd=ROOT, env=exporter_env(ws.home), capture_output=True, text=True, timeout=WAIT,
-                            check=True)  # fmt: skip
+    report = subprocess.run(
+        [sys.executable, "-m", "exporter", "report", "daily", "--json", "-z", "UTC", *common],
+        cwd=ROOT,
+        env=exporter_env(ws.home),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
     return Run(result, ws, rows, pending, result.step("metrics").stdout, json.loads(report.stdout))
 
 
@@ -218,9 +260,16 @@ def forked(tmp_path_factory: pytest.TempPathFactory) -> Run:
     ws, first, telemetry = Workspace(root / "ws"), str(uuid.uuid4()), Telemetry(protocol="http/protobuf")
     steps = (
         claude_step(ws, PROMPT, "--session-id", first, name="first", telemetry=telemetry),
-        claude_step(ws, "Look at notes.txt again, add a line.", "--resume", first, "--fork-session", name="fork",
-                    telemetry=telemetry),
-    )  # fmt: skip
+        claude_step(
+            ws,
+            "Look at notes.txt again, add a line.",
+            "--resume",
+            first,
+            "--fork-session",
+            name="fork",
+            telemetry=telemetry,
+        ),
+    )
     return scenario(root, ws, *steps, config=BOTH, otlp=True, requests=6, events=6)
 
 
@@ -230,9 +279,18 @@ def background(tmp_path_factory: pytest.TempPathFactory) -> Run:
     suggestion: two background calls besides the three main requests."""
     root = tmp_path_factory.mktemp("background")
     ws = Workspace(root / "ws")
-    step = claude_step(ws, "", "--input-format", "stream-json", "--prompt-suggestions", "true",
-                       output_format="stream-json", telemetry=Telemetry(protocol="http/json"), nonessential=True,
-                       stdin=stream_json_prompt(PROMPT))  # fmt: skip
+    step = claude_step(
+        ws,
+        "",
+        "--input-format",
+        "stream-json",
+        "--prompt-suggestions",
+        "true",
+        output_format="stream-json",
+        telemetry=Telemetry(protocol="http/json"),
+        nonessential=True,
+        stdin=stream_json_prompt(PROMPT),
+    )
     return scenario(root, ws, step, config=BOTH, otlp=True, requests=5, events=5, keep_bodies=True)
 
 
@@ -283,8 +341,10 @@ def test_the_three_setups_agree_on_requests_and_tokens(transcripts_only: Run, ot
     for token_type in ("input", "output", "cache_read"):
         assert transcripts_only.total(TOKENS, token_type=token_type) == otlp_only.total(TOKENS, token_type=token_type)
         assert transcripts_only.total(TOKENS, token_type=token_type) == both.total(TOKENS, token_type=token_type)
-    writes = [run.total(TOKENS, token_type="cache_write_5m") + run.total(TOKENS, token_type="cache_write_1h")
-              for run in (transcripts_only, otlp_only, both)]  # fmt: skip
+    writes = [
+        run.total(TOKENS, token_type="cache_write_5m") + run.total(TOKENS, token_type="cache_write_1h")
+        for run in (transcripts_only, otlp_only, both)
+    ]
     assert writes[0] == writes[1] == writes[2] == sum(served_tokens(e)[3] for e in both.result.requests())
 
 
@@ -308,8 +368,11 @@ def test_only_a_transcript_tells_the_tools_and_the_project_that_label_a_request(
     # An api_request event names no tools and Claude Code sends no `project` resource attribute.
     labels = {"model": "claude-sonnet-4-5-20250929", "model_family": "sonnet", "agent": "main"}
     for run in (transcripts_only, both):
-        for interaction, category in (("context_read", "context_processing"), ("code_change", "direct_interaction"),
-                                      ("conversation", "direct_interaction")):  # fmt: skip
+        for interaction, category in (
+            ("context_read", "context_processing"),
+            ("code_change", "direct_interaction"),
+            ("conversation", "direct_interaction"),
+        ):
             assert run.total(REQUESTS, interaction=interaction, category=category, project="project", **labels) == 1
         assert len(samples(run.metrics, REQUESTS)) == 3
     conversation = {"interaction": "conversation", "category": "direct_interaction"}
@@ -399,8 +462,11 @@ def test_background_calls_are_counted_from_otlp_alone_as_auxiliary(background: R
         row = rows[exchange["request_id"]]
         assert exchange["request_id"] not in in_transcripts
         assert (row.agent, row.interaction, row.category, row.source) == (
-            "auxiliary", "background", "model_operation", "otlp"
-        )  # fmt: skip
+            "auxiliary",
+            "background",
+            "model_operation",
+            "otlp",
+        )
         # The event names its session but not its folder: no `project` resource attribute from Claude Code.
         assert (row.session_id, row.project) == (session, "unknown")
         five, hour = cache_writes(exchange)
@@ -452,8 +518,17 @@ def late_transcript(tmp_path_factory: pytest.TempPathFactory) -> Run:
         counted_step(3, 3, name="counted-from-otlp"),
         Step(name="transcripts-arrive", argv=arrive),
     )
-    return scenario(root, ws, *steps, config="sources: {otlp: {grace: 1s}}\n", otlp=True, requests=3, events=3,
-                    lines=7, watched=watched)  # fmt: skip
+    return scenario(
+        root,
+        ws,
+        *steps,
+        config="sources: {otlp: {grace: 1s}}\n",
+        otlp=True,
+        requests=3,
+        events=3,
+        lines=7,
+        watched=watched,
+    )
 
 
 def test_a_transcript_after_the_grace_replaces_what_the_events_said_without_a_second_count(

@@ -157,9 +157,15 @@ def test_pricing_shows_fast_rates_where_known_and_none_elsewhere(cli: Run) -> No
     [opus] = orjson.loads(cli("pricing", "claude-opus-4-6", "--json"))
     assert opus["fast"] == {
         "source": f"genai-prices 0.2.3 × 6 fast mode ({FAST_PAGE})",
-        "rates": {"input": "30", "output": "150", "cache_read": "3", "cache_write_5m": "37.5",
-                  "cache_write_1h": "60", "web_search_per_1k": "10"},
-    }  # fmt: skip
+        "rates": {
+            "input": "30",
+            "output": "150",
+            "cache_read": "3",
+            "cache_write_5m": "37.5",
+            "cache_write_1h": "60",
+            "web_search_per_1k": "10",
+        },
+    }
     [sonnet] = orjson.loads(cli("pricing", "claude-sonnet-4-5-20250929", "--json"))
     assert sonnet["fast"] is None
     listed = {q["model"]: q["fast"] and q["fast"]["rates"]["input"] for q in orjson.loads(cli("pricing", "--json"))}

@@ -45,17 +45,37 @@ texts = st.one_of(
 int64 = st.integers(-(2**63), 2**63 - 1)
 scalars = st.one_of(texts, int64, st.floats(), st.booleans())
 moments = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
     timezones=st.sampled_from([UTC, timezone(timedelta(hours=1)), timezone(timedelta(hours=-14))]),
-)  # fmt: skip
+)
 near = st.builds(lambda s: NOW + timedelta(seconds=s), st.integers(-86_400 * 3, 86_400 * 3))
 iso_times = st.one_of(moments.map(datetime.isoformat), near.map(datetime.isoformat), texts)
 nanos = st.one_of(st.integers(0, 2**64 - 1), near.map(lambda m: int(m.timestamp()) * 1_000_000_000))
 
-ATTRIBUTE_KEYS = ["model", "request_id", "session.id", "query_source", "speed", "project", "tool_name", "success",
-                  "user.id", "user.email", "user.account_uuid", "organization.id", "input_tokens", "output_tokens",
-                  "cache_read_tokens", "cache_creation_tokens", "cost_usd", "cost_usd_micros", "type",
-                  "event.timestamp", "event.name"]  # fmt: skip
+ATTRIBUTE_KEYS = [
+    "model",
+    "request_id",
+    "session.id",
+    "query_source",
+    "speed",
+    "project",
+    "tool_name",
+    "success",
+    "user.id",
+    "user.email",
+    "user.account_uuid",
+    "organization.id",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost_usd",
+    "cost_usd_micros",
+    "type",
+    "event.timestamp",
+    "event.name",
+]
 EVENTS = ["api_request", "claude_code.api_request", "tool_result", "claude_code.tool_result", "user_prompt", ""]
 
 
@@ -73,12 +93,16 @@ log_records = st.builds(
         "body": {"stringValue": name},
         "attributes": otlpgen.attributes(attrs),
     },
-    attribute_maps, st.sampled_from(EVENTS), nanos, nanos,
-)  # fmt: skip
+    attribute_maps,
+    st.sampled_from(EVENTS),
+    nanos,
+    nanos,
+)
 log_bodies = st.builds(
     lambda records, resource: otlpgen.logs_body(records, resource),
-    st.lists(log_records, max_size=6), attribute_maps,
-)  # fmt: skip
+    st.lists(log_records, max_size=6),
+    attribute_maps,
+)
 data_points = st.builds(
     lambda attrs, amount, start, time: {
         "attributes": otlpgen.attributes(attrs),
@@ -86,15 +110,20 @@ data_points = st.builds(
         "timeUnixNano": str(time),
         "asDouble": amount,
     },
-    attribute_maps, st.floats(), nanos, nanos,
-)  # fmt: skip
+    attribute_maps,
+    st.floats(),
+    nanos,
+    nanos,
+)
 metric_names = st.one_of(st.sampled_from(list(otlpgen.METRICS)), texts)
 metric_bodies = st.builds(
     lambda metrics, resource: otlpgen.metrics_body(metrics, resource),
-    st.lists(st.builds(otlpgen.sum_metric, metric_names, st.lists(data_points, max_size=4), st.sampled_from([1, 2])),
-             max_size=4),
+    st.lists(
+        st.builds(otlpgen.sum_metric, metric_names, st.lists(data_points, max_size=4), st.sampled_from([1, 2])),
+        max_size=4,
+    ),
     attribute_maps,
-)  # fmt: skip
+)
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), int64, st.floats(allow_nan=False), texts),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(texts, inner, max_size=4)),
@@ -177,8 +206,9 @@ def test_decoding_arbitrary_json_raises_nothing_but_an_otlp_error(doc: object, d
 
 @FUZZ
 @given(log_bodies, st.integers(0, 4096), st.binary(min_size=1, max_size=8))
-def test_decoding_corrupted_protobuf_raises_nothing_but_an_otlp_error(body: dict[str, Any], at: int,
-                                                                      junk: bytes) -> None:  # fmt: skip
+def test_decoding_corrupted_protobuf_raises_nothing_but_an_otlp_error(
+    body: dict[str, Any], at: int, junk: bytes
+) -> None:
     encoded = otlpgen.to_protobuf(body)
     at %= len(encoded) + 1
     assert_bounded(decoded(decode_logs, encoded[:at] + junk + encoded[at + len(junk) :], PROTOBUF))
@@ -188,10 +218,12 @@ def test_decoding_corrupted_protobuf_raises_nothing_but_an_otlp_error(body: dict
 
 counts_ = st.one_of(st.integers(-5, 2**63 - 1), st.floats(), texts, st.none())  # orjson writes 64-bit integers only
 usages = st.dictionaries(
-    st.sampled_from(["input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
-                     "speed"]),
-    counts_, max_size=5,
-)  # fmt: skip
+    st.sampled_from(
+        ["input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "speed"]
+    ),
+    counts_,
+    max_size=5,
+)
 tool_blocks = st.lists(st.builds(lambda name: {"type": "tool_use", "id": "toolu_1", "name": name}, texts), max_size=4)
 messages = st.fixed_dictionaries(
     {"usage": usages},
@@ -199,9 +231,18 @@ messages = st.fixed_dictionaries(
 )
 assistant_records = st.fixed_dictionaries(
     {"type": st.just("assistant"), "message": messages},
-    optional={"requestId": texts, "sessionId": texts, "timestamp": iso_times, "cwd": texts, "uuid": texts,
-              "isSidechain": st.booleans(), "agentId": texts, "costUSD": counts_, "isCompactSummary": st.booleans()},
-)  # fmt: skip
+    optional={
+        "requestId": texts,
+        "sessionId": texts,
+        "timestamp": iso_times,
+        "cwd": texts,
+        "uuid": texts,
+        "isSidechain": st.booleans(),
+        "agentId": texts,
+        "costUSD": counts_,
+        "isCompactSummary": st.booleans(),
+    },
+)
 user_records = st.builds(
     lambda text, uuid, session, ts, cwd: {
         "type": "user",
@@ -211,8 +252,12 @@ user_records = st.builds(
         "sessionId": session,
         "cwd": cwd,
     },
-    texts, texts, texts, iso_times, texts,
-)  # fmt: skip
+    texts,
+    texts,
+    texts,
+    iso_times,
+    texts,
+)
 lines = st.one_of(
     assistant_records.map(orjson.dumps),
     user_records.map(orjson.dumps),

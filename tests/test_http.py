@@ -14,7 +14,7 @@ import pytest
 
 from exporter.daemon.serve import Daemon, Options
 from exporter.metrics.exposition import OPENMETRICS, TEXT
-from exporter.pipeline import Core
+from exporter.pipeline import Setup
 from exporter.web.server import Server
 from exporter.web.webconfig import WebConfig, load_web_config
 from tests.lines import assistant_line, write
@@ -25,7 +25,7 @@ HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4))
 @pytest.fixture
 def daemon(tmp_path: Path, claude_dir: Path) -> Iterator[Daemon]:
     write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1", input=1000))
-    running = Daemon(Core(state_dir=tmp_path / "state", roots=(claude_dir,), timezone="UTC"), Options())
+    running = Daemon(Setup(state_dir=tmp_path / "state", roots=(claude_dir,), timezone="UTC"), Options())
     yield running
     running.close()
 
@@ -39,8 +39,13 @@ def serve(daemon: Daemon) -> Iterator[Server]:
     server.server_close()
 
 
-def get(server: Server, path: str, headers: dict[str, str] | None = None,
-        context: ssl.SSLContext | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def get(
+    server: Server,
+    path: str,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+    method: str = "GET",
+) -> tuple[int, dict[str, str], bytes]:
     port = server.server_address[1]
     connection = (
         http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)

@@ -137,8 +137,11 @@ def short_deadline(daemon: Daemon) -> Iterator[Callable[[str], Address]]:  # noq
     started: list[Server | OtlpServer] = []
 
     def make(kind: str) -> Address:
-        server = Server(("127.0.0.1", 0), daemon, deadline=SHORT) if kind == "metrics" else (
-            OtlpServer(("127.0.0.1", 0), lambda kind, decoded: None, deadline=SHORT))  # fmt: skip
+        server = (
+            Server(("127.0.0.1", 0), daemon, deadline=SHORT)
+            if kind == "metrics"
+            else (OtlpServer(("127.0.0.1", 0), lambda kind, decoded: None, deadline=SHORT))
+        )
         server.start()
         started.append(server)
         return "127.0.0.1", server.server_address[1]

@@ -31,7 +31,7 @@ from exporter.events import Prompt, Tokens, UsageEvent
 from exporter.ledger import ingest as ingest_module
 from exporter.ledger.ingest import IngestResult
 from exporter.ledger.store import MIGRATIONS, Ledger
-from exporter.pipeline import App, Core
+from exporter.pipeline import Pipeline, Setup
 from exporter.sources import files as fs
 from exporter.sources.transcripts import parse_chunk
 from tests.lines import SESSION, assistant_line, snapshot_line, user_line
@@ -42,8 +42,8 @@ REQUEST_TOTALS = (
 )
 
 
-def make_app(state: Path, root: Path) -> App:
-    return App(Core(state_dir=state, roots=(root,), timezone="UTC"))
+def make_app(state: Path, root: Path) -> Pipeline:
+    return Pipeline(Setup(state_dir=state, roots=(root,), timezone="UTC"))
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app(tmp_path: Path, root: Path) -> Iterator[App]:
+def app(tmp_path: Path, root: Path) -> Iterator[Pipeline]:
     app = make_app(tmp_path / "state", root)
     yield app
     app.ledger.close()
@@ -88,8 +88,9 @@ B = assistant_line("msg_B", "req_B", "2026-11-25T21:14:10.000Z", input=5, output
 C = assistant_line("msg_C", "req_C", "2026-11-25T21:14:30.000Z", input=7, output=60, cache_read=16000)
 D = assistant_line("msg_D", "req_D", "2026-11-25T21:15:00.000Z", input=11, output=40, cache_5m=900)
 # Same request as A, its line longer than the fingerprinted head: only sizes and inodes tell files apart.
-BIG_A = assistant_line("msg_A", "req_A", "2026-11-25T21:13:52.256Z", input=3, output=120, cache_1h=15732,
-                       text="notes " * 300)  # fmt: skip
+BIG_A = assistant_line(
+    "msg_A", "req_A", "2026-11-25T21:13:52.256Z", input=3, output=120, cache_1h=15732, text="notes " * 300
+)
 TOKENS = {
     "msg_A": Tokens(input=3, output=120, cache_write_1h=15732),
     "msg_B": Tokens(input=5, output=80, cache_read=15732),
@@ -102,7 +103,7 @@ TOKENS = {
 
 
 def test_a_second_ingest_reads_only_the_bytes_appended_since_the_first(
-    app: App, root: Path, monkeypatch: pytest.MonkeyPatch
+    app: Pipeline, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parsed: list[bytes] = []
     real = parse_chunk
@@ -125,7 +126,7 @@ def test_a_second_ingest_reads_only_the_bytes_appended_since_the_first(
     assert tokens_by_key(app.ledger) == {k: TOKENS[k] for k in ("msg_A", "msg_B", "msg_C")}
 
 
-def test_an_ingest_with_nothing_new_reads_nothing(app: App, root: Path) -> None:
+def test_an_ingest_with_nothing_new_reads_nothing(app: Pipeline, root: Path) -> None:
     append(root / "projects/p/s1.jsonl", A, B)
     app.refresh()
     before = app.ledger.counters()
@@ -134,7 +135,7 @@ def test_an_ingest_with_nothing_new_reads_nothing(app: App, root: Path) -> None:
     assert app.ledger.counters() == before
 
 
-def test_a_line_still_being_written_is_read_once_its_newline_arrives(app: App, root: Path) -> None:
+def test_a_line_still_being_written_is_read_once_its_newline_arrives(app: Pipeline, root: Path) -> None:
     path = append(root / "projects/p/s1.jsonl", A, B[:300])
     first = app.refresh()
     assert (first.bytes_read, outcomes(first)) == (len(A), {"usage": 1})
@@ -147,7 +148,7 @@ def test_a_line_still_being_written_is_read_once_its_newline_arrives(app: App, r
     assert line_counters(app.ledger) == {"lines.transcripts.usage": 2}
 
 
-def test_provisional_usage_read_first_gives_way_to_the_final_usage_appended_later(app: App, root: Path) -> None:
+def test_provisional_usage_read_first_gives_way_to_the_final_usage_appended_later(app: Pipeline, root: Path) -> None:
     path = append(
         root / "projects/p/s1.jsonl",
         assistant_line("msg_A", "req_A", input=3, output=1, cache_1h=15732, final=False),
@@ -162,7 +163,7 @@ def test_provisional_usage_read_first_gives_way_to_the_final_usage_appended_late
     assert totals(app.ledger)[:6] == (1, 3, 120, 0, 0, 15732)
 
 
-def test_a_later_provisional_copy_never_lowers_the_final_usage(app: App, root: Path) -> None:
+def test_a_later_provisional_copy_never_lowers_the_final_usage(app: Pipeline, root: Path) -> None:
     path = append(root / "projects/p/s1.jsonl", A)
     app.refresh()
     append(path, assistant_line("msg_A", "req_A", input=1, output=1, final=False))
@@ -183,7 +184,7 @@ def test_a_pass_reads_to_the_last_complete_line_as_found_not_the_lines_appended_
     ]
 
 
-def test_a_file_whose_new_bytes_are_one_line_still_being_written_is_not_read(app: App, root: Path) -> None:
+def test_a_file_whose_new_bytes_are_one_line_still_being_written_is_not_read(app: Pipeline, root: Path) -> None:
     path = append(root / "projects/p/s1.jsonl", A)
     app.refresh()
     append(path, B[:300])
@@ -191,7 +192,7 @@ def test_a_file_whose_new_bytes_are_one_line_still_being_written_is_not_read(app
 
 
 def test_a_long_unfinished_line_is_counted_once_and_no_later_pass_reads_it_again(
-    app: App, root: Path, monkeypatch: pytest.MonkeyPatch
+    app: Pipeline, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(fs, "MAX_LINE", 4096)  # A is shorter, the unfinished line longer
     path = append(root / "projects/p/s1.jsonl", A, b"x" * 10_000)
@@ -237,7 +238,7 @@ def test_a_file_alone_with_new_bytes_is_read_to_its_end_whatever_the_share(
 # --- truncation, replacement, deletion -------------------------------------------------------------
 
 
-def test_a_truncated_file_is_reread_from_the_start_without_double_counting(app: App, root: Path) -> None:
+def test_a_truncated_file_is_reread_from_the_start_without_double_counting(app: Pipeline, root: Path) -> None:
     path = append(root / "projects/p/s1.jsonl", BIG_A, B, C)
     app.refresh()
     inode = path.stat().st_ino
@@ -254,7 +255,7 @@ def test_a_truncated_file_is_reread_from_the_start_without_double_counting(app: 
 
 
 def test_a_file_replaced_under_the_same_name_is_reread_from_the_start_without_double_counting(
-    app: App, root: Path
+    app: Pipeline, root: Path
 ) -> None:
     path = append(root / "projects/p/s1.jsonl", BIG_A, B)
     app.refresh()
@@ -270,7 +271,7 @@ def test_a_file_replaced_under_the_same_name_is_reread_from_the_start_without_do
 
 @pytest.mark.parametrize("known", [False, True], ids=["new file", "known file"])
 def test_a_file_deleted_between_discovery_and_reading_is_an_error_that_stops_nothing_else(
-    app: App, root: Path, monkeypatch: pytest.MonkeyPatch, known: bool
+    app: Pipeline, root: Path, monkeypatch: pytest.MonkeyPatch, known: bool
 ) -> None:
     doomed = append(root / "projects/p/a-doomed.jsonl", A)
     if known:
@@ -297,7 +298,7 @@ def test_a_file_deleted_between_discovery_and_reading_is_an_error_that_stops_not
 
 
 def test_a_read_error_in_one_part_of_a_large_file_loses_none_of_its_lines(
-    app: App, root: Path, monkeypatch: pytest.MonkeyPatch
+    app: Pipeline, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = append(root / "projects/p/s1.jsonl", *(assistant_line(f"msg_{i}", f"req_{i}") for i in range(10)))
     monkeypatch.setattr(ingest_module, "UNIT_BYTES", 2500)  # the file is read in parts of ~3 lines
@@ -316,10 +317,12 @@ def test_a_read_error_in_one_part_of_a_large_file_loses_none_of_its_lines(
     assert sorted(tokens_by_key(app.ledger)) == [f"msg_{i}" for i in range(10)]
 
 
-def test_files_of_a_subagent_are_ingested_with_their_session(app: App, root: Path) -> None:
+def test_files_of_a_subagent_are_ingested_with_their_session(app: Pipeline, root: Path) -> None:
     append(root / f"projects/p/{SESSION}.jsonl", A)
-    append(root / f"projects/p/{SESSION}/subagents/agent-a46e.jsonl",
-           assistant_line("msg_S", "req_S", agent_id="a46e", output=7))  # fmt: skip
+    append(
+        root / f"projects/p/{SESSION}/subagents/agent-a46e.jsonl",
+        assistant_line("msg_S", "req_S", agent_id="a46e", output=7),
+    )
     app.refresh()
     assert sorted((r.key, r.agent, r.session_id) for r in app.ledger.requests()) == [
         ("msg_A", "main", SESSION),
@@ -345,7 +348,7 @@ GARBAGE_LINES: list[tuple[bytes, str]] = [
 ]
 
 
-def test_garbage_lines_are_counted_and_never_stop_the_file(app: App, root: Path) -> None:
+def test_garbage_lines_are_counted_and_never_stop_the_file(app: Pipeline, root: Path) -> None:
     path = append(root / "projects/p/s1.jsonl", *(raw for raw, _ in GARBAGE_LINES), GLUED)
     result = app.refresh()
     expected = Counter(outcome for _, outcome in GARBAGE_LINES) + Counter(usage=2)
@@ -356,7 +359,9 @@ def test_garbage_lines_are_counted_and_never_stop_the_file(app: App, root: Path)
     assert outcomes(app.refresh()) == {"usage": 1}
 
 
-def test_nul_padding_left_at_the_end_by_a_crash_is_dropped_when_the_next_line_arrives(app: App, root: Path) -> None:
+def test_nul_padding_left_at_the_end_by_a_crash_is_dropped_when_the_next_line_arrives(
+    app: Pipeline, root: Path
+) -> None:
     path = append(root / "projects/p/s1.jsonl", A, b"\x00" * 512)
     assert outcomes(app.refresh()) == {"usage": 1}
     append(path, B)
@@ -364,7 +369,7 @@ def test_nul_padding_left_at_the_end_by_a_crash_is_dropped_when_the_next_line_ar
     assert tokens_by_key(app.ledger) == {"msg_A": TOKENS["msg_A"], "msg_B": TOKENS["msg_B"]}
 
 
-def test_every_record_ends_in_exactly_one_outcome(app: App, root: Path) -> None:
+def test_every_record_ends_in_exactly_one_outcome(app: Pipeline, root: Path) -> None:
     records = 0
     for n, (raw, _) in enumerate(GARBAGE_LINES):
         append(root / f"projects/p/s{n % 3}.jsonl", raw, A, B)  # A and B repeat: duplicates
@@ -393,16 +398,32 @@ def write_corpus(root: Path, sessions: int = 6, requests: int = 20) -> None:
                 assistant_line(msg, f"req_{s}_{r}", ts, output=10 + r, cache_read=100 * r, tools=["Read"], session=sid),
             ]
         append(root / f"projects/-home-dev-p{s % 2}/{sid}.jsonl", *lines)
-        append(root / f"projects/-home-dev-p{s % 2}/{sid}/subagents/agent-{s}.jsonl",
-               *(assistant_line(f"msg_sub_{s}_{r}", f"req_sub_{s}_{r}", agent_id=str(s), output=r, session=sid)
-                 for r in range(5)))  # fmt: skip
+        append(
+            root / f"projects/-home-dev-p{s % 2}/{sid}/subagents/agent-{s}.jsonl",
+            *(
+                assistant_line(f"msg_sub_{s}_{r}", f"req_sub_{s}_{r}", agent_id=str(s), output=r, session=sid)
+                for r in range(5)
+            ),
+        )
         if s == 0:
             append(root / "projects/-home-dev-p0/ffffffff-fork.jsonl", *lines)
 
 
 def cli(state: Path, root: Path) -> list[str]:
-    return [sys.executable, "-m", "exporter", "report", "daily", "--json",
-            "--state-dir", str(state), "--claude-dir", str(root), "--timezone", "UTC"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "exporter",
+        "report",
+        "daily",
+        "--json",
+        "--state-dir",
+        str(state),
+        "--claude-dir",
+        str(root),
+        "--timezone",
+        "UTC",
+    ]
 
 
 def child_env(home: Path) -> dict[str, str]:
@@ -435,8 +456,10 @@ def test_processes_opening_a_fresh_state_dir_at_once_all_get_a_ledger(tmp_path: 
     env = child_env(tmp_path)
     with (state / "migrate.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        children = [subprocess.Popen([sys.executable, "-c", opener, str(state)], env=env, stderr=subprocess.PIPE)
-                    for _ in range(2)]  # fmt: skip
+        children = [
+            subprocess.Popen([sys.executable, "-c", opener, str(state)], env=env, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
         for _ in range(2000):  # bounded: until both wait on the lock (/proc/locks marks waiters "->")
             if Path("/proc/locks").read_text().count("->") >= 2:
                 break
@@ -452,7 +475,7 @@ CHILD = r"""
 import sys
 from pathlib import Path
 from exporter.ledger import store as L
-from exporter.pipeline import App, Core
+from exporter.pipeline import Pipeline, Setup
 from exporter.ledger import ingest as I
 from exporter.ledger.ingest import ingest
 
@@ -479,7 +502,7 @@ def exit_(self, kind, value, tb):
 
 L.Ledger.commit, L._Transaction.__exit__ = commit, exit_
 I.UNIT_BYTES = 4096  # small units, so that batch_bytes=1 commits many batches
-app = App(Core(state_dir=state, roots=(root,), timezone="UTC"))
+app = Pipeline(Setup(state_dir=state, roots=(root,), timezone="UTC"))
 app.ledger.reprice(app.fingerprint, app.enrich)
 ingest(app.ledger, [root], app, batch_bytes=1)
 print("finished", flush=True)
@@ -492,8 +515,12 @@ def killed_then_rerun(tmp_path: Path, root: Path, point: str) -> tuple[Ledger, L
     """(ledger of a run killed at `point` and then run to the end, ledger of one clean run)."""
     write_corpus(root, sessions=4, requests=5)
     state = tmp_path / "crashed"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(state), str(root), point],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(tmp_path))  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(state), str(root), point],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=child_env(tmp_path),
+    )
     try:
         assert child.stdout is not None
         ready, _, _ = select.select([child.stdout], [], [], 60)  # bounded wait for the pause, no sleep
@@ -524,10 +551,10 @@ ARBITRARY = """
 import sys
 from pathlib import Path
 from exporter.ledger import ingest as I
-from exporter.pipeline import App, Core
+from exporter.pipeline import Pipeline, Setup
 
 I.UNIT_BYTES = 4096  # small units, so that batch_bytes=1 commits many batches
-app = App(Core(state_dir=Path(sys.argv[1]), roots=(Path(sys.argv[2]),), timezone="UTC"))
+app = Pipeline(Setup(state_dir=Path(sys.argv[1]), roots=(Path(sys.argv[2]),), timezone="UTC"))
 I.ingest(app.ledger, [Path(sys.argv[2])], app.enrich, batch_bytes=1)
 """
 
@@ -586,10 +613,20 @@ def response_line(
 ) -> bytes:
     t = final_usage
     return assistant_line(
-        msg, f"req_{msg}", ts, input=t.input, output=t.output if output is None else output,
-        cache_read=t.cache_read, cache_5m=t.cache_write_5m, cache_1h=t.cache_write_1h,
-        tools=tools, final=final, session=session, agent_id=agent, text=text,
-    )  # fmt: skip
+        msg,
+        f"req_{msg}",
+        ts,
+        input=t.input,
+        output=t.output if output is None else output,
+        cache_read=t.cache_read,
+        cache_5m=t.cache_write_5m,
+        cache_1h=t.cache_write_1h,
+        tools=tools,
+        final=final,
+        session=session,
+        agent_id=agent,
+        text=text,
+    )
 
 
 @st.composite
@@ -682,7 +719,7 @@ def test_price_look_ups_made_in_parse_workers_are_kept_for_the_next_run(
     write_corpus(root)
     monkeypatch.setattr(ingest_module, "PARALLEL_BYTES", 0)
     monkeypatch.setattr(ingest_module, "UNIT_BYTES", 4096)
-    app = App(Core(state_dir=tmp_path / "state", roots=(root,), timezone="UTC"))
+    app = Pipeline(Setup(state_dir=tmp_path / "state", roots=(root,), timezone="UTC"))
     app.refresh()
     assert app.pricer._provider is None  # every unit was priced in a worker process ...
     kept = orjson.loads(app.ledger.meta("prices") or "{}")  # ... and its look-ups came back

@@ -236,10 +236,24 @@ def test_serve_once_prints_an_exposition_promtool_accepts_and_exits_0(tmp_path: 
     truth = generate(tmp_path / "claude", seed=23, days=2)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
     once = subprocess.run(
-        [sys.executable, "-m", "exporter", "serve", "--once", "--state-dir", str(tmp_path / "state"),
-         "--claude-dir", str(tmp_path / "claude"), "--log.format", "json"],
-        capture_output=True, timeout=WAIT, env={**clean, "TZ": "UTC"}, cwd=Path(__file__).parent.parent,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--once",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--claude-dir",
+            str(tmp_path / "claude"),
+            "--log.format",
+            "json",
+        ],
+        capture_output=True,
+        timeout=WAIT,
+        env={**clean, "TZ": "UTC"},
+        cwd=Path(__file__).parent.parent,
+    )
     assert once.returncode == 0, once.stderr.decode()
     checked = subprocess.run([PROMTOOL, "check", "metrics"], input=once.stdout, capture_output=True, timeout=WAIT)
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, b"")

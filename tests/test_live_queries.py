@@ -33,9 +33,16 @@ DASHBOARDS: dict[str, dict[str, Any]] = GENERATOR["build"]()
 # What Grafana puts in place of each variable: the job Prometheus scrapes, "All" (`.*`) for the
 # others, and intervals that hold several of the test's one-second scrapes.
 VALUES = {
-    "job": JOB, "instance": ".*", "project": ".*", "model_family": ".*", "user": ".*",
-    "__rate_interval": "1m", "__range": "1h", "__interval": "15s", "__range_s": "3600",
-}  # fmt: skip
+    "job": JOB,
+    "instance": ".*",
+    "project": ".*",
+    "model_family": ".*",
+    "user": ".*",
+    "__rate_interval": "1m",
+    "__range": "1h",
+    "__interval": "15s",
+    "__range_s": "3600",
+}
 DAY_LIMIT = 1  # USD: one request of today's costs $2
 SEED = 41
 
@@ -52,8 +59,11 @@ def substitute(expr: str) -> str:
 
 def params(listed: str) -> list[Any]:
     """`(title, query)` pairs the generator's function `listed` gives for each dashboard, as test cases."""
-    return [pytest.param(query, id=f"{board['uid']}: {title}") for board in DASHBOARDS.values()
-            for title, query in GENERATOR[listed](board)]  # fmt: skip
+    return [
+        pytest.param(query, id=f"{board['uid']}: {title}")
+        for board in DASHBOARDS.values()
+        for title, query in GENERATOR[listed](board)
+    ]
 
 
 def recordings() -> list[str]:
@@ -71,13 +81,22 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     root = tmp_path_factory.mktemp("claude")
     generate(root, seed=SEED, days=2, start=(now - timedelta(days=3)).date(), sessions_per_day=2)
     append_activity(root, seed=SEED, target_bytes=64 << 10, at=now - timedelta(hours=1))
-    write(root / "projects" / "-work-future" / "s.jsonl",
-          # $2.00 for certain today (Haiku 4.5: $1 per million input tokens), whatever the random activity
-          assistant_line("msg_haiku", "req_haiku", stamp(max(now - timedelta(minutes=6), midnight)),
-                         "claude-haiku-4-5-20251001", input=2_000_000, output=0),
-          # a model no price list knows yet
-          assistant_line("msg_future", "req_future", stamp(now - timedelta(minutes=5)), "claude-future-9",
-                         input=1_000, output=200))  # fmt: skip
+    write(
+        root / "projects" / "-work-future" / "s.jsonl",
+        # $2.00 for certain today (Haiku 4.5: $1 per million input tokens), whatever the random activity
+        assistant_line(
+            "msg_haiku",
+            "req_haiku",
+            stamp(max(now - timedelta(minutes=6), midnight)),
+            "claude-haiku-4-5-20251001",
+            input=2_000_000,
+            output=0,
+        ),
+        # a model no price list knows yet
+        assistant_line(
+            "msg_future", "req_future", stamp(now - timedelta(minutes=5)), "claude-future-9", input=1_000, output=200
+        ),
+    )
     config = tmp_path_factory.mktemp("config") / "config.yaml"
     config.write_text(
         "timezone: UTC\nbudgets:\n"
@@ -87,10 +106,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     )
     state = tmp_path_factory.mktemp("state")
     recorded = now.timestamp()
-    (state / "statusline.json").write_bytes(orjson.dumps({"version": 1, "rate_limits": {
-        "five_hour": {"used_percentage": 95, "resets_at": recorded + 3600, "recorded_at": recorded},
-        "seven_day": {"used_percentage": 40, "resets_at": recorded + 3 * 86400, "recorded_at": recorded},
-    }}))  # fmt: skip
+    (state / "statusline.json").write_bytes(
+        orjson.dumps(
+            {
+                "version": 1,
+                "rate_limits": {
+                    "five_hour": {"used_percentage": 95, "resets_at": recorded + 3600, "recorded_at": recorded},
+                    "seven_day": {"used_percentage": 40, "resets_at": recorded + 3 * 86400, "recorded_at": recorded},
+                },
+            }
+        )
+    )
     with serving(state, [root], "--config", str(config)) as daemon:
         workdir = tmp_path_factory.mktemp("prometheus")
         with prometheus(workdir, daemon.url.removeprefix("http://"), rule_files=RULES) as server:
@@ -157,8 +183,14 @@ def test_a_blown_daily_budget_raises_its_alert_with_the_figures_rendered(live: P
     spend = live.scalar('claude_usage_budget_spend_usd{budget="daily"}')
     end = datetime.fromtimestamp(live.scalar('claude_usage_budget_window_end_timestamp_seconds{budget="daily"}'), UTC)
     instance = live.target
-    assert exceeded["labels"] == {"alertname": "ClaudeUsageBudgetExceeded", "severity": "warning", "job": JOB,
-                                  "instance": instance, "budget": "daily", "window": "day"}  # fmt: skip
+    assert exceeded["labels"] == {
+        "alertname": "ClaudeUsageBudgetExceeded",
+        "severity": "warning",
+        "job": JOB,
+        "instance": instance,
+        "budget": "daily",
+        "window": "day",
+    }
     assert exceeded["annotations"]["description"] == (
         f"{instance} has spent ${spend:.2f} against the ${DAY_LIMIT:.2f} limit of budget daily; the day ends"
         f" {end:%Y-%m-%d %H:%M:%S} +0000 UTC."
@@ -169,7 +201,9 @@ def test_a_blown_daily_budget_raises_its_alert_with_the_figures_rendered(live: P
 def test_a_plan_window_at_95_percent_and_a_model_with_no_price_raise_their_alerts(live: Prometheus) -> None:
     plan = alert(live, "ClaudeUsagePlanWindowHigh")
     assert (plan["labels"]["window"], plan["annotations"]["summary"]) == (
-        "five_hour", "The Claude plan's five_hour window is 95% used.")  # fmt: skip
+        "five_hour",
+        "The Claude plan's five_hour window is 95% used.",
+    )
     # A Prometheus without a week of history sees every unpriced model as new: the corpus has others too.
     unpriced = alert(live, "ClaudeUsageUnpricedModel", model="claude-future-9")
     assert "instance" not in unpriced["labels"], "keyed on the model, not on the pod"

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from exporter.cli.commands import main
 from exporter.metrics.exposition import CONTRACT, OPENMETRICS, TEXT, Exposition, Health, negotiate, read_snapshot
 from exporter.metrics.points import OTHER, LabelPolicy, read_points
-from exporter.pipeline import App
+from exporter.pipeline import Pipeline
 from tests.lines import CWD, assistant_line, line, user_line, write
 
 GOLDEN = Path(__file__).parent / "golden" / "metrics-once.txt"
@@ -28,29 +28,58 @@ def small_corpus(claude_dir: Path) -> None:
     write(
         claude_dir / "projects" / "-home-dev-notes-app" / "s1.jsonl",
         user_line(ts="2026-11-25T20:59:00.000Z"),
-        assistant_line("msg_1", "req_1", "2026-11-25T21:00:00.000Z", input=10, output=100, cache_read=2000,
-                       cache_5m=300, cache_1h=40, tools=["Read"]),
-        assistant_line("msg_1", "req_1", "2026-11-25T21:00:00.000Z", input=10, output=100, cache_read=2000,
-                       cache_5m=300, cache_1h=40, tools=["mcp__github__create_issue"]),
+        assistant_line(
+            "msg_1",
+            "req_1",
+            "2026-11-25T21:00:00.000Z",
+            input=10,
+            output=100,
+            cache_read=2000,
+            cache_5m=300,
+            cache_1h=40,
+            tools=["Read"],
+        ),
+        assistant_line(
+            "msg_1",
+            "req_1",
+            "2026-11-25T21:00:00.000Z",
+            input=10,
+            output=100,
+            cache_read=2000,
+            cache_5m=300,
+            cache_1h=40,
+            tools=["mcp__github__create_issue"],
+        ),
         assistant_line("msg_2", "req_2", "2026-11-25T21:01:00.000Z", "claude-opus-4-1-20250805", output=7),
-        assistant_line("msg_3", "req_3", "2026-11-25T21:02:00.000Z", "claude-haiku-4-5", agent_id="a1",
-                       cache_read=900_000, cache_5m=200_000),
+        assistant_line(
+            "msg_3",
+            "req_3",
+            "2026-11-25T21:02:00.000Z",
+            "claude-haiku-4-5",
+            agent_id="a1",
+            cache_read=900_000,
+            cache_5m=200_000,
+        ),
         b'{"type":"assistant","message":{"usage":{"input_tokens":"ten"}}}\n',
         b"\x00\xff garbage\n",
-    )  # fmt: skip
+    )
     write(
         claude_dir / "projects" / "-home-dev-acme" / "s2.jsonl",
-        line(message={"id": "msg_4", "model": "claude-future-9", "usage": {"input_tokens": 5, "output_tokens": 6}},
-             cwd="/home/dev/acme", sessionId="s2"),
-    )  # fmt: skip
+        line(
+            message={"id": "msg_4", "model": "claude-future-9", "usage": {"input_tokens": 5, "output_tokens": 6}},
+            cwd="/home/dev/acme",
+            sessionId="s2",
+        ),
+    )
 
 
 def once(claude_dir: Path, tmp_path: Path, *args: str) -> str:
     env = {"TZ": "UTC", "HOME": str(tmp_path)}
     result = CliRunner().invoke(
-        main, ["serve", "--once", "--state-dir", str(tmp_path / "state"), "--claude-dir", str(claude_dir), *args],
+        main,
+        ["serve", "--once", "--state-dir", str(tmp_path / "state"), "--claude-dir", str(claude_dir), *args],
         env=env,
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -85,9 +114,14 @@ def test_every_metric_exposed_is_in_the_contract_with_its_type_and_help() -> Non
     # OTLP receiver or push on (tests/test_team.py, tests/test_push.py).
     conditional = {s.name for s in CONTRACT if s.name.startswith(("claude_usage_budget_", "claude_usage_plan_"))}
     conditional |= {"claude_usage_block_start_timestamp_seconds", "claude_usage_block_end_timestamp_seconds"}
-    conditional |= {"claude_usage_lines_of_code_total", "claude_usage_commits_total",
-                    "claude_usage_pull_requests_total", "claude_usage_active_time_seconds_total",
-                    "claude_usage_exporter_otlp_requests_total", "claude_usage_exporter_otlp_pushes_total"}  # fmt: skip
+    conditional |= {
+        "claude_usage_lines_of_code_total",
+        "claude_usage_commits_total",
+        "claude_usage_pull_requests_total",
+        "claude_usage_active_time_seconds_total",
+        "claude_usage_exporter_otlp_requests_total",
+        "claude_usage_exporter_otlp_pushes_total",
+    }
     assert exposed == {name: (s.kind, s.help) for name, s in declared.items() if name not in conditional}
 
 
@@ -105,7 +139,7 @@ def test_no_label_is_named_type_and_every_usage_label_set_is_bounded() -> None:
     assert not labels & {"session_id", "session", "path", "cwd", "email", "prompt", "user"}
 
 
-def points_of(make_app: Callable[..., App], claude_dir: Path, policy: LabelPolicy) -> dict[str, float]:
+def points_of(make_app: Callable[..., Pipeline], claude_dir: Path, policy: LabelPolicy) -> dict[str, float]:
     small_corpus(claude_dir)
     app = make_app()
     app.refresh()
@@ -116,25 +150,25 @@ def points_of(make_app: Callable[..., App], claude_dir: Path, policy: LabelPolic
     return found
 
 
-def test_project_labels_are_names_by_default(make_app: Callable[..., App], claude_dir: Path) -> None:
+def test_project_labels_are_names_by_default(make_app: Callable[..., Pipeline], claude_dir: Path) -> None:
     assert points_of(make_app, claude_dir, LabelPolicy()) == {"notes-app": 3, "acme": 1}
 
 
-def test_project_labels_can_be_hashed(make_app: Callable[..., App], claude_dir: Path) -> None:
+def test_project_labels_can_be_hashed(make_app: Callable[..., Pipeline], claude_dir: Path) -> None:
     assert points_of(make_app, claude_dir, LabelPolicy(project="hash")) == {"95f4c7fd5212": 3, "822b33ad87c1": 1}
 
 
-def test_project_labels_can_be_left_out(make_app: Callable[..., App], claude_dir: Path) -> None:
+def test_project_labels_can_be_left_out(make_app: Callable[..., Pipeline], claude_dir: Path) -> None:
     assert points_of(make_app, claude_dir, LabelPolicy(project="off")) == {"": 4}
 
 
 def test_projects_past_the_cap_overflow_to_other_in_first_seen_order(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     assert points_of(make_app, claude_dir, LabelPolicy(max_projects=1)) == {"notes-app": 3, OTHER: 1}
 
 
-def test_mcp_tools_collapse_to_their_server(make_app: Callable[..., App], claude_dir: Path) -> None:
+def test_mcp_tools_collapse_to_their_server(make_app: Callable[..., Pipeline], claude_dir: Path) -> None:
     small_corpus(claude_dir)
     app = make_app()
     app.refresh()
@@ -142,7 +176,7 @@ def test_mcp_tools_collapse_to_their_server(make_app: Callable[..., App], claude
     assert {dict(k)["tool"]: v for k, v in tools.items()} == {"Read": 1, "mcp__github": 1}
 
 
-def test_openmetrics_is_served_when_asked_for_with_one_eof(make_app: Callable[..., App], claude_dir: Path) -> None:
+def test_openmetrics_is_served_when_asked_for_with_one_eof(make_app: Callable[..., Pipeline], claude_dir: Path) -> None:
     small_corpus(claude_dir)
     app = make_app()
     app.refresh()

@@ -460,8 +460,16 @@ def test_cumulative_sums_and_gauges_are_flagged_and_histograms_ignored(encode: E
     ]
 
 
-def engineering_point(name: str, value: float, *, start: int = START, time: int = TIME, cumulative: bool = True,
-                      kind: str | None = None, session: str = gen.SESSION) -> Point:  # fmt: skip
+def engineering_point(
+    name: str,
+    value: float,
+    *,
+    start: int = START,
+    time: int = TIME,
+    cumulative: bool = True,
+    kind: str | None = None,
+    session: str = gen.SESSION,
+) -> Point:
     labels = (("session.id", session),) + ((("type", kind),) if kind else ())
     return Point(name, labels, value, start, time, cumulative, True)
 
@@ -472,11 +480,13 @@ LINES, COMMITS, ACTIVE = "claude_code.lines_of_code.count", "claude_code.commit.
 def test_delta_points_add_up() -> None:
     engineering = Engineering()
     for export in range(3):
-        engineering.add([
-            engineering_point(LINES, 10, kind="added", cumulative=False, time=TIME + export),
-            engineering_point(LINES, 2, kind="removed", cumulative=False, time=TIME + export),
-            engineering_point(COMMITS, 1, cumulative=False, time=TIME + export),
-        ])  # fmt: skip
+        engineering.add(
+            [
+                engineering_point(LINES, 10, kind="added", cumulative=False, time=TIME + export),
+                engineering_point(LINES, 2, kind="removed", cumulative=False, time=TIME + export),
+                engineering_point(COMMITS, 1, cumulative=False, time=TIME + export),
+            ]
+        )
     assert engineering.totals == {
         ("lines_of_code", "added"): 30.0,
         ("lines_of_code", "removed"): 6.0,
@@ -509,16 +519,18 @@ def test_series_are_capped_and_a_forgotten_series_counts_in_full_again() -> None
 
 def test_other_metrics_gauges_and_garbage_values_are_ignored_and_unknown_kinds_are_other() -> None:
     engineering = Engineering(totals={("commits", ""): 7.0})
-    engineering.add([
-        engineering_point("claude_code.token.usage", 1000, cumulative=False),  # the events are the usage
-        engineering_point("claude_code.cost.usage", 1.5, cumulative=False),
-        engineering_point(COMMITS, 2, cumulative=False)._replace(monotonic=False),  # a gauge
-        engineering_point(COMMITS, -1, cumulative=False),
-        engineering_point(COMMITS, float("nan"), cumulative=False),
-        engineering_point(LINES, 4, kind="renamed", cumulative=False),
-        engineering_point(LINES, 1, cumulative=False),
-        engineering_point(ACTIVE, 2.5, kind="user", cumulative=False),
-    ])  # fmt: skip
+    engineering.add(
+        [
+            engineering_point("claude_code.token.usage", 1000, cumulative=False),  # the events are the usage
+            engineering_point("claude_code.cost.usage", 1.5, cumulative=False),
+            engineering_point(COMMITS, 2, cumulative=False)._replace(monotonic=False),  # a gauge
+            engineering_point(COMMITS, -1, cumulative=False),
+            engineering_point(COMMITS, float("nan"), cumulative=False),
+            engineering_point(LINES, 4, kind="renamed", cumulative=False),
+            engineering_point(LINES, 1, cumulative=False),
+            engineering_point(ACTIVE, 2.5, kind="user", cumulative=False),
+        ]
+    )
     assert engineering.totals == {
         ("commits", ""): 7.0,
         ("lines_of_code", "other"): 4.0,

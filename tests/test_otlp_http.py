@@ -65,8 +65,13 @@ def connect(server: OtlpServer) -> http.client.HTTPConnection:
     return http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
 
 
-def post(server: OtlpServer | http.client.HTTPConnection, path: str, body: bytes | Iterable[bytes],
-         headers: dict[str, str], method: str = "POST") -> Response:  # fmt: skip
+def post(
+    server: OtlpServer | http.client.HTTPConnection,
+    path: str,
+    body: bytes | Iterable[bytes],
+    headers: dict[str, str],
+    method: str = "POST",
+) -> Response:
     """One request; an iterable body goes chunked with no Content-Length, as Claude Code sends JSON."""
     connection = server if isinstance(server, http.client.HTTPConnection) else connect(server)
     try:

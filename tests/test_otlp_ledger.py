@@ -10,7 +10,7 @@ import pytest
 
 from exporter.events import Tokens
 from exporter.ledger.store import Ledger, Request
-from exporter.pipeline import App
+from exporter.pipeline import Pipeline
 from tests.lines import at
 
 GRACE = 30_000
@@ -19,12 +19,13 @@ TRANSCRIPT = at("2026-11-26T10:00:00+00:00", tokens=Tokens(10, 100, 1000, 200, 8
     key="msg_1", request_id="req_1"
 )
 # The same request as Claude Code's event reports it: cache writes without their TTL split, its own price.
-EVENT = TRANSCRIPT._replace(key="req_1", tokens=Tokens(10, 100, 1000, 1000, 0), source="otlp",
-                            reported_cost=Decimal("0.0123"))  # fmt: skip
+EVENT = TRANSCRIPT._replace(
+    key="req_1", tokens=Tokens(10, 100, 1000, 1000, 0), source="otlp", reported_cost=Decimal("0.0123")
+)
 
 
 @pytest.fixture
-def app(make_app: Callable[..., App]) -> App:
+def app(make_app: Callable[..., Pipeline]) -> Pipeline:
     return make_app()
 
 
@@ -36,7 +37,7 @@ def lines(ledger: Ledger) -> dict[str, int]:
     return {k: v for k, v in ledger.counters().items() if k.startswith("lines.otlp.")}
 
 
-def test_an_event_waits_in_pending_then_is_stored_from_the_event_after_the_grace(app: App) -> None:
+def test_an_event_waits_in_pending_then_is_stored_from_the_event_after_the_grace(app: Pipeline) -> None:
     app.ledger.receive([Request.from_event(EVENT)], app.enrich, GRACE, NOW)
     assert rows(app.ledger) == []
     assert not app.ledger.settle(app.enrich, GRACE, NOW + GRACE - 1)
@@ -46,7 +47,7 @@ def test_an_event_waits_in_pending_then_is_stored_from_the_event_after_the_grace
     assert lines(app.ledger) == {"lines.otlp.usage": 1}
 
 
-def test_an_event_whose_transcript_line_came_within_the_grace_counts_once(app: App) -> None:
+def test_an_event_whose_transcript_line_came_within_the_grace_counts_once(app: Pipeline) -> None:
     app.ledger.receive([Request.from_event(EVENT)], app.enrich, GRACE, NOW)
     app.ledger.commit([Request.from_event(TRANSCRIPT)], app.enrich)
     app.ledger.settle(app.enrich, GRACE, NOW + GRACE)
@@ -57,20 +58,20 @@ def test_an_event_whose_transcript_line_came_within_the_grace_counts_once(app: A
     assert app.ledger.db.execute("SELECT count(*) FROM pending").fetchone() == (0,)
 
 
-def test_an_event_for_a_request_the_transcript_gave_first_is_a_duplicate_at_once(app: App) -> None:
+def test_an_event_for_a_request_the_transcript_gave_first_is_a_duplicate_at_once(app: Pipeline) -> None:
     app.ledger.commit([Request.from_event(TRANSCRIPT)], app.enrich)
     assert app.ledger.receive([Request.from_event(EVENT)], app.enrich, GRACE, NOW) == {"duplicate": 1}
     assert app.ledger.db.execute("SELECT count(*) FROM pending").fetchone() == (0,)
 
 
-def test_without_a_grace_an_event_is_stored_at_once_and_a_redelivery_is_a_duplicate(app: App) -> None:
+def test_without_a_grace_an_event_is_stored_at_once_and_a_redelivery_is_a_duplicate(app: Pipeline) -> None:
     assert +app.ledger.receive([Request.from_event(EVENT)], app.enrich, 0, NOW) == {"usage": 1}
     assert +app.ledger.receive([Request.from_event(EVENT)] * 2, app.enrich, 0, NOW) == {"duplicate": 2}
     assert [key for key, *_ in rows(app.ledger)] == ["req_1"]
     assert lines(app.ledger) == {"lines.otlp.usage": 1, "lines.otlp.duplicate": 2}
 
 
-def test_a_transcript_line_after_the_event_was_stored_replaces_it_in_the_same_row(app: App) -> None:
+def test_a_transcript_line_after_the_event_was_stored_replaces_it_in_the_same_row(app: Pipeline) -> None:
     app.ledger.receive([Request.from_event(EVENT)], app.enrich, 0, NOW)
     app.ledger.commit([Request.from_event(TRANSCRIPT)], app.enrich)
     app.ledger.commit([Request.from_event(TRANSCRIPT)], app.enrich)  # a fork's copy, later

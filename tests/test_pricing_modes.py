@@ -188,8 +188,11 @@ def test_check_config_names_auto_as_the_default_mode(tmp_path: Path) -> None:
 def test_a_config_override_with_a_fast_multiplier_prices_fast_requests(run: Run, tmp_path: Path) -> None:
     folder = tmp_path / "claude/projects/-home-dev-acme-api"
     fast = modern_line("2025-06-03T12:00:00.000Z").replace(b'"speed":"standard"', b'"speed":"fast"')
-    (folder / "fast-session.jsonl").write_bytes(fast.replace(b"modern-session", b"fast-session").replace(
-        b"msg_011CeDqModern", b"msg_011CeDqFast").replace(b"req_011CeDqModern", b"req_011CeDqFast"))  # fmt: skip
+    (folder / "fast-session.jsonl").write_bytes(
+        fast.replace(b"modern-session", b"fast-session")
+        .replace(b"msg_011CeDqModern", b"msg_011CeDqFast")
+        .replace(b"req_011CeDqModern", b"req_011CeDqFast")
+    )
     config = tmp_path / "config.yaml"
     config.write_text(
         "pricing: {overrides: [{model: 'claude-haiku-4-5*', input: 1, output: 5, cache_read: 0.1,"

@@ -186,4 +186,6 @@ def test_every_scrape_config_of_the_deploy_page_is_one_promtool_accepts(tmp_path
         checked = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
         # The team's file_sd folder does not exist here: a warning, not an error.
         assert (checked.returncode, checked.stdout.splitlines()[-2:]) == (
-            0, [f" SUCCESS: {config} is valid prometheus config file syntax", ""])  # fmt: skip
+            0,
+            [f" SUCCESS: {config} is valid prometheus config file syntax", ""],
+        )

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from exporter.events import Prompt
-from exporter.pipeline import App
+from exporter.pipeline import Pipeline
 from exporter.sources.transcripts import candidates, parse_prompt
 from tests.lines import SESSION, assistant_line, user_line, write
 
@@ -18,9 +18,17 @@ HOUR = 3600_000
 
 
 def user(content: object, **extra: object) -> bytes:
-    record = {"parentUuid": None, "isSidechain": False, "type": "user",
-              "message": {"role": "user", "content": content}, "uuid": "u1",
-              "timestamp": "2026-11-25T21:00:00.000Z", "cwd": "/home/dev/acme", "sessionId": "s1", **extra}  # fmt: skip
+    record = {
+        "parentUuid": None,
+        "isSidechain": False,
+        "type": "user",
+        "message": {"role": "user", "content": content},
+        "uuid": "u1",
+        "timestamp": "2026-11-25T21:00:00.000Z",
+        "cwd": "/home/dev/acme",
+        "sessionId": "s1",
+        **extra,
+    }
     return orjson.dumps(record)
 
 
@@ -62,18 +70,21 @@ def at(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def prompts(app: App) -> list[tuple[object, ...]]:
+def prompts(app: Pipeline) -> list[tuple[object, ...]]:
     return list(app.ledger.db.execute("SELECT ts, requests, cost IS NOT NULL FROM prompts ORDER BY ts"))
 
 
 def test_a_prompt_closes_with_its_requests_when_the_next_prompt_comes(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     path = claude_dir / "projects" / "p" / f"{SESSION}.jsonl"
-    write(path, user_line(ts=at(T0)), assistant_line("m1", "r1", at(T0 + 1000)),
-          assistant_line("m2", "r2", at(T0 + 2000)))  # fmt: skip
-    write(claude_dir / "projects" / "p" / SESSION / "subagents" / "agent-a1.jsonl",
-          assistant_line("m3", "r3", at(T0 + 1500), agent_id="a1"))  # fmt: skip
+    write(
+        path, user_line(ts=at(T0)), assistant_line("m1", "r1", at(T0 + 1000)), assistant_line("m2", "r2", at(T0 + 2000))
+    )
+    write(
+        claude_dir / "projects" / "p" / SESSION / "subagents" / "agent-a1.jsonl",
+        assistant_line("m3", "r3", at(T0 + 1500), agent_id="a1"),
+    )
     app = make_app()
     app.refresh(now_ms=T0 + 3000)
     assert prompts(app) == [(T0, None, 0)]  # still going: no later prompt, not idle
@@ -86,7 +97,7 @@ def test_a_prompt_closes_with_its_requests_when_the_next_prompt_comes(
     assert rows == [("requests", 0, 1, 1), ("requests", 2, 1, 3)]
 
 
-def test_a_forked_copy_of_a_prompt_is_the_same_prompt(make_app: Callable[..., App], claude_dir: Path) -> None:
+def test_a_forked_copy_of_a_prompt_is_the_same_prompt(make_app: Callable[..., Pipeline], claude_dir: Path) -> None:
     write(claude_dir / "projects" / "p" / "a.jsonl", user_line(ts=at(T0)), assistant_line("m1", "r1", at(T0 + 1)))
     write(claude_dir / "projects" / "p" / "b.jsonl", user_line(ts=at(T0)), assistant_line("m1", "r1", at(T0 + 1)))
     app = make_app()
@@ -95,7 +106,7 @@ def test_a_forked_copy_of_a_prompt_is_the_same_prompt(make_app: Callable[..., Ap
 
 
 def test_a_prompt_that_caused_no_request_is_counted_but_not_observed(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     write(claude_dir / "projects" / "p" / "a.jsonl", user_line(ts=at(T0)))
     app = make_app()

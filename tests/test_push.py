@@ -17,7 +17,7 @@ from exporter.ledger.store import Request
 from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
 from exporter.metrics.push import Pusher, metrics_url
-from exporter.pipeline import App
+from exporter.pipeline import Pipeline
 from tests.daemon import serving
 from tests.lines import assistant_line, at, write
 from tests.prometheus import eventually
@@ -70,8 +70,9 @@ def metrics(request: ExportMetricsServiceRequest) -> dict[str, Any]:
     return {m.name: m for scope in resource.scope_metrics for m in scope.metrics}
 
 
-def test_a_push_sends_counters_gauges_and_histograms_cumulatively(capture: Capture,
-                                                                    make_app: Callable[..., App]) -> None:  # fmt: skip
+def test_a_push_sends_counters_gauges_and_histograms_cumulatively(
+    capture: Capture, make_app: Callable[..., Pipeline]
+) -> None:
     app = make_app()
     app.ledger.commit([Request.from_event(at("2026-11-26T10:00:00+00:00"))], app.enrich)
     exposition = Exposition(Health(), BUILD, push=True)
@@ -79,9 +80,12 @@ def test_a_push_sends_counters_gauges_and_histograms_cumulatively(capture: Captu
     pusher = Pusher(exposition, capture.url, {"X-Scope-OrgID": "team-a"}, 60)
     assert pusher.push()
     exposition.close()
-    (path, headers, _), = capture.received
-    assert (path, headers["x-scope-orgid"], headers["content-type"]) == ("/v1/metrics", "team-a",
-                                                                         "application/x-protobuf")  # fmt: skip
+    ((path, headers, _),) = capture.received
+    assert (path, headers["x-scope-orgid"], headers["content-type"]) == (
+        "/v1/metrics",
+        "team-a",
+        "application/x-protobuf",
+    )
     (request,) = capture.requests()
     found = metrics(request)
     cost = found["claude_usage_cost_usd_total"].sum
@@ -91,7 +95,11 @@ def test_a_push_sends_counters_gauges_and_histograms_cumulatively(capture: Captu
     context = found["claude_usage_request_context_tokens"].histogram
     (point,) = context.data_points
     assert (context.aggregation_temporality, point.count, point.sum, point.HasField("min")) == (
-        CUMULATIVE, 1, 1_000_000, False)  # fmt: skip
+        CUMULATIVE,
+        1,
+        1_000_000,
+        False,
+    )
     assert list(point.bucket_counts) == [0] * 9 + [1, 0]  # 1 M tokens: the 1,000,000 bucket
     resource = {kv.key: kv.value.string_value for kv in request.resource_metrics[0].resource.attributes}
     assert resource["service.name"] == "claude-usage-exporter"
@@ -129,8 +137,9 @@ def test_a_base_url_gets_otlps_metrics_path(given: str, used: str) -> None:
     assert metrics_url(given) == used
 
 
-def test_serve_pushes_every_interval_and_once_more_when_it_stops(capture: Capture, tmp_path: Path,
-                                                                  claude_dir: Path) -> None:  # fmt: skip
+def test_serve_pushes_every_interval_and_once_more_when_it_stops(
+    capture: Capture, tmp_path: Path, claude_dir: Path
+) -> None:
     write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1"))
     config = tmp_path / "config.yaml"
     config.write_text(f"export: {{otlp_push: {{endpoint: '{capture.url}', interval: 100ms, headers: {{a: b}}}}}}\n")

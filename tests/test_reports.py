@@ -90,26 +90,45 @@ def test_the_daily_document_keeps_ccusages_shape_and_adds_our_fields(ledger: Cal
     haiku = (10 * 1 + 20 * 5 + 30 * Decimal("0.1") + 40 * Decimal("1.25") + 50 * 2) / 1_000_000
     assert row == {
         "date": "2026-05-01",
-        "inputTokens": 11, "outputTokens": 22, "cacheCreationTokens": 99, "cacheReadTokens": 33,
-        "totalTokens": 165, "totalCost": float(haiku),
+        "inputTokens": 11,
+        "outputTokens": 22,
+        "cacheCreationTokens": 99,
+        "cacheReadTokens": 33,
+        "totalTokens": 165,
+        "totalCost": float(haiku),
         "modelsUsed": ["claude-haiku-4-5-20251001", "claude-mystery-9"],
         "modelBreakdowns": [
-            {"modelName": "claude-haiku-4-5-20251001", "inputTokens": 10, "outputTokens": 20,
-             "cacheCreationTokens": 90, "cacheReadTokens": 30, "cost": float(haiku)},
-            {"modelName": "claude-mystery-9", "inputTokens": 1, "outputTokens": 2,
-             "cacheCreationTokens": 9, "cacheReadTokens": 3, "cost": 0.0},
+            {
+                "modelName": "claude-haiku-4-5-20251001",
+                "inputTokens": 10,
+                "outputTokens": 20,
+                "cacheCreationTokens": 90,
+                "cacheReadTokens": 30,
+                "cost": float(haiku),
+            },
+            {
+                "modelName": "claude-mystery-9",
+                "inputTokens": 1,
+                "outputTokens": 2,
+                "cacheCreationTokens": 9,
+                "cacheReadTokens": 3,
+                "cost": 0.0,
+            },
         ],
         "requests": 2,
         "costByCategory": {"direct_interaction": 0.0, "context_processing": float(haiku), "model_operation": 0.0},
         "costBySpeed": {"standard": float(haiku), "fast": 0.0},
         "unpricedTokens": 15,
-    }  # fmt: skip
+    }
     assert data["totals"]["totalCost"] == float(haiku)
 
 
 def test_a_breakdown_by_project_lists_each_project(ledger: Callable[..., Ledger]) -> None:
-    db = ledger(at("2026-05-01T10:00:00+00:00"), at("2026-05-01T11:00:00+00:00", project="web"),
-                at("2026-05-01T12:00:00+00:00", project="web"))  # fmt: skip
+    db = ledger(
+        at("2026-05-01T10:00:00+00:00"),
+        at("2026-05-01T11:00:00+00:00", project="web"),
+        at("2026-05-01T12:00:00+00:00", project="web"),
+    )
     [row] = reports.periods(db, "daily", reports.Query(ZoneInfo("UTC"), by="project"))["daily"]
     assert row["breakdownBy"] == "project"
     assert [(b["name"], b["cost"], b["requests"]) for b in row["breakdowns"]] == [("web", 2.0, 2), ("acme", 1.0, 1)]
@@ -145,14 +164,19 @@ def test_fast_mode_cost_is_split_out_per_row_and_in_the_totals_and_by_speed(ledg
 
 
 def test_sessions_report_first_and_last_activity(ledger: Callable[..., Ledger]) -> None:
-    db = ledger(at("2026-05-01T10:00:00+00:00"), at("2026-05-01T12:00:00+00:00"),
-                at("2026-05-01T11:00:00+00:00", session_id="s0", project="web"))  # fmt: skip
+    db = ledger(
+        at("2026-05-01T10:00:00+00:00"),
+        at("2026-05-01T12:00:00+00:00"),
+        at("2026-05-01T11:00:00+00:00", session_id="s0", project="web"),
+    )
     data = reports.sessions(db, reports.Query(ZoneInfo("UTC")))
-    assert [(s["sessionId"], s["projectPath"], s["firstActivity"], s["lastActivity"], s["totalCost"])
-            for s in data["sessions"]] == [
+    assert [
+        (s["sessionId"], s["projectPath"], s["firstActivity"], s["lastActivity"], s["totalCost"])
+        for s in data["sessions"]
+    ] == [
         ("s0", "web", "2026-05-01T11:00:00.000Z", "2026-05-01T11:00:00.000Z", 1.0),
         ("s1", "acme", "2026-05-01T10:00:00.000Z", "2026-05-01T12:00:00.000Z", 2.0),
-    ]  # fmt: skip
+    ]
     assert data["totals"]["totalCost"] == 3.0
 
 

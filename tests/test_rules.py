@@ -109,15 +109,18 @@ def test_every_runbook_url_points_at_its_own_section_of_the_runbooks() -> None:
 
 def test_every_dashboard_url_opens_a_shipped_dashboard_of_the_configured_grafana() -> None:
     uids = {orjson.loads(path.read_bytes())["uid"] for path in (ROOT / "dashboards").glob("*.json")}
-    link = re.escape(MIXIN["grafana_url"]) + r"/d/([\w-]+)\?var-job=\{\{ \$labels\.job \| urlquery }}" \
-           r"(&var-instance=\{\{ \$labels\.instance \| urlquery }})?"  # fmt: skip
+    link = (
+        re.escape(MIXIN["grafana_url"]) + r"/d/([\w-]+)\?var-job=\{\{ \$labels\.job \| urlquery }}"
+        r"(&var-instance=\{\{ \$labels\.instance \| urlquery }})?"
+    )
     for rule in alerts():
         found = re.fullmatch(link, rule["annotations"]["dashboard_url"])
         assert found is not None, rule["annotations"]["dashboard_url"]
         assert found[1] in uids
         # An alert that keeps `instance` links to it; one aggregated over instances does not.
-        assert (found[2] is not None) == ("$labels.instance" in rule["annotations"]["summary"]
-                                          + rule["annotations"]["description"]), rule["alert"]  # fmt: skip
+        assert (found[2] is not None) == (
+            "$labels.instance" in rule["annotations"]["summary"] + rule["annotations"]["description"]
+        ), rule["alert"]
 
 
 def test_every_selector_of_every_rule_carries_the_mixin_job_selector() -> None:
@@ -180,17 +183,25 @@ class Alertmanager:
     def __init__(self, workdir: Path) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = workdir / "alertmanager.log"
-        command = [ALERTMANAGER, f"--config.file={ALERTMANAGER_CONFIG}", f"--storage.path={workdir / 'data'}",
-                   f"--web.listen-address={self.url.removeprefix('http://')}", "--cluster.listen-address="]  # fmt: skip
+        command = [
+            ALERTMANAGER,
+            f"--config.file={ALERTMANAGER_CONFIG}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address={self.url.removeprefix('http://')}",
+            "--cluster.listen-address=",
+        ]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        eventually(lambda: answers_ok(f"{self.url}/-/ready", self.process, self.log.read_text),
-                   what=f"alertmanager ready at {self.url}")  # fmt: skip
+        eventually(
+            lambda: answers_ok(f"{self.url}/-/ready", self.process, self.log.read_text),
+            what=f"alertmanager ready at {self.url}",
+        )
 
     def api(self, path: str, body: object = None) -> Any:
         data = None if body is None else orjson.dumps(body)
-        request = urllib.request.Request(f"{self.url}/api/v2/{path}", data=data,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{self.url}/api/v2/{path}", data=data, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as answer:
             raw = answer.read()
         return orjson.loads(raw) if raw else None
@@ -208,8 +219,14 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
 
 
 def budget_alert(name: str, severity: str, budget: str) -> dict[str, Any]:
-    labels = {"alertname": name, "severity": severity, "job": "claude-usage", "instance": "laptop:9477",
-              "budget": budget, "window": "month"}  # fmt: skip
+    labels = {
+        "alertname": name,
+        "severity": severity,
+        "job": "claude-usage",
+        "instance": "laptop:9477",
+        "budget": budget,
+        "window": "month",
+    }
     return {"labels": labels, "annotations": {"summary": name}}
 
 
@@ -227,8 +244,9 @@ def test_a_real_alertmanager_silences_what_an_exceeded_or_forecast_budget_says_a
     alertmanager.api("alerts", sent)
 
     def states() -> dict[tuple[str, str], str] | None:
-        found = {(a["labels"]["alertname"], a["labels"]["budget"]): a["status"]["state"]
-                 for a in alertmanager.api("alerts")}  # fmt: skip
+        found = {
+            (a["labels"]["alertname"], a["labels"]["budget"]): a["status"]["state"] for a in alertmanager.api("alerts")
+        }
         return found if len(found) == len(sent) else None
 
     assert eventually(states, what="the six alerts listed") == {

@@ -17,7 +17,7 @@ from exporter.ledger.store import MIGRATIONS, Ledger, Request, _row
 from exporter.metrics.exposition import CONTRACT, Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy, read_points
 from exporter.metrics.push import Pusher
-from exporter.pipeline import App
+from exporter.pipeline import Pipeline
 from tests.lines import assistant_line, at, write
 
 SONNET = "claude-sonnet-4-5-20250929"  # $3 input, $15 output, $0.30 cache read, $3.75 / $6 writes per MTok
@@ -78,7 +78,7 @@ def test_a_later_copy_with_more_tokens_adds_only_the_difference(ledger: Callable
 
 
 def test_a_version_3_ledger_gets_the_uncached_costs_a_fresh_ingest_counts(
-    make_app: Callable[..., App], claude_dir: Path, tmp_path: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path, tmp_path: Path
 ) -> None:
     write(
         claude_dir / "projects" / "p" / "s.jsonl",
@@ -114,8 +114,10 @@ def test_a_version_3_ledger_gets_the_uncached_costs_a_fresh_ingest_counts(
 
 
 def test_the_counter_is_exposed_and_pushed_with_the_cost_labels(ledger: Callable[..., Ledger]) -> None:
-    filled = ledger(event(Tokens(input=100, output=200, cache_read=10_000)),
-                    event(Tokens(5, 6), model="claude-future-9", key="msg_2"))  # fmt: skip
+    filled = ledger(
+        event(Tokens(input=100, output=200, cache_read=10_000)),
+        event(Tokens(5, 6), model="claude-future-9", key="msg_2"),
+    )
     specs = {s.name: s for s in CONTRACT}
     name, cost = "claude_usage_uncached_cost_usd_total", specs["claude_usage_cost_usd_total"]
     assert (specs[name].kind, specs[name].unit, specs[name].labels) == ("counter", "usd", cost.labels)
@@ -125,9 +127,11 @@ def test_the_counter_is_exposed_and_pushed_with_the_cost_labels(ledger: Callable
     exposition = Exposition(Health(), BUILD, push=True)
     exposition.update(read_snapshot(filled, LabelPolicy(), BUILD))
     pushed = {
-        m.name: m for r in Pusher(exposition, "http://127.0.0.1:9", {}, 60).collect().resource_metrics
-        for s in r.scope_metrics for m in s.metrics
-    }  # fmt: skip
+        m.name: m
+        for r in Pusher(exposition, "http://127.0.0.1:9", {}, 60).collect().resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+    }
     exposition.close()
     data = pushed[name].data
     assert isinstance(data, Sum) and data.is_monotonic

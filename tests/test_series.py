@@ -8,7 +8,7 @@ from pathlib import Path
 
 from exporter.ledger.series import CONTEXT_BUCKETS, context_bucket
 from exporter.ledger.store import MIGRATIONS, Ledger
-from exporter.pipeline import App
+from exporter.pipeline import Pipeline
 from tests.corpus import generate
 from tests.lines import assistant_line, write
 
@@ -36,7 +36,7 @@ def dump(ledger: Ledger) -> dict[str, list[tuple[object, ...]]]:
 
 
 def test_the_durable_counters_add_up_to_the_requests_of_a_corpus(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     truth = generate(claude_dir, seed=3, days=4)
     app = make_app()
@@ -50,7 +50,7 @@ def test_the_durable_counters_add_up_to_the_requests_of_a_corpus(
 
 
 def test_a_version_1_ledger_migrates_to_the_counters_a_fresh_ingest_builds(
-    make_app: Callable[..., App], claude_dir: Path, tmp_path: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path, tmp_path: Path
 ) -> None:
     generate(claude_dir, seed=4, days=3)
     fresh = make_app()
@@ -71,7 +71,7 @@ def test_a_version_1_ledger_migrates_to_the_counters_a_fresh_ingest_builds(
 
 
 def test_a_provisional_copy_then_the_final_one_only_ever_raises_the_counters(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     path = claude_dir / "projects" / "p" / "s.jsonl"
     write(path, assistant_line("msg_1", "req_1", output=1, final=False))
@@ -89,14 +89,20 @@ def test_a_provisional_copy_then_the_final_one_only_ever_raises_the_counters(
 
 
 def test_a_lower_price_after_repricing_never_lowers_the_cost_counter(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1", input=1000, output=1000))
     app = make_app()
     app.refresh()
     counted = usage_totals(app.ledger)[5:7]
-    cheap = {"model": "claude-sonnet-4-5*", "input": 0, "output": 0, "cache_read": 0, "cache_write_5m": 0,
-             "cache_write_1h": 0}  # fmt: skip
+    cheap = {
+        "model": "claude-sonnet-4-5*",
+        "input": 0,
+        "output": 0,
+        "cache_read": 0,
+        "cache_write_5m": 0,
+        "cache_write_1h": 0,
+    }
     repriced = make_app(pricing__overrides=[cheap])
     repriced.refresh()
     assert request_totals(repriced.ledger)[5:7] == (0, 0)  # the ledger holds the new price ...
@@ -105,7 +111,7 @@ def test_a_lower_price_after_repricing_never_lowers_the_cost_counter(
 
 
 def test_a_main_thread_change_of_model_family_is_one_switch_and_one_session(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     write(
         claude_dir / "projects" / "p" / "s.jsonl",
@@ -125,7 +131,7 @@ def test_context_buckets_hold_their_upper_bound_and_overflow_to_inf() -> None:
 
 
 def test_a_later_copy_that_changes_the_labels_adds_to_the_series_already_counted(
-    make_app: Callable[..., App], claude_dir: Path
+    make_app: Callable[..., Pipeline], claude_dir: Path
 ) -> None:
     path = write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1", output=10))
     app = make_app()

@@ -14,7 +14,7 @@ from exporter.daemon.serve import Daemon, Options, Waker
 from exporter.daemon.watch import watch
 from exporter.ledger.store import Ledger
 from exporter.metrics.points import LabelPolicy
-from exporter.pipeline import App, Core
+from exporter.pipeline import Pipeline, Setup
 from tests.lines import assistant_line, write
 
 
@@ -26,8 +26,8 @@ class Clock:
         return self.now
 
 
-def core(tmp_path: Path, root: Path) -> Core:
-    return Core(state_dir=tmp_path / "state", roots=(root,), timezone="UTC")
+def core(tmp_path: Path, root: Path) -> Setup:
+    return Setup(state_dir=tmp_path / "state", roots=(root,), timezone="UTC")
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_run_steps_on_each_wake_and_stop_ends_it(daemon: Daemon, claude_dir: Pat
 
 def test_a_reload_applies_new_settings_and_a_failed_one_keeps_the_old(daemon: Daemon, tmp_path: Path) -> None:
     new = Options(policy=LabelPolicy(project="hash"))
-    loaded: list[tuple[Core, Options] | None] = [None, (daemon.core, new)]
+    loaded: list[tuple[Setup, Options] | None] = [None, (daemon.core, new)]
     daemon.reload = loaded.pop
     daemon.step()
     daemon.request_reload()
@@ -167,8 +167,9 @@ def test_the_watcher_picks_up_a_root_that_appears_after_the_start(tmp_path: Path
     thread.start()
     counter = iter(range(10_000))
     try:
-        assert wait_woken(daemon, lambda: write(root / "projects" / "p" / "s.jsonl",
-                                                assistant_line(f"msg_{next(counter)}", "r")))  # fmt: skip
+        assert wait_woken(
+            daemon, lambda: write(root / "projects" / "p" / "s.jsonl", assistant_line(f"msg_{next(counter)}", "r"))
+        )
     finally:
         stop.set()
         thread.join(10)
@@ -231,7 +232,7 @@ def test_polling_runs_a_pass_when_a_likely_place_changed_or_after_the_full_inter
 def test_what_another_process_ingested_is_published_at_the_next_pass(daemon: Daemon, claude_dir: Path) -> None:
     daemon.step()
     write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_1", "req_1"))
-    App(daemon.core).refresh()  # `report` ingests first ...
+    Pipeline(daemon.core).refresh()  # `report` ingests first ...
     daemon.step()  # ... this pass reads nothing new, yet shows it
     assert requests(daemon) == 1
 

@@ -43,12 +43,20 @@ ORDERS: dict[str, Order] = {
     "the daemon, then each child": lambda daemon, workers, others: [daemon, *workers, *others],
     "each worker, then the daemon": lambda daemon, workers, others: [*workers, daemon, *others],
     "the other children, then the workers, then the daemon": lambda daemon, workers, others: [
-        *others, *workers, daemon
+        *others,
+        *workers,
+        daemon,
     ],
     "every process twice, the daemon thrice": lambda daemon, workers, others: [
-        daemon, *workers, *others, daemon, *reversed(workers), *others, daemon
+        daemon,
+        *workers,
+        *others,
+        daemon,
+        *reversed(workers),
+        *others,
+        daemon,
     ],
-}  # fmt: skip
+}
 MOMENTS = ["as its first ingest starts", "as its first child starts", "once its workers parse"]
 
 

@@ -75,8 +75,7 @@ def test_engineering_and_tool_counters_are_durable_across_a_restart(tmp_path: Pa
     args = ("--config", config(tmp_path, CENTRAL), "--otlp.listen", "127.0.0.1:0")
     t0 = otlpgen.T0_MS * 1_000_000
     with serving(tmp_path / "state", [], *args) as d:
-        body = otlpgen.session_metrics(t0, t0 + 5_000_000_000, lines=(12, 3), commits=1, pull_requests=1,
-                                       active_s=2.5)  # fmt: skip
+        body = otlpgen.session_metrics(t0, t0 + 5_000_000_000, lines=(12, 3), commits=1, pull_requests=1, active_s=2.5)
         assert post(d, "/v1/metrics", otlpgen.to_json(body))[0] == 200
         records = [otlpgen.tool_result(otlpgen.T0_MS), otlpgen.tool_result(otlpgen.T0_MS + 1, "mcp__github__get_pr")]
         assert post(d, "/v1/logs", otlpgen.to_json(otlpgen.logs_body(records)))[0] == 200
@@ -118,8 +117,11 @@ def test_a_bearer_token_is_required_when_configured_and_bad_bodies_are_refused(t
         assert post(d, "/v1/logs", otlpgen.to_json(logs(20)), Authorization="Bearer s3cret")[0] == 413
         metrics = d.metrics()
     assert samples(metrics, "claude_usage_exporter_otlp_requests_total") == {
-        '{code="200"}': 1, '{code="400"}': 1, '{code="401"}': 1, '{code="413"}': 1,
-    }  # fmt: skip
+        '{code="200"}': 1,
+        '{code="400"}': 1,
+        '{code="401"}': 1,
+        '{code="413"}': 1,
+    }
     assert total(metrics, "claude_usage_requests_total") == 1
 
 
@@ -137,8 +139,10 @@ def test_the_user_label_is_off_by_default_else_a_hash_or_the_email_as_configured
             requests = samples(d.metrics(), "claude_usage_requests_total")
         found[mode] = {k.split('user="')[1].split('"')[0] if "user=" in k else None: v for k, v in requests.items()}
     assert found["off"] == {None: 3}
-    assert found["hash"] == {hashlib.sha256(b"ada@example.com").hexdigest()[:12]: 2,
-                             hashlib.sha256(otlpgen.USER_ID.encode()).hexdigest()[:12]: 1}  # fmt: skip
+    assert found["hash"] == {
+        hashlib.sha256(b"ada@example.com").hexdigest()[:12]: 2,
+        hashlib.sha256(otlpgen.USER_ID.encode()).hexdigest()[:12]: 1,
+    }
     assert found["email"] == {"ada@example.com": 2, otlpgen.USER_ID: 1}
     ledger = (tmp_path / "hash" / "ledger.sqlite3").read_bytes()
     assert b"ada@example.com" not in ledger  # only what the setting asks for reaches the ledger

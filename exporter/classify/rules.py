@@ -98,9 +98,7 @@ def _parse_table(text: str) -> tuple[_Rule, ...]:
     rules = [rule for i, raw in enumerate(raw_rules) if (rule := _parse_rule(i, raw, errors))]
     names = tuple(rule.interaction for rule in rules)
     if not errors and names != INTERACTIONS:
-        errors.append(
-            f"interactions must be, in this order: {', '.join(INTERACTIONS)}; got {', '.join(names)}"
-        )
+        errors.append(f"interactions must be, in this order: {', '.join(INTERACTIONS)}; got {', '.join(names)}")
     if errors:
         raise ValueError("invalid interactions table:\n" + "\n".join(errors))
     return tuple(rules)
@@ -168,9 +166,7 @@ class Classifier:
         try:
             return self._categories[interaction]
         except KeyError:
-            raise ValueError(
-                f"unknown interaction {interaction!r}; {_valid('interactions', INTERACTIONS)}"
-            ) from None
+            raise ValueError(f"unknown interaction {interaction!r}; {_valid('interactions', INTERACTIONS)}") from None
 
     def _interaction_of_tool(self, tool: str) -> str:
         for tool_map in self._tool_maps:
@@ -179,9 +175,7 @@ class Classifier:
                 return found
         return _FALLBACK
 
-    def _resolve(
-        self, agent: str, tools: frozenset[str], compaction: bool, web_search: bool
-    ) -> tuple[str, str]:
+    def _resolve(self, agent: str, tools: frozenset[str], compaction: bool, web_search: bool) -> tuple[str, str]:
         # Each tool belongs to one interaction, so "first rule matching any tool" is the earliest of those.
         called = {self._interaction_of_tool(tool) for tool in tools}
         for rule in self._rules:
@@ -203,19 +197,16 @@ def _check_overrides(tools: Mapping[str, str], categories: Mapping[str, str]) ->
             errors.append("tool override: the tool name is empty")
         if interaction not in INTERACTIONS:
             errors.append(
-                f"tool override {tool!r}: unknown interaction {interaction!r}; "
-                + _valid("interactions", INTERACTIONS)
+                f"tool override {tool!r}: unknown interaction {interaction!r}; " + _valid("interactions", INTERACTIONS)
             )
     for interaction, category in categories.items():
         if interaction not in INTERACTIONS:
             errors.append(
-                f"category override {interaction!r}: unknown interaction; "
-                + _valid("interactions", INTERACTIONS)
+                f"category override {interaction!r}: unknown interaction; " + _valid("interactions", INTERACTIONS)
             )
         if category not in CATEGORIES:
             errors.append(
-                f"category override {interaction!r}: unknown category {category!r}; "
-                + _valid("categories", CATEGORIES)
+                f"category override {interaction!r}: unknown category {category!r}; " + _valid("categories", CATEGORIES)
             )
     if errors:
         raise ValueError("\n".join(errors))

@@ -18,7 +18,7 @@ from exporter import __version__
 if TYPE_CHECKING:  # imported where used: `--help` and a warm report stay quick
     from exporter.ledger.ingest import IngestResult
     from exporter.ledger.store import Ledger
-    from exporter.pipeline import App
+    from exporter.pipeline import Pipeline
 
 F = Callable[..., Any]
 
@@ -29,20 +29,28 @@ def common(func: F) -> F:
         click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML config file."),
         click.option("--state-dir", type=click.Path(path_type=Path), help="Where the ledger lives."),
         click.option(
-            "--claude-dir", "claude_dirs", multiple=True, type=click.Path(path_type=Path),
+            "--claude-dir",
+            "claude_dirs",
+            multiple=True,
+            type=click.Path(path_type=Path),
             help="Claude Code config dir to read (repeatable). Default: $CLAUDE_CONFIG_DIR, else"
             " ~/.config/claude and ~/.claude.",
         ),
         click.option("--timezone", "-z", help="IANA time zone for dates. Default: the machine's."),
-    ]  # fmt: skip
+    ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def load(config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
-         timezone: str | None, mode: str | None = None) -> App:  # fmt: skip
-    """The App for one command: flags > environment > config file > defaults."""
+def load(
+    config_file: Path | None,
+    state_dir: Path | None,
+    claude_dirs: tuple[Path, ...],
+    timezone: str | None,
+    mode: str | None = None,
+) -> Pipeline:
+    """The Pipeline for one command: flags > environment > config file > defaults."""
     from exporter.defaults import (
         ENV_PREFIX,
         config_file_from,
@@ -51,30 +59,36 @@ def load(config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Pa
         default_timezone,
         is_zone,
     )
-    from exporter.pipeline import App, Core
+    from exporter.pipeline import Pipeline, Setup
 
     env = dict(os.environ)
     path = config_file_from(config_file, env)
     if path is None and not any(name.startswith(ENV_PREFIX) for name in env):
         if timezone and not is_zone(timezone):
             raise click.BadParameter(f"{timezone!r} is not an IANA time zone", param_hint="--timezone")
-        return App(Core(
-            state_dir=(state_dir or default_state_dir(env)).expanduser(),
-            roots=tuple(p.expanduser() for p in claude_dirs) or default_roots(env),
-            timezone=timezone or default_timezone(env),
-            pricing_mode=mode or "auto",
-        ))  # fmt: skip
+        return Pipeline(
+            Setup(
+                state_dir=(state_dir or default_state_dir(env)).expanduser(),
+                roots=tuple(p.expanduser() for p in claude_dirs) or default_roots(env),
+                timezone=timezone or default_timezone(env),
+                pricing_mode=mode or "auto",
+            )
+        )
     from exporter.config import ConfigError, load_settings
 
-    flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
-             "pricing.mode": mode}  # fmt: skip
+    flags = {
+        "state_dir": state_dir,
+        "timezone": timezone,
+        "sources.transcripts.roots": list(claude_dirs),
+        "pricing.mode": mode,
+    }
     try:
-        return App(Core.from_settings(load_settings(path, env, flags), env))
+        return Pipeline(Setup.from_settings(load_settings(path, env, flags), env))
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
 
 
-def refreshed(app: App) -> tuple[Ledger, IngestResult]:
+def refreshed(app: Pipeline) -> tuple[Ledger, IngestResult]:
     """Ingests what is new (with a progress bar on a long first ingest) and returns the ledger."""
     from exporter.ledger.store import LedgerError
 
@@ -139,16 +153,34 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
 @click.option("--since", callback=_day, help="First local day, YYYY-MM-DD.")
 @click.option("--until", callback=_day, help="Last local day, YYYY-MM-DD.")
 @click.option("--json", "as_json", is_flag=True, help="JSON in ccusage's shape, plus our own fields.")
-@click.option("--by", type=click.Choice(["model", "category", "interaction", "project", "agent", "speed"]),
-              default="model", show_default=True, help="Label to break rows down by (speed: fast mode).")  # fmt: skip
+@click.option(
+    "--by",
+    type=click.Choice(["model", "category", "interaction", "project", "agent", "speed"]),
+    default="model",
+    show_default=True,
+    help="Label to break rows down by (speed: fast mode).",
+)
 @click.option("--breakdown", is_flag=True, help="Show the breakdown rows in the table.")
-@click.option("--mode", type=click.Choice(["auto", "calculate", "reported"]), default=None,
-              help="Cost as the source reported it where it did, else from token prices (auto, the default);"
-              " always from token prices (calculate); or only as reported (reported).")  # fmt: skip
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "calculate", "reported"]),
+    default=None,
+    help="Cost as the source reported it where it did, else from token prices (auto, the default);"
+    " always from token prices (calculate); or only as reported (reported).",
+)
 @click.option("--start-of-week", type=click.Choice(["monday", "sunday"]), default="sunday", show_default=True)
 @common
-def report(kind: str, since: date | None, until: date | None, as_json: bool, by: str, breakdown: bool,
-           mode: str | None, start_of_week: str, **opts: Any) -> None:  # fmt: skip
+def report(
+    kind: str,
+    since: date | None,
+    until: date | None,
+    as_json: bool,
+    by: str,
+    breakdown: bool,
+    mode: str | None,
+    start_of_week: str,
+    **opts: Any,
+) -> None:
     """Usage and cost per day, week, month, session or 5-hour block; or where each budget stands."""
     from exporter.reports import blocks
     from exporter.reports import periods as reports
@@ -184,7 +216,7 @@ def report(kind: str, since: date | None, until: date | None, as_json: bool, by:
         print_report(kind, orjson.loads(body), by, breakdown)
 
 
-def _budgets(app: App, ledger: Ledger, cost: str, as_json: bool) -> None:
+def _budgets(app: Pipeline, ledger: Ledger, cost: str, as_json: bool) -> None:
     from exporter.reports import budgets
 
     if not app.core.budgets:
@@ -260,22 +292,46 @@ def check_config(file: Path | None) -> None:
 
 @main.command()
 @click.option("--web.listen-address", "listen", help="HOST:PORT to serve on. Default: 127.0.0.1:9477.")
-@click.option("--web.config.file", "web_config", type=click.Path(path_type=Path),
-              help="Exporter-toolkit web config: TLS and basic auth.")  # fmt: skip
+@click.option(
+    "--web.config.file",
+    "web_config",
+    type=click.Path(path_type=Path),
+    help="Exporter-toolkit web config: TLS and basic auth.",
+)
 @click.option("--poll", is_flag=True, default=None, help="Poll for changes instead of inotify (some volumes).")
-@click.option("--otlp.listen", "otlp_listen",
-              help="HOST:PORT to receive Claude Code's OpenTelemetry on (OTLP/HTTP; team mode). Default: off.")
-@click.option("--otlp.push-endpoint", "push_endpoint",
-              help="OTLP/HTTP metrics URL to push our metrics to, e.g. http://collector:4318/v1/metrics.")
+@click.option(
+    "--otlp.listen",
+    "otlp_listen",
+    help="HOST:PORT to receive Claude Code's OpenTelemetry on (OTLP/HTTP; team mode). Default: off.",
+)
+@click.option(
+    "--otlp.push-endpoint",
+    "push_endpoint",
+    help="OTLP/HTTP metrics URL to push our metrics to, e.g. http://collector:4318/v1/metrics.",
+)
 @click.option("--once", is_flag=True, help="Ingest to the end, print the exposition and exit.")
 @click.option("--log.format", "log_format", type=click.Choice(["text", "json"]), help="Text (default) or JSON lines.")
-@click.option("--log.level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]),
-              help="Least severe log level written. Default: info.")  # fmt: skip
+@click.option(
+    "--log.level",
+    "log_level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Least severe log level written. Default: info.",
+)
 @common
-def serve(listen: str | None, web_config: Path | None, poll: bool | None, otlp_listen: str | None,
-          push_endpoint: str | None, once: bool, log_format: str | None, log_level: str | None,
-          config_file: Path | None, state_dir: Path | None, claude_dirs: tuple[Path, ...],
-          timezone: str | None) -> None:  # fmt: skip
+def serve(
+    listen: str | None,
+    web_config: Path | None,
+    poll: bool | None,
+    otlp_listen: str | None,
+    push_endpoint: str | None,
+    once: bool,
+    log_format: str | None,
+    log_level: str | None,
+    config_file: Path | None,
+    state_dir: Path | None,
+    claude_dirs: tuple[Path, ...],
+    timezone: str | None,
+) -> None:
     """Follow the transcripts and serve /metrics (Prometheus), /, /healthz and /readyz; optionally receive
     Claude Code's OpenTelemetry and push ours."""
     from exporter.config import ConfigError, Settings, load_settings
@@ -283,10 +339,18 @@ def serve(listen: str | None, web_config: Path | None, poll: bool | None, otlp_l
     from exporter.ledger.store import LedgerError
 
     env = dict(os.environ)
-    flags = {"state_dir": state_dir, "timezone": timezone, "sources.transcripts.roots": list(claude_dirs),
-             "web.listen": listen, "web.config_file": web_config, "sources.transcripts.poll": poll,
-             "log.format": log_format, "log.level": log_level, "sources.otlp.listen": otlp_listen,
-             "export.otlp_push.endpoint": push_endpoint}  # fmt: skip
+    flags = {
+        "state_dir": state_dir,
+        "timezone": timezone,
+        "sources.transcripts.roots": list(claude_dirs),
+        "web.listen": listen,
+        "web.config_file": web_config,
+        "sources.transcripts.poll": poll,
+        "log.format": log_format,
+        "log.level": log_level,
+        "sources.otlp.listen": otlp_listen,
+        "export.otlp_push.endpoint": push_endpoint,
+    }
 
     def settings() -> Settings:
         from exporter.defaults import config_file_from
@@ -306,8 +370,9 @@ def metrics_contract(as_json: bool) -> None:
     """The metric contract: every metric's name, type, unit, labels and help, from the code."""
     from exporter.metrics.exposition import CONTRACT
 
-    rows = [{"name": s.name, "type": s.kind, "unit": s.unit, "labels": list(s.labels), "help": s.help}
-            for s in CONTRACT]  # fmt: skip
+    rows = [
+        {"name": s.name, "type": s.kind, "unit": s.unit, "labels": list(s.labels), "help": s.help} for s in CONTRACT
+    ]
     if as_json:
         emit(rows)
         return

@@ -34,8 +34,17 @@ def print_report(kind: str, data: dict[str, Any], by: str, breakdown: bool) -> N
         return
     title = {"session": "Session", "blocks": "Block start"}.get(kind, _KEYS[kind].capitalize())
     table = Table(title=f"Claude Code usage — {kind}", show_footer=False)
-    for name in (title, "Models", "Input", "Output", "Cache create", "Cache read", "Total tokens",
-                 "Requests", "Cost (USD)"):  # fmt: skip
+    for name in (
+        title,
+        "Models",
+        "Input",
+        "Output",
+        "Cache create",
+        "Cache read",
+        "Total tokens",
+        "Requests",
+        "Cost (USD)",
+    ):
         table.add_column(name, justify="left" if name in (title, "Models") else "right")
     for row in rows:
         if row.get("isGap"):
@@ -46,19 +55,47 @@ def print_report(kind: str, data: dict[str, Any], by: str, breakdown: bool) -> N
         if kind == "blocks" and row.get("isActive"):
             label += " (active)"
         models = row.get("modelsUsed") or row.get("models") or []
-        table.add_row(label, "\n".join(models), n(i), n(o), n(cc), n(cr), n(i + o + cc + cr),
-                      n(row.get("requests", 0)), money(row.get("totalCost", row.get("costUSD", 0.0))))  # fmt: skip
+        table.add_row(
+            label,
+            "\n".join(models),
+            n(i),
+            n(o),
+            n(cc),
+            n(cr),
+            n(i + o + cc + cr),
+            n(row.get("requests", 0)),
+            money(row.get("totalCost", row.get("costUSD", 0.0))),
+        )
         if breakdown:
             for part in _breakdown(row, by):
-                table.add_row(f"  └ {part['name']}", "", n(part["inputTokens"]), n(part["outputTokens"]),
-                              n(part["cacheCreationTokens"]), n(part["cacheReadTokens"]), "", "",
-                              money(part["cost"]), style="dim")  # fmt: skip
+                table.add_row(
+                    f"  └ {part['name']}",
+                    "",
+                    n(part["inputTokens"]),
+                    n(part["outputTokens"]),
+                    n(part["cacheCreationTokens"]),
+                    n(part["cacheReadTokens"]),
+                    "",
+                    "",
+                    money(part["cost"]),
+                    style="dim",
+                )
     totals = data.get("totals")
     if totals:
         i, o, cc, cr = _tokens(totals)
         table.add_section()
-        table.add_row("Total", "", n(i), n(o), n(cc), n(cr), n(totals["totalTokens"]),
-                      n(totals["requests"]), money(totals["totalCost"]), style="bold")  # fmt: skip
+        table.add_row(
+            "Total",
+            "",
+            n(i),
+            n(o),
+            n(cc),
+            n(cr),
+            n(totals["totalTokens"]),
+            n(totals["requests"]),
+            money(totals["totalCost"]),
+            style="bold",
+        )
     console.print(table)
     if totals:
         console.print(category_line(totals))
@@ -85,8 +122,21 @@ def category_line(totals: dict[str, Any]) -> str:
 
 def print_explain(rows: list[dict[str, Any]]) -> None:
     table = Table(title="Requests in this transcript")
-    for name in ("Line", "Time (UTC)", "Model", "Agent", "Input", "Output", "Cache read", "Write 5m",
-                 "Write 1h", "Cost", "Interaction", "Category", "Copies / duplicate of"):  # fmt: skip
+    for name in (
+        "Line",
+        "Time (UTC)",
+        "Model",
+        "Agent",
+        "Input",
+        "Output",
+        "Cache read",
+        "Write 5m",
+        "Write 1h",
+        "Cost",
+        "Interaction",
+        "Category",
+        "Copies / duplicate of",
+    ):
         table.add_column(name, justify="right" if name in ("Input", "Output", "Cost") else "left")
     for r in rows:
         t = r["tokens"]
@@ -95,9 +145,21 @@ def print_explain(rows: list[dict[str, Any]]) -> None:
             cost += f"\n(line says ${r['reportedCost']:.6f})"
         model = r["model"] + (" [bold](fast)[/bold]" if r.get("speed") == "fast" else "")
         model += f"\n[yellow]switch {r['modelSwitch']}[/yellow]" if r.get("modelSwitch") else ""
-        table.add_row(str(r["line"]), r["timestamp"][:19], model, r["agent"], n(t["input"]), n(t["output"]),
-                      n(t["cache_read"]), n(t["cache_write_5m"]), n(t["cache_write_1h"]), cost,
-                      r["interaction"], r["category"], r["duplicate"])  # fmt: skip
+        table.add_row(
+            str(r["line"]),
+            r["timestamp"][:19],
+            model,
+            r["agent"],
+            n(t["input"]),
+            n(t["output"]),
+            n(t["cache_read"]),
+            n(t["cache_write_5m"]),
+            n(t["cache_write_1h"]),
+            cost,
+            r["interaction"],
+            r["category"],
+            r["duplicate"],
+        )
     Console().print(table)
 
 
@@ -105,8 +167,10 @@ def quote_json(quote: Any, fast: Any = None) -> dict[str, Any]:
     """One model's prices; `fast` holds its fast-mode prices, null where fast mode has no known price."""
 
     def rates(r: Any) -> dict[str, str]:
-        return {k: str(getattr(r, k)) for k in ("input", "output", "cache_read", "cache_write_5m",
-                                                 "cache_write_1h", "web_search_per_1k")}  # fmt: skip
+        return {
+            k: str(getattr(r, k))
+            for k in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "web_search_per_1k")
+        }
 
     def tiers(q: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"source": q.source, "rates": rates(q.rates)}
@@ -126,8 +190,16 @@ def print_pricing(pairs: list[tuple[Any, Any]]) -> None:
         if fast is not None:
             rows += _price_rows("  fast mode", "  fast mode ", fast)
         for label, r, source in rows:
-            table.add_row(label, str(r.input), str(r.output), str(r.cache_read), str(r.cache_write_5m),
-                          str(r.cache_write_1h), str(r.web_search_per_1k), source)  # fmt: skip
+            table.add_row(
+                label,
+                str(r.input),
+                str(r.output),
+                str(r.cache_read),
+                str(r.cache_write_5m),
+                str(r.cache_write_1h),
+                str(r.web_search_per_1k),
+                source,
+            )
     Console().print(table)
 
 
@@ -147,6 +219,15 @@ def print_budgets(states: list[Any], zone: str) -> None:
     colour = {"ok": "green", "warning": "yellow", "exceeded": "bold red"}
     for s in states:
         where = ", ".join(f"{k}={v}" for k, v in s.spec.filter) or "-"
-        table.add_row(s.spec.name, s.spec.window, where, money(s.spend), money(s.limit), f"{s.spend / s.limit:.0%}",
-                      money(s.projected), iso(s.end_ms)[:16], f"[{colour[s.status]}]{s.status}[/]")  # fmt: skip
+        table.add_row(
+            s.spec.name,
+            s.spec.window,
+            where,
+            money(s.spend),
+            money(s.limit),
+            f"{s.spend / s.limit:.0%}",
+            money(s.projected),
+            iso(s.end_ms)[:16],
+            f"[{colour[s.status]}]{s.status}[/]",
+        )
     Console().print(table)

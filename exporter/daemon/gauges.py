@@ -50,19 +50,23 @@ class Windows:
         if (b := self.block) is not None:
             cost, tokens = usd(b.group.sums.cost), float(b.group.sums.total_tokens)
             rate, projected = cost_rate(b, self.now_ms)
-            times = {"claude_usage_block_start_timestamp_seconds": {(): b.start / 1000},
-                     "claude_usage_block_end_timestamp_seconds": {(): b.end / 1000}}  # fmt: skip
+            times = {
+                "claude_usage_block_start_timestamp_seconds": {(): b.start / 1000},
+                "claude_usage_block_end_timestamp_seconds": {(): b.end / 1000},
+            }
         calendar: dict[str, dict[Labels, float]] = {name: {} for name in _CALENDAR_GAUGES}
         for window, values in self.calendar.items():
             for name, value in zip(_CALENDAR_GAUGES, (usd(values[0]), usd(values[1])), strict=True):
                 calendar[name][(("window", window),)] = value
         return {
-            **budget, **times, **calendar,
+            **budget,
+            **times,
+            **calendar,
             "claude_usage_block_cost_usd": {(): cost},
             "claude_usage_block_tokens": {(): tokens},
             "claude_usage_block_burn_rate_usd_per_hour": {(): rate},
             "claude_usage_block_projected_cost_usd": {(): projected},
-        }  # fmt: skip
+        }
 
     def summary(self, zone: ZoneInfo) -> dict[str, Any]:
         """What `statusline` reads (see exporter/sources/statusline.py); times in epoch seconds."""
@@ -70,15 +74,32 @@ class Windows:
         block = None
         if (b := self.block) is not None:
             rate, projected = cost_rate(b, self.now_ms)
-            block = {"start": b.start / 1000, "end": b.end / 1000, "cost_usd": usd(b.group.sums.cost),
-                     "burn_rate_usd_per_hour": rate, "projected_cost_usd": projected}  # fmt: skip
+            block = {
+                "start": b.start / 1000,
+                "end": b.end / 1000,
+                "cost_usd": usd(b.group.sums.cost),
+                "burn_rate_usd_per_hour": rate,
+                "projected_cost_usd": projected,
+            }
         budgets = [
-            {"name": s.spec.name, "window": s.spec.window, "limit_usd": s.limit, "spend_usd": s.spend,
-             "projected_spend_usd": s.projected, "end": s.end_ms / 1000, "filtered": bool(s.spec.filter)}
+            {
+                "name": s.spec.name,
+                "window": s.spec.window,
+                "limit_usd": s.limit,
+                "spend_usd": s.spend,
+                "projected_spend_usd": s.projected,
+                "end": s.end_ms / 1000,
+                "filtered": bool(s.spec.filter),
+            }
             for s in self.budgets
-        ]  # fmt: skip
-        return {"version": 1, "timezone": zone.key, "today": {"start": start / 1000, "end": end / 1000,
-                "cost_usd": usd(nanos)}, "budgets": budgets, "block": block}  # fmt: skip
+        ]
+        return {
+            "version": 1,
+            "timezone": zone.key,
+            "today": {"start": start / 1000, "end": end / 1000, "cost_usd": usd(nanos)},
+            "budgets": budgets,
+            "block": block,
+        }
 
 
 _CALENDAR_GAUGES = (
@@ -93,8 +114,15 @@ _BUDGET_GAUGES = (
 )
 
 
-def read_windows(ledger: Ledger, specs: tuple[BudgetSpec, ...], now_ms: int, zone: ZoneInfo, week_start: int = 0,
-                 cost: str = "cost", blocks: bool = True) -> Windows:  # fmt: skip
+def read_windows(
+    ledger: Ledger,
+    specs: tuple[BudgetSpec, ...],
+    now_ms: int,
+    zone: ZoneInfo,
+    week_start: int = 0,
+    cost: str = "cost",
+    blocks: bool = True,
+) -> Windows:
     """`blocks=False` leaves the 5-hour block out: it is one account's window, meaningless for a team."""
     calendar = {}
     for window in WINDOWS:

@@ -28,7 +28,7 @@ from exporter.daemon.watch import Hot, watch
 from exporter.ledger.store import Ledger, LedgerError
 from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
-from exporter.pipeline import App, Core
+from exporter.pipeline import Pipeline, Setup
 from exporter.reports.periods import Query
 from exporter.sources.statusline import SUMMARY, write_atomic
 from exporter.web.page import PageData, read_page
@@ -87,19 +87,25 @@ class Status:
 
 
 class Daemon:
-    def __init__(self, core: Core, options: Options, waker: Waker | None = None,
-                 clock: Callable[[], float] = time.monotonic, start_method: str = "fork") -> None:  # fmt: skip
+    def __init__(
+        self,
+        core: Setup,
+        options: Options,
+        waker: Waker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        start_method: str = "fork",
+    ) -> None:
         self.core, self.options = core, options
         self.waker = waker or Waker()
         self.clock = clock
         self.health = Health(clock=clock)
         self.status = Status()
-        self.app = App(core, start_method)
+        self.app = Pipeline(core, start_method)
         self.build = {"version": __version__, "pricing_source": "", "pricing_version": ""}
         self.exposition = Exposition(self.health, self.build, options.push)
         self.page = PageData()
         self.stopping = False
-        self.reload: Callable[[], tuple[Core, Options] | None] | None = None
+        self.reload: Callable[[], tuple[Setup, Options] | None] | None = None
         self.reload_requested = False
         self._day = ""
         self._windows_at: float | None = None  # when the budgets and block were last computed
@@ -161,8 +167,12 @@ class Daemon:
             self._publish(self.app.ledger)
             new = result.outcomes["usage"]
             if new or not self.status.ingested:
-                log.info("ingested %d new request(s) from %d byte(s) in %.3f s", new, result.bytes_read,
-                         self.clock() - started)  # fmt: skip
+                log.info(
+                    "ingested %d new request(s) from %d byte(s) in %.3f s",
+                    new,
+                    result.bytes_read,
+                    self.clock() - started,
+                )
         if self._windows_due():
             self._windows(self.app.ledger)
         if not self.status.ingested and not self.stopping:  # a stopped ingest did not reach the end
@@ -324,7 +334,7 @@ class Daemon:
         core, options = loaded
         if core != self.core:
             self.app.ledger.close()
-            self.core, self.app = core, App(core, self.app.start_method)
+            self.core, self.app = core, Pipeline(core, self.app.start_method)
         if options.poll != self.options.poll:  # the watcher thread runs or not from the start
             log.warning("sources.transcripts.poll changed: it takes effect on restart")
             options = replace(options, poll=self.options.poll)
@@ -340,11 +350,17 @@ class Daemon:
 
 def options_from(settings: Settings) -> Options:
     t, labels = settings.sources.transcripts, settings.labels
-    policy = LabelPolicy(labels.project, labels.max_projects, labels.max_models, labels.max_tools,
-                         labels.user != "off", labels.max_users)  # fmt: skip
+    policy = LabelPolicy(
+        labels.project, labels.max_projects, labels.max_models, labels.max_tools, labels.user != "off", labels.max_users
+    )
     sources = (*(["transcripts"] if t.enabled else []), *(["otlp"] if settings.sources.otlp.enabled else []))
-    return Options(poll=t.poll, poll_interval=t.poll_interval.total_seconds(), policy=policy, sources=sources,
-                   push=settings.export.otlp_push.endpoint is not None)  # fmt: skip
+    return Options(
+        poll=t.poll,
+        poll_interval=t.poll_interval.total_seconds(),
+        policy=policy,
+        sources=sources,
+        push=settings.export.otlp_push.endpoint is not None,
+    )
 
 
 def pusher(settings: Settings, daemon: Daemon) -> Pusher | None:
@@ -375,8 +391,9 @@ def receiver(settings: Settings, daemon: Daemon) -> OtlpServer | None:
         path = o.bearer_tokens_file
         raise OSError(f"cannot read sources.otlp.bearer_tokens_file {path}: {err.strerror or err}") from None
     try:
-        server = OtlpServer(split_host_port(o.listen), daemon.inbox.sink, tokens=tokens,
-                            max_body_bytes=o.max_body_bytes)  # fmt: skip
+        server = OtlpServer(
+            split_host_port(o.listen), daemon.inbox.sink, tokens=tokens, max_body_bytes=o.max_body_bytes
+        )
     except OSError as err:
         raise OSError(f"cannot listen for OTLP on {o.listen}: {err.strerror or err}") from None
     daemon.health.otlp = lambda: _answers(server.stats.snapshot())
@@ -405,7 +422,7 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
     # With HTTP and watcher threads running, forking parse workers is unsafe: they are spawned. Not from
     # a forkserver: as the daemon's own children, the kernel kills them when the daemon dies.
     method = "fork" if once else "spawn"
-    daemon = Daemon(Core.from_settings(settings, env), options_from(settings), start_method=method)
+    daemon = Daemon(Setup.from_settings(settings, env), options_from(settings), start_method=method)
     if once:
         daemon.step()
         sys.stdout.buffer.write(daemon.exposition.render(TEXT, process=False))
@@ -424,7 +441,7 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         daemon.close()
         raise
 
-    def reload() -> tuple[Core, Options] | None:
+    def reload() -> tuple[Setup, Options] | None:
         try:
             fresh = load()
             if fresh.web.config_file:
@@ -434,7 +451,7 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
             return None
         if fresh.web.listen != settings.web.listen:
             log.warning("web.listen changed: it takes effect on restart")
-        return Core.from_settings(fresh, env), options_from(fresh)
+        return Setup.from_settings(fresh, env), options_from(fresh)
 
     daemon.reload = reload
 

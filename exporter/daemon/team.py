@@ -16,7 +16,7 @@ from pathlib import Path
 from exporter.events import shorten
 from exporter.ledger.store import Request
 from exporter.metrics.exposition import ENGINEERING
-from exporter.pipeline import App
+from exporter.pipeline import Pipeline
 from exporter.sources.otlp import Engineering, Identity, Logs, Point
 
 ANSWER_WITHIN = 10.0  # seconds a sender waits for its batch to be committed before a 503
@@ -59,7 +59,7 @@ class Team:
     users: str = "off"  # labels.user: off | hash | email
     engineering: Engineering = field(default_factory=Engineering)
 
-    def apply(self, app: App, items: list[tuple[Batch, Future[None]]], now_ms: int) -> list[Future[None]]:
+    def apply(self, app: Pipeline, items: list[tuple[Batch, Future[None]]], now_ms: int) -> list[Future[None]]:
         """Commits each batch; returns the senders to answer once the metrics show it. An error answers
         every batch not yet committed with it."""
         committed = []
@@ -78,17 +78,18 @@ class Team:
             raise
         return committed
 
-    def settle(self, app: App, now_ms: int) -> Counter[str]:
+    def settle(self, app: Pipeline, now_ms: int) -> Counter[str]:
         return app.ledger.settle(app.enrich, self.grace_ms, now_ms)
 
-    def _logs(self, app: App, logs: Logs, now_ms: int) -> None:
+    def _logs(self, app: Pipeline, logs: Logs, now_ms: int) -> None:
         requests = [Request.from_event(event._replace(user=self.user(who))) for event, _, who in logs.requests]
         if requests:
             app.ledger.receive(requests, app.enrich, self.grace_ms, now_ms)
         tools = Counter((t.tool, t.agent, t.project) for t in logs.tools) if self.tools_from_otlp else Counter()
         skipped = logs.other + (0 if self.tools_from_otlp else len(logs.tools))
-        app.ledger.add_counters({"lines.otlp.skipped": skipped, "lines.otlp.malformed": logs.rejected},
-                                tool_calls=tools)  # fmt: skip
+        app.ledger.add_counters(
+            {"lines.otlp.skipped": skipped, "lines.otlp.malformed": logs.rejected}, tool_calls=tools
+        )
 
     def user(self, who: Identity) -> str:
         """The user label: off (""), a short hash of the e-mail (or the user id), or the e-mail itself.
@@ -99,7 +100,7 @@ class Team:
         # The decoder shortened the identity already (see exporter.events.MAX_CHARS): the label stays bounded.
         return shorten(person) if self.users == "email" else hashlib.sha256(person.encode()).hexdigest()[:12]
 
-    def _points(self, app: App, points: list[Point]) -> None:
+    def _points(self, app: Pipeline, points: list[Point]) -> None:
         before = self.engineering.totals
         self.engineering.add(points)
         grown = {}

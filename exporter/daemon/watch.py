@@ -116,9 +116,16 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
             continue
         try:  # every 5 s without events, it looks whether a folder to watch appeared unseen
             for changes in watchfiles.watch(
-                *targets, watch_filter=transcripts, stop_event=stop, rust_timeout=5000, yield_on_timeout=True,
-                step=20, ignore_permission_denied=False, raise_interrupt=False, recursive=False,
-            ):  # fmt: skip
+                *targets,
+                watch_filter=transcripts,
+                stop_event=stop,
+                rust_timeout=5000,
+                yield_on_timeout=True,
+                step=20,
+                ignore_permission_denied=False,
+                raise_interrupt=False,
+                recursive=False,
+            ):
                 daemon.polling = daemon.options.poll  # the watch is up
                 if changes:
                     daemon.changed()

@@ -303,9 +303,15 @@ class _Batch:
         if not (self.requests or self.files or self.counts):
             return
         outcomes = self.ledger.commit(
-            self.requests.values(), self.enrich, self.files.values(), self.counts, SOURCE, self.size, self.fresh,
+            self.requests.values(),
+            self.enrich,
+            self.files.values(),
+            self.counts,
+            SOURCE,
+            self.size,
+            self.fresh,
             self.prompts,
-        )  # fmt: skip
+        )
         self.result.outcomes.update(outcomes)
         self.result.bytes_read += self.size
         self.requests, self.files, self.counts, self.prompts, self.size = {}, {}, Counter(), [], 0

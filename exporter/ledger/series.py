@@ -25,9 +25,16 @@ CONTEXT_BUCKETS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000
 _V2_LABELS = ("model", "agent", "interaction", "category", "project")  # migration 2's, never to change
 USAGE_LABELS = (*_V2_LABELS, "user")
 _V3_VALUES = (  # migrations 2 and 3's, never to change
-    "input", "output", "cache_read", "cache_write_5m", "cache_write_1h",
-    "cost", "unpriced", "requests", "web_search",
-)  # fmt: skip
+    "input",
+    "output",
+    "cache_read",
+    "cache_write_5m",
+    "cache_write_1h",
+    "cost",
+    "unpriced",
+    "requests",
+    "web_search",
+)
 USAGE_VALUES = (*_V3_VALUES, "uncached_cost")
 
 _CONTEXT = "input + cache_read + cache_write_5m + cache_write_1h"
@@ -158,8 +165,18 @@ DELETE FROM {table} WHERE {_long(*labels)};
 # series rows add up, and of two requests (or prompts, sessions, pending events) the one that held it is
 # kept, the other's counts staying in the series. Report documents and the cache of price look-ups
 # (keyed by model) may hold the old values: dropped, both are rebuilt when needed.
-_REQUEST_TEXT = ("key", "request_id", "session_id", "project", "model", "agent", "speed", "interaction", "category",
-                 "user")  # fmt: skip
+_REQUEST_TEXT = (
+    "key",
+    "request_id",
+    "session_id",
+    "project",
+    "model",
+    "agent",
+    "speed",
+    "interaction",
+    "category",
+    "user",
+)
 SCHEMA_5 = f"""
 {_fold("usage_series", USAGE_LABELS, USAGE_VALUES)}
 {_fold("tool_series", ("tool", "agent", "project"), ("calls",))}
@@ -225,14 +242,24 @@ class Changes:
     def write(self, db: sqlite3.Connection) -> None:
         add(db, "usage_series", USAGE_LABELS, USAGE_VALUES, [(*k, *v) for k, v in self.usage.items()])
         add(db, "tool_series", ("tool", "agent", "project"), ("calls",), [(*k, n) for k, n in self.tools.items()])
-        add(db, "context_series", ("model_family", "bucket"), ("count", "sum"),
-            [(*k, *v) for k, v in self.context.items()])  # fmt: skip
+        add(
+            db,
+            "context_series",
+            ("model_family", "bucket"),
+            ("count", "sum"),
+            [(*k, *v) for k, v in self.context.items()],
+        )
         if self.new:
             _sessions(db, self.new)
 
 
-def add(db: sqlite3.Connection, table: str, keys: tuple[str, ...], values: tuple[str, ...],
-        rows: Iterable[tuple[object, ...]]) -> None:  # fmt: skip
+def add(
+    db: sqlite3.Connection,
+    table: str,
+    keys: tuple[str, ...],
+    values: tuple[str, ...],
+    rows: Iterable[tuple[object, ...]],
+) -> None:
     """Adds each row's values to the row of `table` with the same keys (made at 0 when missing)."""
     sums = ", ".join(f"{v} = {v} + excluded.{v}" for v in values)
     db.executemany(

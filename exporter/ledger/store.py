@@ -102,10 +102,23 @@ class Request(NamedTuple):
     @classmethod
     def from_event(cls, e: UsageEvent) -> Request:
         return cls(  # positional, in field order: this runs once per parsed event
-            e.key, e.request_id, to_ms(e.timestamp), e.session_id, e.project, e.model, e.agent, e.tokens,
-            e.web_search_requests, e.tools, e.speed, e.source, e.compaction, to_nanos(e.reported_cost), e.user,
+            e.key,
+            e.request_id,
+            to_ms(e.timestamp),
+            e.session_id,
+            e.project,
+            e.model,
+            e.agent,
+            e.tokens,
+            e.web_search_requests,
+            e.tools,
+            e.speed,
+            e.source,
+            e.compaction,
+            to_nanos(e.reported_cost),
+            e.user,
             e.lines,
-        )  # fmt: skip
+        )
 
     def merge(self, other: Request) -> Request:
         """Both copies of one request: token maxima, tool union, identity of the earliest copy.
@@ -114,8 +127,15 @@ class Request(NamedTuple):
         maximum would count its cache writes twice); the row keeps the key it is stored under."""
         if (self.source == "otlp") != (other.source == "otlp"):
             transcript = other if self.source == "otlp" else self
-            return transcript._replace(key=self.key, copies=self.copies + other.copies, user=self.user or other.user,
-                                       interaction="", category="", cost=None, uncached_cost=None)  # fmt: skip
+            return transcript._replace(
+                key=self.key,
+                copies=self.copies + other.copies,
+                user=self.user or other.user,
+                interaction="",
+                category="",
+                cost=None,
+                uncached_cost=None,
+            )
         first, later = (other, self) if other.ts < self.ts else (self, other)
         return first._replace(
             tokens=self.tokens.merge(other.tokens),
@@ -164,22 +184,80 @@ def merge_all(requests: Iterable[Request], into: dict[str, Request] | None = Non
 
 def _row(r: Request) -> tuple[object, ...]:
     return (
-        r.key, r.request_id, r.ts, r.session_id, r.project, r.model, r.model_family, r.agent,
-        *r.tokens, r.web_search, ",".join(sorted(r.tools)), r.speed, r.source,
-        int(r.compaction), r.interaction, r.category, r.cost, r.reported_cost, r.copies, r.user, r.uncached_cost,
-    )  # fmt: skip
+        r.key,
+        r.request_id,
+        r.ts,
+        r.session_id,
+        r.project,
+        r.model,
+        r.model_family,
+        r.agent,
+        *r.tokens,
+        r.web_search,
+        ",".join(sorted(r.tools)),
+        r.speed,
+        r.source,
+        int(r.compaction),
+        r.interaction,
+        r.category,
+        r.cost,
+        r.reported_cost,
+        r.copies,
+        r.user,
+        r.uncached_cost,
+    )
 
 
 def _request(row: Any) -> Request:
-    (key, request_id, ts, session_id, project, model, _family, agent, i, o, cr, c5, c1h, web, tools,
-     speed, source, compaction, interaction, category, cost, reported, copies, user, uncached) = row  # fmt: skip
+    (
+        key,
+        request_id,
+        ts,
+        session_id,
+        project,
+        model,
+        _family,
+        agent,
+        i,
+        o,
+        cr,
+        c5,
+        c1h,
+        web,
+        tools,
+        speed,
+        source,
+        compaction,
+        interaction,
+        category,
+        cost,
+        reported,
+        copies,
+        user,
+        uncached,
+    ) = row
     return Request(
-        key=key, request_id=request_id, ts=ts, session_id=session_id, project=project, model=model,
-        agent=agent, tokens=Tokens(i, o, cr, c5, c1h), web_search=web,
-        tools=frozenset(tools.split(",")) - {""}, speed=speed, source=source, compaction=bool(compaction),
-        reported_cost=reported, copies=copies, interaction=interaction, category=category, cost=cost, user=user,
+        key=key,
+        request_id=request_id,
+        ts=ts,
+        session_id=session_id,
+        project=project,
+        model=model,
+        agent=agent,
+        tokens=Tokens(i, o, cr, c5, c1h),
+        web_search=web,
+        tools=frozenset(tools.split(",")) - {""},
+        speed=speed,
+        source=source,
+        compaction=bool(compaction),
+        reported_cost=reported,
+        copies=copies,
+        interaction=interaction,
+        category=category,
+        cost=cost,
+        user=user,
         uncached_cost=uncached,
-    )  # fmt: skip
+    )
 
 
 _Sql = str | bytes | int | float | None  # a value SQLite hands a function and takes back
@@ -411,8 +489,9 @@ class Ledger:
             part = batch[start : start + 500]
             marks = ",".join("?" * len(part))
             for table in tables:
-                known.update(r for (r,) in self.db.execute(
-                    f"SELECT request_id FROM {table} WHERE request_id IN ({marks})", part))  # fmt: skip
+                known.update(
+                    r for (r,) in self.db.execute(f"SELECT request_id FROM {table} WHERE request_id IN ({marks})", part)
+                )
         return known
 
     def close_prompts(self, now_ms: int) -> int:

@@ -38,8 +38,9 @@ class Workers(Generic[T, R]):
     """`count` processes applying `fn` to items, started with `start_method`; `setup(*args)` runs first
     in each. Use as a context manager: leaving it kills them."""
 
-    def __init__(self, start_method: str, count: int, setup: Callable[..., None], args: tuple[Any, ...],
-                 fn: Callable[[T], R]) -> None:  # fmt: skip
+    def __init__(
+        self, start_method: str, count: int, setup: Callable[..., None], args: tuple[Any, ...], fn: Callable[[T], R]
+    ) -> None:
         context: Any = get_context(start_method)  # typeshed's BaseContext has no Process
         self._lock = threading.Condition()
         self._items: Sequence[T] = ()

@@ -57,9 +57,16 @@ _TOOL = "tool, agent, project"
 
 
 def _log(table: str, columns: str, values: str, sign: str, row: str) -> str:
-    return f"INSERT INTO {table} ({columns}, {values}) VALUES (" + ", ".join(
-        [*(f"{row}.{c.strip()}" for c in columns.split(",")), *(f"{sign}{row}.{v.strip()}" for v in values.split(","))]
-    ) + ");"  # fmt: skip
+    return (
+        f"INSERT INTO {table} ({columns}, {values}) VALUES ("
+        + ", ".join(
+            [
+                *(f"{row}.{c.strip()}" for c in columns.split(",")),
+                *(f"{sign}{row}.{v.strip()}" for v in values.split(",")),
+            ]
+        )
+        + ");"
+    )
 
 
 # Rows are logged with their labels, so a label that changed or a row that went would still fold right;
@@ -104,21 +111,31 @@ _FIRST_SEEN = {
     "model": (("usage_series", "model"),),
     "user": (("usage_series", "user"),),
     "tool": (("tool_series", "tool"),),
-    "project": (("usage_series", "project"), ("tool_series", "project"), ("sessions", "project"),
-                ("prompts", "project")),
-}  # fmt: skip
+    "project": (
+        ("usage_series", "project"),
+        ("tool_series", "project"),
+        ("sessions", "project"),
+        ("prompts", "project"),
+    ),
+}
 _LOGGED = {"usage_series": "usage_log", "tool_series": "tool_log", "sessions": "count_log", "prompts": "count_log"}
 
 
 def _limits(policy: LabelPolicy) -> dict[str, int]:
-    return {"model": policy.max_models, "project": policy.max_projects, "tool": policy.max_tools,
-            "user": policy.max_users if policy.user else 0}  # fmt: skip
+    return {
+        "model": policy.max_models,
+        "project": policy.max_projects,
+        "tool": policy.max_tools,
+        "user": policy.max_users if policy.user else 0,
+    }
 
 
 def _capped(column: str, label: str | None = None) -> str:
     """SQL for a label value as exposed: itself while among the kept values, else `other`."""
-    return (f"CASE WHEN {column} IN (SELECT value FROM temp.views_kept WHERE label = '{label or column}')"
-            f" THEN {column} ELSE '{OTHER}' END")  # fmt: skip
+    return (
+        f"CASE WHEN {column} IN (SELECT value FROM temp.views_kept WHERE label = '{label or column}')"
+        f" THEN {column} ELSE '{OTHER}' END"
+    )
 
 
 def _fold(db: sqlite3.Connection, policy: LabelPolicy, usage: str, tools: str, counts: str) -> None:
@@ -188,8 +205,10 @@ def _fresh(db: sqlite3.Connection, policy: LabelPolicy) -> None:
     state = dict(db.execute("SELECT key, value FROM temp.views_state"))
     if state != {"policy": repr(policy), "data_version": version}:
         _rebuild(db, policy)
-        db.executemany("INSERT OR REPLACE INTO temp.views_state VALUES (?, ?)",
-                       [("policy", repr(policy)), ("data_version", version)])  # fmt: skip
+        db.executemany(
+            "INSERT OR REPLACE INTO temp.views_state VALUES (?, ?)",
+            [("policy", repr(policy)), ("data_version", version)],
+        )
         return
     _keep_new(db, policy)
     _fold(db, policy, "temp.usage_log", "temp.tool_log", "temp.count_log")
@@ -230,8 +249,14 @@ def read_points(ledger: Ledger, policy: LabelPolicy) -> Points:
     for model, agent, interaction, category, proj, user, *values in usage:
         family = model_family(model) if model != OTHER else OTHER
         project = project_label(policy, proj)
-        base: Labels = (("agent", agent), ("category", category), ("interaction", interaction), ("model", model),
-                        ("model_family", family), ("project", project))  # fmt: skip
+        base: Labels = (
+            ("agent", agent),
+            ("category", category),
+            ("interaction", interaction),
+            ("model", model),
+            ("model_family", family),
+            ("project", project),
+        )
         if policy.user:
             base += (("user", user or "unknown"),)
         for token_type, value in zip(TOKEN_TYPES, values, strict=False):
@@ -243,8 +268,9 @@ def read_points(ledger: Ledger, policy: LabelPolicy) -> Points:
         points["claude_usage_web_search_requests_total"][(("model", model), ("project", project))] += web_search
         points["claude_usage_unpriced_tokens_total"][(("model", model),)] += unpriced
     for tool, agent, proj, calls in tools:
-        points["claude_usage_tool_calls_total"][(("agent", agent), ("project", project_label(policy, proj)),
-                                                 ("tool", tool))] += calls  # fmt: skip
+        points["claude_usage_tool_calls_total"][
+            (("agent", agent), ("project", project_label(policy, proj)), ("tool", tool))
+        ] += calls
     for source, target, count in switches:
         points["claude_usage_model_switches_total"][(("from_family", source), ("to_family", target))] += count
     for table, proj, count in counts:
@@ -256,10 +282,16 @@ def read_points(ledger: Ledger, policy: LabelPolicy) -> Points:
 HISTOGRAMS: dict[str, tuple[tuple[float, ...], str, int]] = {  # name -> bounds, query, unit of the sums
     "claude_usage_request_context_tokens": (CONTEXT_BUCKETS, "SELECT * FROM context_series", 1),
     "claude_usage_prompt_requests": (
-        PROMPT_REQUEST_BUCKETS, "SELECT '', bucket, count, sum FROM prompt_series WHERE kind = 'requests'", 1),
+        PROMPT_REQUEST_BUCKETS,
+        "SELECT '', bucket, count, sum FROM prompt_series WHERE kind = 'requests'",
+        1,
+    ),
     "claude_usage_prompt_cost_usd": (
-        PROMPT_COST_BUCKETS, "SELECT '', bucket, count, sum FROM prompt_series WHERE kind = 'cost'", 10**9),
-}  # fmt: skip
+        PROMPT_COST_BUCKETS,
+        "SELECT '', bucket, count, sum FROM prompt_series WHERE kind = 'cost'",
+        10**9,
+    ),
+}
 
 Histogram = dict[str, tuple[list[int], float]]  # label value ("" without a label) -> bucket counts, sum
 

@@ -56,16 +56,23 @@ def histograms(snapshot: Snapshot, start_ns: int, now_ns: int) -> list[Metric]:
     return metrics
 
 
-def _point(attributes: dict[str, str], start_ns: int, now_ns: int, counts: list[int], total: float,
-           bounds: list[float]) -> HistogramDataPoint:  # fmt: skip
+def _point(
+    attributes: dict[str, str], start_ns: int, now_ns: int, counts: list[int], total: float, bounds: list[float]
+) -> HistogramDataPoint:
     # No min or max: the durable buckets never kept them, and None leaves the optional fields unset.
     unset: Any = None
     return HistogramDataPoint(attributes, start_ns, now_ns, sum(counts), total, counts, bounds, unset, unset)
 
 
 class Pusher:
-    def __init__(self, exposition: Exposition, endpoint: str, headers: Mapping[str, str], interval: float,
-                 exporter: MetricExporter | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        exposition: Exposition,
+        endpoint: str,
+        headers: Mapping[str, str],
+        interval: float,
+        exporter: MetricExporter | None = None,
+    ) -> None:
         self.exposition = exposition
         self.url = metrics_url(endpoint)
         self.exporter = exporter or OTLPMetricExporter(endpoint=self.url, headers=dict(headers), timeout=10)

@@ -317,8 +317,12 @@ class Pricer:
                 return None
             if quote.long_context is None and info.id in _MISSING_TIERS:
                 threshold, tier = _MISSING_TIERS[info.id]
-                quote = replace(quote, long_context_threshold=threshold, long_context=tier,
-                                source=f"{quote.source} + Anthropic's long-context list price")  # fmt: skip
+                quote = replace(
+                    quote,
+                    long_context_threshold=threshold,
+                    long_context=tier,
+                    source=f"{quote.source} + Anthropic's long-context list price",
+                )
             if not timeline or timeline[-1][1] != quote:
                 timeline.append((since, quote))
         return tuple(timeline)
@@ -358,8 +362,14 @@ def _quote_json(q: Quote) -> dict[str, Any]:
     def rates(r: Rates | None) -> list[str] | None:
         return None if r is None else [str(getattr(r, f)) for f in _RATE_FIELDS]
 
-    return {"model": q.model, "name": q.name, "source": q.source, "rates": rates(q.rates),
-            "threshold": q.long_context_threshold, "long_context": rates(q.long_context)}  # fmt: skip
+    return {
+        "model": q.model,
+        "name": q.name,
+        "source": q.source,
+        "rates": rates(q.rates),
+        "threshold": q.long_context_threshold,
+        "long_context": rates(q.long_context),
+    }
 
 
 def _quote_from(data: dict[str, Any]) -> Quote:

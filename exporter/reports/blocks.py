@@ -100,10 +100,20 @@ def report(ledger: Ledger, q: Query, now_ms: int) -> dict[str, Any]:
 def _gap(start: int, end: int) -> dict[str, Any]:
     zero = {"inputTokens": 0, "outputTokens": 0, "cacheCreationInputTokens": 0, "cacheReadInputTokens": 0}
     return {
-        "id": f"gap-{iso(start)}", "startTime": iso(start), "endTime": iso(end), "actualEndTime": None,
-        "isActive": False, "isGap": True, "entries": 0, "tokenCounts": zero, "totalTokens": 0,
-        "costUSD": 0.0, "models": [], "burnRate": None, "projection": None,
-    }  # fmt: skip
+        "id": f"gap-{iso(start)}",
+        "startTime": iso(start),
+        "endTime": iso(end),
+        "actualEndTime": None,
+        "isActive": False,
+        "isGap": True,
+        "entries": 0,
+        "tokenCounts": zero,
+        "totalTokens": 0,
+        "costUSD": 0.0,
+        "models": [],
+        "burnRate": None,
+        "projection": None,
+    }
 
 
 def burn(block: Block, now_ms: int) -> tuple[dict[str, float] | None, dict[str, Any] | None]:
@@ -147,13 +157,36 @@ def _block_json(block: Block, now_ms: int, by: str) -> dict[str, Any]:
     rate, projection = burn(block, now_ms)
     body = block.group.to_json(by)
     return {
-        "id": iso(block.start), "startTime": iso(block.start), "endTime": iso(block.end),
-        "actualEndTime": iso(block.times[-1]), "isActive": is_active(block, now_ms), "isGap": False,
+        "id": iso(block.start),
+        "startTime": iso(block.start),
+        "endTime": iso(block.end),
+        "actualEndTime": iso(block.times[-1]),
+        "isActive": is_active(block, now_ms),
+        "isGap": False,
         "entries": s.requests,
-        "tokenCounts": {"inputTokens": s.input, "outputTokens": s.output,
-                        "cacheCreationInputTokens": s.cache_creation, "cacheReadInputTokens": s.cache_read},
-        "totalTokens": s.total_tokens, "costUSD": usd(s.cost), "models": sorted(block.group.models),
-        "burnRate": rate, "projection": projection,
-        **{k: v for k, v in body.items() if k in ("requests", "costByCategory", "costBySpeed", "unpricedTokens",
-                                                 "modelBreakdowns", "breakdownBy", "breakdowns")},
-    }  # fmt: skip
+        "tokenCounts": {
+            "inputTokens": s.input,
+            "outputTokens": s.output,
+            "cacheCreationInputTokens": s.cache_creation,
+            "cacheReadInputTokens": s.cache_read,
+        },
+        "totalTokens": s.total_tokens,
+        "costUSD": usd(s.cost),
+        "models": sorted(block.group.models),
+        "burnRate": rate,
+        "projection": projection,
+        **{
+            k: v
+            for k, v in body.items()
+            if k
+            in (
+                "requests",
+                "costByCategory",
+                "costBySpeed",
+                "unpricedTokens",
+                "modelBreakdowns",
+                "breakdownBy",
+                "breakdowns",
+            )
+        },
+    }

@@ -65,12 +65,18 @@ class BudgetState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.spec.name, "window": self.spec.window, "filter": dict(self.spec.filter),
-            "windowStart": iso(self.start_ms), "windowEnd": iso(self.end_ms),
-            "limitUSD": self.limit, "spendUSD": self.spend, "remainingUSD": max(self.limit - self.spend, 0.0),
-            "percentUsed": round(100 * self.spend / self.limit, 2), "projectedSpendUSD": round(self.projected, 6),
+            "name": self.spec.name,
+            "window": self.spec.window,
+            "filter": dict(self.spec.filter),
+            "windowStart": iso(self.start_ms),
+            "windowEnd": iso(self.end_ms),
+            "limitUSD": self.limit,
+            "spendUSD": self.spend,
+            "remainingUSD": max(self.limit - self.spend, 0.0),
+            "percentUsed": round(100 * self.spend / self.limit, 2),
+            "projectedSpendUSD": round(self.projected, 6),
             "status": self.status,
-        }  # fmt: skip
+        }
 
 
 def window_bounds(window: str, now_ms: int, zone: ZoneInfo, week_start: int = 0) -> tuple[int, int]:
@@ -87,8 +93,9 @@ def window_bounds(window: str, now_ms: int, zone: ZoneInfo, week_start: int = 0)
     return local_midnight_ms(first, zone), local_midnight_ms(after, zone)
 
 
-def spend_nanos(ledger: Ledger, start_ms: int, end_ms: int, where: tuple[tuple[str, str], ...] = (),
-                cost: str = "cost") -> int:  # fmt: skip
+def spend_nanos(
+    ledger: Ledger, start_ms: int, end_ms: int, where: tuple[tuple[str, str], ...] = (), cost: str = "cost"
+) -> int:
     """Nano-dollars spent in [start, end) by the requests matching every (column, value) pair."""
     clauses = "".join(f" AND {column} = ?" for column, _ in where)
     (nanos,) = ledger.db.execute(
@@ -101,8 +108,9 @@ def spend_nanos(ledger: Ledger, start_ms: int, end_ms: int, where: tuple[tuple[s
 PROFILE_DAYS = 7  # the calendar projections learn the pace from this many days before now
 
 
-def projected_nanos(ledger: Ledger, window: str, start_ms: int, end_ms: int, now_ms: int, spent: int, zone: ZoneInfo,
-                    cost: str = "cost") -> int:  # fmt: skip
+def projected_nanos(
+    ledger: Ledger, window: str, start_ms: int, end_ms: int, now_ms: int, spent: int, zone: ZoneInfo, cost: str = "cost"
+) -> int:
     """Spend at the window's end: what is spent, plus what the last 7 days spent in the time still to come.
 
     A day is not uniform (a working day's afternoon pace does not run through the night), so the rest of
@@ -114,18 +122,24 @@ def projected_nanos(ledger: Ledger, window: str, start_ms: int, end_ms: int, now
         local_now = datetime.fromtimestamp(now_ms / 1000, zone)
         local_end = datetime.fromtimestamp(end_ms / 1000, zone)
         earlier = [
-            spend_nanos(ledger, int((local_now - timedelta(days=d)).timestamp() * 1000),
-                        int((local_end - timedelta(days=d)).timestamp() * 1000), (), cost)
+            spend_nanos(
+                ledger,
+                int((local_now - timedelta(days=d)).timestamp() * 1000),
+                int((local_end - timedelta(days=d)).timestamp() * 1000),
+                (),
+                cost,
+            )
             for d in range(1, PROFILE_DAYS + 1)
-        ]  # fmt: skip
+        ]
         return spent + sum(earlier) // PROFILE_DAYS
     span = PROFILE_DAYS * 86_400_000
     recent = spend_nanos(ledger, now_ms - span, now_ms, (), cost)
     return spent + recent * (end_ms - now_ms) // span
 
 
-def evaluate(ledger: Ledger, specs: tuple[BudgetSpec, ...], now_ms: int, zone: ZoneInfo, week_start: int = 0,
-             cost: str = "cost") -> list[BudgetState]:  # fmt: skip
+def evaluate(
+    ledger: Ledger, specs: tuple[BudgetSpec, ...], now_ms: int, zone: ZoneInfo, week_start: int = 0, cost: str = "cost"
+) -> list[BudgetState]:
     states = []
     for spec in specs:
         start, end = window_bounds(spec.window, now_ms, zone, week_start)

@@ -38,24 +38,26 @@ def explain_file(path: Path, ledger: Ledger, enrich: Enrich) -> list[dict[str, A
     for line, here in found:
         request = enrich(here)
         first = known.get(here.key)
-        rows.append({
-            "line": line,
-            "key": here.key,
-            "requestId": here.request_id,
-            "timestamp": iso(here.ts),
-            "model": here.model,
-            "speed": here.speed,  # "fast": priced at fast mode's rates, or unpriced where they are unknown
-            "agent": here.agent,
-            "tokens": here.tokens._asdict(),
-            "webSearchRequests": here.web_search,
-            "tools": sorted(here.tools),
-            "cost": None if request.cost is None else request.cost / 1e9,  # from tokens
-            "reportedCost": None if here.reported_cost is None else here.reported_cost / 1e9,  # costUSD
-            "interaction": request.interaction,
-            "category": request.category,
-            "duplicate": _duplicate(here, first),
-            "modelSwitch": _switch(here, previous_family),
-        })  # fmt: skip
+        rows.append(
+            {
+                "line": line,
+                "key": here.key,
+                "requestId": here.request_id,
+                "timestamp": iso(here.ts),
+                "model": here.model,
+                "speed": here.speed,  # "fast": priced at fast mode's rates, or unpriced where they are unknown
+                "agent": here.agent,
+                "tokens": here.tokens._asdict(),
+                "webSearchRequests": here.web_search,
+                "tools": sorted(here.tools),
+                "cost": None if request.cost is None else request.cost / 1e9,  # from tokens
+                "reportedCost": None if here.reported_cost is None else here.reported_cost / 1e9,  # costUSD
+                "interaction": request.interaction,
+                "category": request.category,
+                "duplicate": _duplicate(here, first),
+                "modelSwitch": _switch(here, previous_family),
+            }
+        )
     return rows
 
 

@@ -54,8 +54,15 @@ class Sums:
         self.unpriced_tokens += unpriced or 0
 
     def values(self) -> tuple[int, ...]:
-        return (self.input, self.output, self.cache_creation, self.cache_read, self.cost, self.requests,
-                self.unpriced_tokens)  # fmt: skip
+        return (
+            self.input,
+            self.output,
+            self.cache_creation,
+            self.cache_read,
+            self.cost,
+            self.requests,
+            self.unpriced_tokens,
+        )
 
     @property
     def total_tokens(self) -> int:
@@ -109,10 +116,15 @@ class Group:
             ranked = sorted(self.by.items(), key=lambda kv: (-kv[1].cost, kv[0]))
             out["breakdownBy"] = by
             out["breakdowns"] = [
-                {"name": k, **s.tokens_json(), "totalTokens": s.total_tokens, "cost": usd(s.cost),
-                 "requests": s.requests}
+                {
+                    "name": k,
+                    **s.tokens_json(),
+                    "totalTokens": s.total_tokens,
+                    "cost": usd(s.cost),
+                    "requests": s.requests,
+                }
                 for k, s in ranked
-            ]  # fmt: skip
+            ]
         return out
 
 
@@ -247,10 +259,15 @@ def sessions(ledger: Ledger, q: Query) -> dict[str, Any]:
     ordered = dict(sorted(groups.items(), key=lambda kv: (kv[1].last, kv[0])))
     rows = []
     for session, g in ordered.items():
-        rows.append({
-            "sessionId": session, "projectPath": g.project,
-            "firstActivity": iso(g.first), "lastActivity": iso(g.last), **g.to_json(q.by),
-        })  # fmt: skip
+        rows.append(
+            {
+                "sessionId": session,
+                "projectPath": g.project,
+                "firstActivity": iso(g.first),
+                "lastActivity": iso(g.last),
+                **g.to_json(q.by),
+            }
+        )
     return {"sessions": rows, "totals": _totals(ordered.values())}
 
 

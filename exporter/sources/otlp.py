@@ -200,8 +200,9 @@ class _LogsBuilder:
         self.other = self.rejected = 0
         self.error = ""
 
-    def add(self, attrs: dict[str, object], resource: dict[str, object], time: object, observed: object,
-            body: object) -> None:  # fmt: skip
+    def add(
+        self, attrs: dict[str, object], resource: dict[str, object], time: object, observed: object, body: object
+    ) -> None:
         name = attrs.get("event.name")
         if not isinstance(name, str) or not name:
             name = body if isinstance(body, str) else ""
@@ -226,8 +227,9 @@ class _LogsBuilder:
 _When = tuple[object, object, datetime]  # a record's time and observed time, and the latest time accepted
 
 
-def _request(attrs: dict[str, object], resource: dict[str, object],
-             when: _When) -> tuple[UsageEvent, str | None, Identity]:  # fmt: skip
+def _request(
+    attrs: dict[str, object], resource: dict[str, object], when: _When
+) -> tuple[UsageEvent, str | None, Identity]:
     model = _id(attrs, "model")
     if model is None:
         raise _Unusable("no model")
@@ -452,8 +454,17 @@ def _pb_points(body: bytes) -> list[Point]:
                     if kind is not None:
                         labels = _labels(_pb_attributes(p.attributes))
                         value = float(getattr(p, kind))
-                        points.append(Point(shorten(metric.name), labels, value, p.start_time_unix_nano,
-                                            p.time_unix_nano, cumulative, monotonic))  # fmt: skip
+                        points.append(
+                            Point(
+                                shorten(metric.name),
+                                labels,
+                                value,
+                                p.start_time_unix_nano,
+                                p.time_unix_nano,
+                                cumulative,
+                                monotonic,
+                            )
+                        )
     return points
 
 
@@ -478,8 +489,17 @@ def _json_points(doc: dict[str, Any]) -> list[Point]:
                     value = _point_value(p)
                     if value is not None:
                         labels = _labels(_json_attributes(p.get("attributes")))
-                        points.append(Point(shorten(name), labels, value, _nanos(p.get("startTimeUnixNano")),
-                                            _nanos(p.get("timeUnixNano")), cumulative, monotonic))  # fmt: skip
+                        points.append(
+                            Point(
+                                shorten(name),
+                                labels,
+                                value,
+                                _nanos(p.get("startTimeUnixNano")),
+                                _nanos(p.get("timeUnixNano")),
+                                cumulative,
+                                monotonic,
+                            )
+                        )
     return points
 
 

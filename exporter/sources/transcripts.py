@@ -172,8 +172,7 @@ def split_merged(line: bytes) -> list[bytes]:
     except orjson.JSONDecodeError:
         parts = line.split(b"}{")
         return [
-            (b"" if i == 0 else b"{") + part + (b"" if i == len(parts) - 1 else b"}")
-            for i, part in enumerate(parts)
+            (b"" if i == 0 else b"{") + part + (b"" if i == len(parts) - 1 else b"}") for i, part in enumerate(parts)
         ]
 
 

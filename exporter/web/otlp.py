@@ -57,8 +57,12 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"requests": self.requests, "records": dict(self.records), "points": self.points,
-                    "refused": dict(self.refused)}  # fmt: skip
+            return {
+                "requests": self.requests,
+                "records": dict(self.records),
+                "points": self.points,
+                "refused": dict(self.refused),
+            }
 
     def received(self) -> None:
         with self._lock:
@@ -79,10 +83,19 @@ class Stats:
 
 
 class OtlpServer(LimitedServer):
-    def __init__(self, address: tuple[str, int], sink: Sink, *, tokens: frozenset[str] = frozenset(),
-                 max_body_bytes: int = MAX_BODY_BYTES, max_bodies: int = MAX_BODIES,
-                 max_connections: int = MAX_CONNECTIONS, deadline: float = DEADLINE,
-                 inflate_seconds: float = DEADLINE, max_header_bytes: int = MAX_HEADER_BYTES) -> None:  # fmt: skip
+    def __init__(
+        self,
+        address: tuple[str, int],
+        sink: Sink,
+        *,
+        tokens: frozenset[str] = frozenset(),
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_bodies: int = MAX_BODIES,
+        max_connections: int = MAX_CONNECTIONS,
+        deadline: float = DEADLINE,
+        inflate_seconds: float = DEADLINE,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
         if any(not token.strip() for token in tokens):
             raise ValueError("an empty bearer token would let any client in")
         self.sink, self.max_body_bytes, self.stats = sink, max_body_bytes, Stats()
@@ -91,8 +104,9 @@ class OtlpServer(LimitedServer):
         self.tokens = tuple(token.encode() for token in tokens)
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
-        super().__init__(address, _Handler, max_connections=max_connections, deadline=deadline,
-                         max_header_bytes=max_header_bytes)  # fmt: skip
+        super().__init__(
+            address, _Handler, max_connections=max_connections, deadline=deadline, max_header_bytes=max_header_bytes
+        )
 
     @property
     def url(self) -> str:

@@ -59,8 +59,15 @@ class LimitedServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], handler: type[LimitedHandler], *, max_connections: int,
-                 deadline: float, max_header_bytes: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[LimitedHandler],
+        *,
+        max_connections: int,
+        deadline: float,
+        max_header_bytes: int,
+    ) -> None:
         self.deadline, self.max_header_bytes = deadline, max_header_bytes
         self._slots = threading.BoundedSemaphore(max_connections)
         if ":" in address[0]:
@@ -269,12 +276,20 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 
 
 class Server(LimitedServer):
-    def __init__(self, address: tuple[str, int], daemon: Daemon, web: WebConfig | None = None, *,
-                 max_connections: int = MAX_CONNECTIONS, deadline: float = DEADLINE,
-                 max_header_bytes: int = MAX_HEADER_BYTES) -> None:  # fmt: skip
+    def __init__(
+        self,
+        address: tuple[str, int],
+        daemon: Daemon,
+        web: WebConfig | None = None,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        deadline: float = DEADLINE,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
         self.exporter, self.web = daemon, web or WebConfig()
-        super().__init__(address, _Handler, max_connections=max_connections, deadline=deadline,
-                         max_header_bytes=max_header_bytes)  # fmt: skip
+        super().__init__(
+            address, _Handler, max_connections=max_connections, deadline=deadline, max_header_bytes=max_header_bytes
+        )
         if self.web.tls is not None:
             # The handshake runs in the request's thread (see LimitedHandler.setup), so a slow client
             # cannot hold up the accept loop.
@@ -306,8 +321,13 @@ class _Handler(LimitedHandler):
         path = self.path.split("?", 1)[0]
         # Probes get in without credentials (kubelet and Docker send none); they tell nothing but ok or ready.
         if path not in PROBES and not self.server.web.authorized(self.headers.get("Authorization")):
-            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", head,
-                       {"WWW-Authenticate": 'Basic realm="claude-usage-exporter"'})  # fmt: skip
+            self._send(
+                401,
+                b"Unauthorized\n",
+                "text/plain; charset=utf-8",
+                head,
+                {"WWW-Authenticate": 'Basic realm="claude-usage-exporter"'},
+            )
             return
         route = _ROUTES.get(path)
         if route is None:
@@ -319,8 +339,9 @@ class _Handler(LimitedHandler):
     def do_POST(self) -> None:
         self._send(405, b"Method not allowed\n", "text/plain; charset=utf-8", False, {"Allow": "GET, HEAD"})
 
-    def _send(self, status: int, body: bytes, content_type: str, head: bool,
-              extra: dict[str, str] | None = None) -> None:  # fmt: skip
+    def _send(
+        self, status: int, body: bytes, content_type: str, head: bool, extra: dict[str, str] | None = None
+    ) -> None:
         headers = {**self.server.web.headers, **(extra or {}), "Content-Type": content_type}
         if len(body) > GZIP_ABOVE and accepts_gzip(self.headers.get("Accept-Encoding")):
             body = gzip.compress(body, compresslevel=1)

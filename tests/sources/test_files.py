@@ -198,8 +198,10 @@ def test_a_hard_link_of_a_transcript_is_listed_once(tmp_path: Path) -> None:
 
 # Root reads any folder; without its two file-access capabilities (setpriv, util-linux) it cannot.
 WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
-LIST = "import json, sys; from exporter.sources.files import discover; e = []; " \
-       "print(json.dumps([[f.path for f in discover([sys.argv[1]], e)], e]))"  # fmt: skip
+LIST = (
+    "import json, sys; from exporter.sources.files import discover; e = []; "
+    "print(json.dumps([[f.path for f in discover([sys.argv[1]], e)], e]))"
+)
 
 
 def test_a_folder_without_read_permission_is_reported_and_the_others_are_read(tmp_path: Path) -> None:

@@ -63,8 +63,7 @@ def test_token_fields_are_read_leniently(usage: dict[str, object], expected: Tok
     ("raw", "outcome"),
     [
         # Only assistant lines carry usage; tool results repeat a subagent's usage (trap 5).
-        (orjson.dumps({"type": "user", "toolUseResult": {"usage": USAGE}, "message": {"role": "user"}}),
-         "skipped"),
+        (orjson.dumps({"type": "user", "toolUseResult": {"usage": USAGE}, "message": {"role": "user"}}), "skipped"),
         (orjson.dumps({"type": "summary", "summary": "usage notes"}), "skipped"),
         # Locally generated API-error lines (trap 6 of FORMATS §1 says model <synthetic>).
         (line(m_model="<synthetic>", m_usage={"input_tokens": 0, "output_tokens": 0}), "skipped"),
@@ -141,14 +140,19 @@ def test_nul_padding_before_a_line_is_ignored() -> None:
 
 
 def test_every_line_of_a_chunk_gets_counted() -> None:
-    chunk = b"\n".join([
-        orjson.dumps({"type": "file-history-snapshot", "snapshot": {"x": "y" * 1000}}),
-        line(),
-        line(m_content=[{"type": "text", "text": "hi"}]),  # the same response's next block
-        line()[:-20],  # cut off mid-write
-        b"",
-        line(m_model="<synthetic>"),
-    ]) + b"\n"  # fmt: skip
+    chunk = (
+        b"\n".join(
+            [
+                orjson.dumps({"type": "file-history-snapshot", "snapshot": {"x": "y" * 1000}}),
+                line(),
+                line(m_content=[{"type": "text", "text": "hi"}]),  # the same response's next block
+                line()[:-20],  # cut off mid-write
+                b"",
+                line(m_model="<synthetic>"),
+            ]
+        )
+        + b"\n"
+    )
     counts: Counter[str] = Counter()
     events = parse_chunk(chunk, counts)
     # The text block repeats the tool_use block's usage: one event standing for both lines.
