@@ -30,8 +30,8 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: make `exporter` importable
 
-from exporter.events import Tokens  # noqa: E402
-from exporter.ledger.store import Ledger, Request  # noqa: E402
+from exporter.events import Request, Tokens  # noqa: E402
+from exporter.ledger.store import Ledger  # noqa: E402
 from exporter.metrics.exposition import Exposition, Health, read_snapshot  # noqa: E402
 from exporter.metrics.points import LabelPolicy  # noqa: E402
 

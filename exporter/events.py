@@ -1,4 +1,5 @@
-"""The usage event: one billable API request, as every source reports it and the ledger keeps it.
+"""The usage event: one billable API request, as every source reports it; and the request, the merge of
+every copy of one, as the ledger keeps it.
 
 Immutable plain data; units are in the names (tokens are counts, times are aware UTC datetimes,
 money is Decimal USD). Named tuples, not dataclasses: ingest builds one per transcript line, and a
@@ -9,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
+from typing import NamedTuple
 
 # --- bounds: what one value from a source may cost --------------------------------------------
 # Every string a source hands on reaches the ledger, and labels reach every scrape and the page: one
@@ -181,3 +180,115 @@ class Prompt(NamedTuple):
     session_id: str
     ts: int  # epoch milliseconds, UTC
     project: str
+
+
+def tool_label(name: str) -> str:
+    """A bounded `tool` label: `mcp__<server>__<tool>` collapses to `mcp__<server>`, others unchanged."""
+    if not name.startswith("mcp__"):
+        return name
+    # Server names may hold single underscores (mcp__claude_ai_Gmail__…); "__" separates the tool.
+    return "mcp__" + name[len("mcp__") :].split("__", 1)[0]
+
+
+NANOS = Decimal(1_000_000_000)
+
+
+class Request(NamedTuple):
+    """A ledger row: the merge of every copy of one request."""
+
+    key: str
+    request_id: str | None
+    ts: int
+    session_id: str
+    project: str
+    model: str
+    agent: str
+    tokens: Tokens
+    web_search: int
+    tools: frozenset[str]
+    speed: str
+    source: str
+    compaction: bool
+    reported_cost: int | None
+    user: str = ""  # team mode's user label, as `labels.user` shaped it; "" when unknown or off
+    copies: int = 1
+    interaction: str = ""
+    category: str = ""
+    cost: int | None = None
+    uncached_cost: int | None = None  # nano-USD with every cached token priced as uncached input
+
+    @property
+    def model_family(self) -> str:
+        return model_family(self.model)
+
+    @classmethod
+    def from_event(cls, e: UsageEvent) -> Request:
+        return cls(  # positional, in field order: this runs once per parsed event
+            e.key,
+            e.request_id,
+            to_ms(e.timestamp),
+            e.session_id,
+            e.project,
+            e.model,
+            e.agent,
+            e.tokens,
+            e.web_search_requests,
+            e.tools,
+            e.speed,
+            e.source,
+            e.compaction,
+            to_nanos(e.reported_cost),
+            e.user,
+            e.lines,
+        )
+
+    def merge(self, other: Request) -> Request:
+        """Both copies of one request: token maxima, tool union, identity of the earliest copy.
+
+        A transcript copy replaces what only OTLP reported (the event has no cache TTL split, so a
+        maximum would count its cache writes twice); the row keeps the key it is stored under."""
+        if (self.source == "otlp") != (other.source == "otlp"):
+            transcript = other if self.source == "otlp" else self
+            return transcript._replace(
+                key=self.key,
+                copies=self.copies + other.copies,
+                user=self.user or other.user,
+                interaction="",
+                category="",
+                cost=None,
+                uncached_cost=None,
+            )
+        first, later = (other, self) if other.ts < self.ts else (self, other)
+        return first._replace(
+            tokens=self.tokens.merge(other.tokens),
+            web_search=max(self.web_search, other.web_search),
+            tools=add_tools(self.tools, other.tools),
+            compaction=self.compaction or other.compaction,
+            reported_cost=_max_opt(self.reported_cost, other.reported_cost),
+            copies=self.copies + other.copies,
+            request_id=first.request_id or later.request_id,
+            interaction="",  # labels and cost derive from the merge: `enrich` sets them again
+            category="",
+            cost=None,
+            uncached_cost=None,
+        )
+
+
+Enrich = Callable[[Request], Request]  # sets costs, interaction and category; "" interaction = not yet
+
+
+def to_nanos(usd: Decimal | None) -> int | None:
+    return None if usd is None else int((usd * NANOS).to_integral_value(ROUND_HALF_EVEN))
+
+
+def _max_opt(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def merge_all(requests: Iterable[Request], into: dict[str, Request] | None = None) -> dict[str, Request]:
+    """Requests merged by key (into `into` when given)."""
+    merged = {} if into is None else into
+    for request in requests:
+        known = merged.get(request.key)
+        merged[request.key] = request if known is None else known.merge(request)
+    return merged

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from exporter.events import Request, to_nanos
 from exporter.ledger.ingest import IngestResult, Progress, ingest
-from exporter.ledger.store import Ledger, Request, to_nanos
+from exporter.ledger.store import Ledger
 from exporter.pricing.prices import Override, Pricer, Rates
 from exporter.reports.budgets import BudgetSpec
 from exporter.reports.periods import WEEKDAYS

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from exporter.config import load_settings
-from exporter.events import UsageEvent
-from exporter.ledger.store import Ledger, Request
+from exporter.events import Request, UsageEvent
+from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline, Setup
 from tests.daemon import command, process_tree, running, running_after
 

@@ -18,8 +18,9 @@ import orjson
 import pytest
 
 from exporter.daemon.team import Team
-from exporter.events import MAX_CHARS, SHORTENED_CHARS, UsageEvent, project_name, shorten
-from exporter.ledger.store import MIGRATIONS, Ledger, Request
+from exporter.events import MAX_CHARS, SHORTENED_CHARS, Request, UsageEvent, project_name, shorten
+from exporter.ledger.schema import MIGRATIONS
+from exporter.ledger.store import Ledger
 from exporter.metrics.exposition import TEXT, Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
 from exporter.pipeline import Pipeline

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.events import Prompt, Tokens
-from exporter.ledger.series import USAGE_LABELS, USAGE_VALUES
-from exporter.ledger.store import Ledger, Request
+from exporter.events import Prompt, Request, Tokens
+from exporter.ledger.schema import USAGE_LABELS, USAGE_VALUES
+from exporter.ledger.store import Ledger
 from exporter.metrics.exposition import read_snapshot
 from exporter.metrics.points import OTHER, LabelPolicy, Points, read_points
 

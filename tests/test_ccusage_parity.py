@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 import pytest
 
-from exporter.events import Tokens
-from exporter.ledger.store import Ledger, Request
+from exporter.events import Request, Tokens
+from exporter.ledger.store import Ledger
 from tests.corpus import LONG_CONTEXT_MODELS, Truth, generate
 
 CCUSAGE_VERSION = "20.0.24"

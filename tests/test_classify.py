@@ -10,8 +10,8 @@ from exporter.classify.rules import (
     Classifier,
     _parse_table,
     default_classifier,
-    tool_label,
 )
+from exporter.events import tool_label
 
 DIRECT, CONTEXT, MODEL = "direct_interaction", "context_processing", "model_operation"
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from exporter.ledger.store import Ledger, Request
+from exporter.events import Request
+from exporter.ledger.store import Ledger
 from tests.claude_cli import Telemetry, Workspace, claude_step, require_claude, stream_json_prompt
 from tests.daemon import samples
 from tests.netns import POLL, ROOT, FakeSettings, Plan, Process, Result, Step, require_netns, run_plan

@@ -30,7 +30,8 @@ import exporter
 from exporter.events import Prompt, Tokens, UsageEvent
 from exporter.ledger import ingest as ingest_module
 from exporter.ledger.ingest import IngestResult
-from exporter.ledger.store import MIGRATIONS, Ledger
+from exporter.ledger.schema import MIGRATIONS
+from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline, Setup
 from exporter.sources import files as fs
 from exporter.sources.transcripts import parse_chunk

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from exporter.events import MAX_TOOLS, Tokens, UsageEvent
-from exporter.ledger.store import MIGRATIONS, Ledger, LedgerError, Request
+from exporter.events import MAX_TOOLS, Request, Tokens, UsageEvent
+from exporter.ledger.schema import MIGRATIONS
+from exporter.ledger.store import Ledger, LedgerError
 from exporter.sources.files import FileState
 
 T0 = datetime(2026, 8, 20, 10, 0, tzinfo=UTC)

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
-from exporter.classify.rules import tool_label
-from exporter.events import Tokens, UsageEvent
+from exporter.events import Tokens, UsageEvent, tool_label
 from exporter.sources.otlp import (
     JSON,
     PROTOBUF,

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from exporter.events import Tokens
-from exporter.ledger.store import Ledger, Request
+from exporter.events import Request, Tokens
+from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline
 from tests.lines import at
 

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from exporter.ledger.store import Request
+from exporter.events import Request
 from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
 from exporter.metrics.push import Pusher, metrics_url

@@ -12,8 +12,9 @@ from pathlib import Path
 import orjson
 from opentelemetry.sdk.metrics.export import NumberDataPoint, Sum
 
-from exporter.events import Tokens, UsageEvent
-from exporter.ledger.store import MIGRATIONS, Ledger, Request, _row
+from exporter.events import Request, Tokens, UsageEvent
+from exporter.ledger.schema import MIGRATIONS
+from exporter.ledger.store import Ledger, _row
 from exporter.metrics.exposition import CONTRACT, Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy, read_points
 from exporter.metrics.push import Pusher

@@ -6,8 +6,9 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from exporter.ledger.series import CONTEXT_BUCKETS, context_bucket
-from exporter.ledger.store import MIGRATIONS, Ledger
+from exporter.ledger.schema import CONTEXT_BUCKETS, MIGRATIONS
+from exporter.ledger.series import context_bucket
+from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline
 from tests.corpus import generate
 from tests.lines import assistant_line, write

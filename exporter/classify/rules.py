@@ -212,14 +212,6 @@ def _check_overrides(tools: Mapping[str, str], categories: Mapping[str, str]) ->
         raise ValueError("\n".join(errors))
 
 
-def tool_label(name: str) -> str:
-    """A bounded `tool` label: `mcp__<server>__<tool>` collapses to `mcp__<server>`, others unchanged."""
-    if not name.startswith("mcp__"):
-        return name
-    # Server names may hold single underscores (mcp__claude_ai_Gmail__…); "__" separates the tool.
-    return "mcp__" + name[len("mcp__") :].split("__", 1)[0]
-
-
 @functools.cache
 def default_classifier() -> Classifier:
     """The classifier of the shipped table without overrides; built once."""

@@ -13,8 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.events import shorten
-from exporter.ledger.store import Request
+from exporter.events import Request, shorten
 from exporter.metrics.exposition import ENGINEERING
 from exporter.pipeline import Pipeline
 from exporter.sources.otlp import Engineering, Identity, Logs, Point

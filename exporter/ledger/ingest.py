@@ -18,8 +18,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Protocol
 
-from exporter.events import Prompt
-from exporter.ledger.store import Enrich, Ledger, Request, merge_all
+from exporter.events import Enrich, Prompt, Request, merge_all
+from exporter.ledger.store import Ledger
 from exporter.sources import files as fs
 from exporter.sources.transcripts import SOURCE, parse_chunk
 

@@ -15,171 +15,16 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from exporter.events import Prompt, Tokens, UsageEvent, add_tools, model_family, shorten, to_ms
+from exporter.events import Enrich, Prompt, Request, Tokens, merge_all
 from exporter.ledger import series
+from exporter.ledger.schema import COLUMNS, MARKS, MIGRATIONS, register_functions
 from exporter.sources.files import FileState
-
-NANOS = Decimal(1_000_000_000)
-
-# Each entry migrates the schema from version i to i + 1; released entries never change.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE requests (
-        key TEXT PRIMARY KEY,
-        request_id TEXT,
-        ts INTEGER NOT NULL,            -- epoch milliseconds, UTC, earliest copy
-        session_id TEXT NOT NULL,
-        project TEXT NOT NULL,
-        model TEXT NOT NULL,
-        model_family TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
-        cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL,
-        web_search INTEGER NOT NULL,
-        tools TEXT NOT NULL,            -- sorted tool names, comma-separated
-        speed TEXT NOT NULL,
-        source TEXT NOT NULL,
-        compaction INTEGER NOT NULL,
-        interaction TEXT NOT NULL,
-        category TEXT NOT NULL,
-        cost INTEGER,                   -- nano-USD from token prices; NULL = unpriced model
-        reported_cost INTEGER,          -- nano-USD as the source reported it, if it did
-        copies INTEGER NOT NULL         -- lines merged into this request
-    );                                  -- a rowid table: inserts append, only the key index is random
-    CREATE INDEX requests_ts ON requests (ts);
-    CREATE TABLE files (
-        dev INTEGER NOT NULL, ino INTEGER NOT NULL, offset INTEGER NOT NULL, head TEXT NOT NULL,
-        mtime INTEGER NOT NULL,         -- ns, when the offset was stored
-        PRIMARY KEY (dev, ino)
-    );
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    -- report documents, valid while the requests are at the same generation
-    CREATE TABLE reports (key TEXT PRIMARY KEY, generation INTEGER NOT NULL, body BLOB NOT NULL);
-    """,
-    series.SCHEMA,
-    series.SCHEMA_3,
-    series.SCHEMA_4,
-    series.SCHEMA_5,
-)
-
-
-class Request(NamedTuple):
-    """A ledger row: the merge of every copy of one request."""
-
-    key: str
-    request_id: str | None
-    ts: int
-    session_id: str
-    project: str
-    model: str
-    agent: str
-    tokens: Tokens
-    web_search: int
-    tools: frozenset[str]
-    speed: str
-    source: str
-    compaction: bool
-    reported_cost: int | None
-    user: str = ""  # team mode's user label, as `labels.user` shaped it; "" when unknown or off
-    copies: int = 1
-    interaction: str = ""
-    category: str = ""
-    cost: int | None = None
-    uncached_cost: int | None = None  # nano-USD with every cached token priced as uncached input
-
-    @property
-    def model_family(self) -> str:
-        return model_family(self.model)
-
-    @classmethod
-    def from_event(cls, e: UsageEvent) -> Request:
-        return cls(  # positional, in field order: this runs once per parsed event
-            e.key,
-            e.request_id,
-            to_ms(e.timestamp),
-            e.session_id,
-            e.project,
-            e.model,
-            e.agent,
-            e.tokens,
-            e.web_search_requests,
-            e.tools,
-            e.speed,
-            e.source,
-            e.compaction,
-            to_nanos(e.reported_cost),
-            e.user,
-            e.lines,
-        )
-
-    def merge(self, other: Request) -> Request:
-        """Both copies of one request: token maxima, tool union, identity of the earliest copy.
-
-        A transcript copy replaces what only OTLP reported (the event has no cache TTL split, so a
-        maximum would count its cache writes twice); the row keeps the key it is stored under."""
-        if (self.source == "otlp") != (other.source == "otlp"):
-            transcript = other if self.source == "otlp" else self
-            return transcript._replace(
-                key=self.key,
-                copies=self.copies + other.copies,
-                user=self.user or other.user,
-                interaction="",
-                category="",
-                cost=None,
-                uncached_cost=None,
-            )
-        first, later = (other, self) if other.ts < self.ts else (self, other)
-        return first._replace(
-            tokens=self.tokens.merge(other.tokens),
-            web_search=max(self.web_search, other.web_search),
-            tools=add_tools(self.tools, other.tools),
-            compaction=self.compaction or other.compaction,
-            reported_cost=_max_opt(self.reported_cost, other.reported_cost),
-            copies=self.copies + other.copies,
-            request_id=first.request_id or later.request_id,
-            interaction="",  # labels and cost derive from the merge: `enrich` sets them again
-            category="",
-            cost=None,
-            uncached_cost=None,
-        )
-
-
-Enrich = Callable[[Request], Request]  # sets costs, interaction and category; "" interaction = not yet
-
-
-def to_nanos(usd: Decimal | None) -> int | None:
-    return None if usd is None else int((usd * NANOS).to_integral_value(ROUND_HALF_EVEN))
-
-
-def _max_opt(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else max(a, b)
-
-
-_COLUMNS = (
-    "key, request_id, ts, session_id, project, model, model_family, agent, input, output, cache_read,"
-    " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction,"
-    " category, cost, reported_cost, copies, user, uncached_cost"
-)
-
-
-_MARKS = ",".join("?" * 25)
-
-
-def merge_all(requests: Iterable[Request], into: dict[str, Request] | None = None) -> dict[str, Request]:
-    """Requests merged by key (into `into` when given)."""
-    merged = {} if into is None else into
-    for request in requests:
-        known = merged.get(request.key)
-        merged[request.key] = request if known is None else known.merge(request)
-    return merged
 
 
 def _row(r: Request) -> tuple[object, ...]:
@@ -260,35 +105,6 @@ def _request(row: Any) -> Request:
     )
 
 
-_Sql = str | bytes | int | float | None  # a value SQLite hands a function and takes back
-
-
-def _bounded(value: _Sql) -> _Sql:
-    return shorten(value) if isinstance(value, str) else value
-
-
-def _bounded_tools(value: _Sql) -> _Sql:
-    return ",".join(sorted(add_tools(frozenset(), value.split(",")) - {""})) if isinstance(value, str) else value
-
-
-_TOOLS = [c.strip() for c in _COLUMNS.split(",")].index("tools")
-
-
-def _bounded_row(value: _Sql) -> _Sql:
-    """A pending request (a JSON row, see `_row`) with its strings bounded."""
-    if not isinstance(value, bytes | str):
-        return value
-    row = orjson.loads(value)
-    return orjson.dumps([_bounded_tools(v) if i == _TOOLS else _bounded(v) for i, v in enumerate(row)])
-
-
-def _register(db: sqlite3.Connection) -> None:
-    """The SQL functions migration 5 shortens stored strings with (see `series.SCHEMA_5`)."""
-    db.create_function("bounded", 1, _bounded, deterministic=True)
-    db.create_function("bounded_tools", 1, _bounded_tools, deterministic=True)
-    db.create_function("bounded_row", 1, _bounded_row, deterministic=True)
-
-
 class LedgerError(Exception):
     """The ledger cannot be opened or written (permissions, disk, a newer schema)."""
 
@@ -307,7 +123,7 @@ class Ledger:
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA synchronous=NORMAL")
-            _register(self.db)
+            register_functions(self.db)
             self._migrate()
         except (OSError, sqlite3.Error) as err:
             raise LedgerError(f"cannot open the ledger at {self.path}: {err}") from err
@@ -392,12 +208,12 @@ class Ledger:
         for start in range(0, len(batch), 500):
             part = batch[start : start + 500]
             marks = ",".join("?" * len(part))
-            for row in self.db.execute(f"SELECT {_COLUMNS} FROM requests WHERE key IN ({marks})", part):
+            for row in self.db.execute(f"SELECT {COLUMNS} FROM requests WHERE key IN ({marks})", part):
                 found[row[0]] = _request(row)
         return found
 
     def requests(self) -> Iterator[Request]:
-        return (_request(row) for row in self.db.execute(f"SELECT {_COLUMNS} FROM requests"))
+        return (_request(row) for row in self.db.execute(f"SELECT {COLUMNS} FROM requests"))
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -441,7 +257,7 @@ class Ledger:
                 self._changed()
             series.add_prompts(self.db, prompts)
             self.db.executemany("DELETE FROM pending WHERE request_id = ?", [(key,) for key in settled])
-            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
+            self.db.executemany(f"INSERT OR REPLACE INTO requests ({COLUMNS}) VALUES ({MARKS})", rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
                 [(f.dev, f.ino, f.offset, f.head, f.mtime) for f in files],
@@ -536,7 +352,7 @@ class Ledger:
                 changes.add(old, new)
                 rows.append(_row(new))
             changes.write(self.db)
-            self.db.executemany(f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({_MARKS})", rows)
+            self.db.executemany(f"INSERT OR REPLACE INTO requests ({COLUMNS}) VALUES ({MARKS})", rows)
             self.set_meta("fingerprint", fingerprint)
             self._changed()
         return len(rows)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from exporter.events import TOKEN_TYPES, model_family
-from exporter.ledger.series import (
+from exporter.ledger.schema import (
     CONTEXT_BUCKETS,
     PROMPT_COST_BUCKETS,
     PROMPT_REQUEST_BUCKETS,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.events import UsageEvent
-from exporter.ledger.store import Enrich, Ledger, Request, merge_all
+from exporter.events import Enrich, Request, UsageEvent, merge_all
+from exporter.ledger.store import Ledger
 from exporter.reports.periods import iso
 from exporter.sources.files import read_lines
 from exporter.sources.transcripts import parse_line, split_merged

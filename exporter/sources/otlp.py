@@ -25,8 +25,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics_pb
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from exporter.classify.rules import tool_label
-from exporter.events import MAX_CHARS, Tokens, UsageEvent, latest, project_name, shorten
+from exporter.events import MAX_CHARS, Tokens, UsageEvent, latest, project_name, shorten, tool_label
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
