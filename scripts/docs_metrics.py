@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from exporter.metrics.exposition import CONTRACT, Spec
+from exporter.metrics.contract import CONTRACT, Spec
 
 HEAD = """\
 # Metrics

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from exporter.metrics.exposition import CONTRACT
+from exporter.metrics.contract import CONTRACT
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 Json = dict[str, Any]

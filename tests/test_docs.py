@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Settings, check_config
-from exporter.metrics.exposition import CONTRACT
+from exporter.metrics.contract import CONTRACT
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"

@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.cli.commands import main
-from exporter.metrics.exposition import CONTRACT, OPENMETRICS, TEXT, Exposition, Health, negotiate, read_snapshot
+from exporter.metrics.contract import CONTRACT
+from exporter.metrics.exposition import OPENMETRICS, TEXT, Exposition, Health, negotiate, read_snapshot
 from exporter.metrics.points import OTHER, LabelPolicy, read_points
 from exporter.pipeline import Pipeline
 from tests.lines import CWD, assistant_line, line, user_line, write

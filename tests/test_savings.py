@@ -15,7 +15,8 @@ from opentelemetry.sdk.metrics.export import NumberDataPoint, Sum
 from exporter.events import Request, Tokens, UsageEvent
 from exporter.ledger.schema import MIGRATIONS
 from exporter.ledger.store import Ledger, _row
-from exporter.metrics.exposition import CONTRACT, Exposition, Health, read_snapshot
+from exporter.metrics.contract import CONTRACT
+from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy, read_points
 from exporter.metrics.push import Pusher
 from exporter.pipeline import Pipeline

@@ -368,7 +368,7 @@ def serve(
 @click.option("--json", "as_json", is_flag=True)
 def metrics_contract(as_json: bool) -> None:
     """The metric contract: every metric's name, type, unit, labels and help, from the code."""
-    from exporter.metrics.exposition import CONTRACT
+    from exporter.metrics.contract import CONTRACT
 
     rows = [
         {"name": s.name, "type": s.kind, "unit": s.unit, "labels": list(s.labels), "help": s.help} for s in CONTRACT

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.events import Request, shorten
-from exporter.metrics.exposition import ENGINEERING
+from exporter.metrics.contract import ENGINEERING
 from exporter.pipeline import Pipeline
 from exporter.sources.otlp import Engineering, Identity, Logs, Point
 

@@ -27,7 +27,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter import __version__
-from exporter.metrics.exposition import CONTRACT, Exposition, Snapshot
+from exporter.metrics.contract import CONTRACT
+from exporter.metrics.exposition import Exposition, Snapshot
 from exporter.metrics.points import HISTOGRAMS
 
 log = logging.getLogger("claude_usage_exporter")
