@@ -2,7 +2,7 @@
 
     python bench/run.py --size 1GiB            # see bench/README.md for what each figure means
 
-Generates (or reuses, from bench/.cache/) a corpus with tests/corpus.py, then measures cold (empty
+Generates (or reuses, from bench/.cache/) a corpus with tests/support/corpus.py, then measures cold (empty
 ledger), warm (nothing new) and incremental (+~1 MiB) reports, ccusage on the same files, and checks
 the targets. Never part of the test suite.
 """
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))  # run as a script: make `bench` and `tests` impor
 import orjson  # noqa: E402
 
 from bench.measure import CommandFailed, Sample, Stats, launcher_floor_mib, measure, summarize  # noqa: E402
-from tests.corpus import append_activity, generate  # noqa: E402
+from tests.support.corpus import append_activity, generate  # noqa: E402
 
 CCUSAGE_VERSION = "20.0.24"
 START, DAYS, SEED = date(2026, 9, 1), 60, 0
@@ -58,8 +58,8 @@ class Corpus:
 
 
 def corpus(size: int, cache: Path) -> Corpus:
-    """The corpus for `size`, generated once per generator version (a hash of tests/corpus.py)."""
-    version = hashlib.sha256((REPO / "tests/corpus.py").read_bytes()).hexdigest()[:12]
+    """The corpus for `size`, generated once per generator version (a hash of tests/support/corpus.py)."""
+    version = hashlib.sha256((REPO / "tests/support/corpus.py").read_bytes()).hexdigest()[:12]
     root = cache / f"corpus-{size}-seed{SEED}-{version}"
     if not (root / "truth.json").is_file():
         for stale in cache.glob(f"corpus-{size}-seed{SEED}-*"):  # older generator versions: GBs each

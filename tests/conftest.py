@@ -16,7 +16,7 @@ from exporter.config import load_settings
 from exporter.events import Request, UsageEvent
 from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline, Setup
-from tests.daemon import command, process_tree, running, running_after
+from tests.support.daemon import command, process_tree, running, running_after
 
 PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 LINGER = 10.0  # seconds the processes still ending when the last test is done may take

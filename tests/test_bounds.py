@@ -26,9 +26,9 @@ from exporter.metrics.points import LabelPolicy
 from exporter.pipeline import Pipeline
 from exporter.sources.otlp import JSON, PROTOBUF, decode_logs, decode_metrics
 from exporter.sources.transcripts import parse_chunk
-from tests import otlpgen
-from tests.daemon import samples, serving
-from tests.lines import BASE, assistant_line, line, write
+from tests.support import otlpgen
+from tests.support.daemon import samples, serving
+from tests.support.lines import BASE, assistant_line, line, write
 
 HUGE = 10 * 1024 * 1024  # characters: the size that made /metrics 124.8 MB
 BUILD = {"version": "0.0.0", "pricing_source": "genai-prices", "pricing_version": "0.2.3"}

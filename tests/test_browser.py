@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from exporter.metrics.exposition import TEXT
-from exporter.web.page import TOP
-from tests.corpus import generate
-from tests.daemon import Serve, samples, serving
-from tests.prometheus import parse_labels, require
+from exporter.daemon.gauges import TOP
+from tests.support.corpus import generate
+from tests.support.daemon import Serve, samples, serving
+from tests.support.prometheus import parse_labels, require
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Response

@@ -16,7 +16,7 @@ from exporter.ledger.store import Ledger
 from exporter.reports import blocks
 from exporter.reports import periods as reports
 from exporter.reports.budgets import BudgetSpec, BudgetState, evaluate, window_bounds
-from tests.lines import at
+from tests.support.lines import at
 
 HOUR = 3_600_000
 SONNET = Tokens(input=100_000)  # $0.30 at Sonnet 4.5's $3 per million (under the 200 k long-context tier)

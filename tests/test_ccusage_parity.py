@@ -23,7 +23,7 @@ import pytest
 
 from exporter.events import Request, Tokens
 from exporter.ledger.store import Ledger
-from tests.corpus import LONG_CONTEXT_MODELS, Truth, generate
+from tests.support.corpus import LONG_CONTEXT_MODELS, Truth, generate
 
 CCUSAGE_VERSION = "20.0.24"
 FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.claude_cli import (
+from tests.support.claude_cli import (
     Telemetry,
     Workspace,
     claude_step,
@@ -26,8 +26,8 @@ from tests.claude_cli import (
     result_message,
     stream_json_prompt,
 )
-from tests.fakeapi import SUBAGENT_MARKER, FakeApi, Usage
-from tests.netns import ROOT, FakeSettings, Plan, Process, Result, Step, run_plan
+from tests.support.fakeapi import SUBAGENT_MARKER, FakeApi, Usage
+from tests.support.netns import ROOT, FakeSettings, Plan, Process, Result, Step, run_plan
 
 # Sonnet 4.5 list prices, USD per million tokens.
 SONNET_45 = {"input": 3.0, "5m": 3.75, "1h": 6.0, "read": 0.30, "output": 15.0}

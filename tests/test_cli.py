@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.cli.commands import main
-from tests.lines import line, write
+from tests.support.lines import line, write
 
 Run = Callable[..., str]
 

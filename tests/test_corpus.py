@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.corpus import (
+from tests.support.corpus import (
     ALL_TOOLS,
     LONG_CONTEXT_MODELS,
     MAIN_MODELS,

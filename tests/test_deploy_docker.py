@@ -30,8 +30,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tests.lines import line, write
-from tests.prometheus import eventually, free_port, require
+from tests.support.lines import line, write
+from tests.support.prometheus import eventually, free_port, require
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy/docker/Dockerfile"

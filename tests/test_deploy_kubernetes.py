@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import otlpgen as gen
-from tests.prometheus import PROMTOOL, eventually, free_port, require
+from tests.support import otlpgen as gen
+from tests.support.prometheus import PROMTOOL, eventually, free_port, require
 from tests.test_deploy_docker import DOCKERFILE, Container, parse, secure_web_config, shared  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent

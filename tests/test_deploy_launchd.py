@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.lines import line, write
-from tests.prometheus import answers_ok, eventually, free_port
+from tests.support.lines import line, write
+from tests.support.prometheus import answers_ok, eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "deploy/launchd/io.github.claude-usage-exporter.plist"

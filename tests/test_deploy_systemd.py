@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from exporter.defaults import default_state_dir
-from tests.daemon import serving
-from tests.lines import line, write
-from tests.prometheus import require
+from tests.support.daemon import serving
+from tests.support.lines import line, write
+from tests.support.prometheus import require
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy/systemd/claude-usage-exporter.service"

@@ -27,9 +27,9 @@ import pytest
 
 from exporter.events import Request
 from exporter.ledger.store import Ledger
-from tests.claude_cli import Telemetry, Workspace, claude_step, require_claude, stream_json_prompt
-from tests.daemon import samples
-from tests.netns import POLL, ROOT, FakeSettings, Plan, Process, Result, Step, require_netns, run_plan
+from tests.support.claude_cli import Telemetry, Workspace, claude_step, require_claude, stream_json_prompt
+from tests.support.daemon import samples
+from tests.support.netns import POLL, ROOT, FakeSettings, Plan, Process, Result, Step, require_netns, run_plan
 from tests.test_claude_cli import PROMPT, list_price, succeeded
 
 TRANSCRIPTS_ONLY = "sources: {transcripts: {enabled: true}}\n"

@@ -1,6 +1,6 @@
 """Faults `serve` meets in the field: each one is counted, the daemon stays up, and later lines still count.
 
-Every test runs `serve` as a real process (tests/daemon.py), brings about one fault, then writes a good
+Every test runs `serve` as a real process (tests/support/daemon.py), brings about one fault, then writes a good
 line after it and waits for the log line of its ingest: lines of one file are read in order, so the
 fault has been read by then. Counter deltas are asserted whole (`Counts`).
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import generate
-from tests.daemon import WAIT, Serve, samples, serving
-from tests.lines import USAGE, line, write
-from tests.prometheus import require
+from tests.support.corpus import generate
+from tests.support.daemon import WAIT, Serve, samples, serving
+from tests.support.lines import USAGE, line, write
+from tests.support.prometheus import require
 
 LINES = "claude_usage_exporter_lines_total"
 READ_ERRORS = "claude_usage_exporter_read_errors_total"

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from exporter.events import FUTURE_TOLERANCE, MAX_CHARS, SHORTENED_CHARS, Prompt, UsageEvent
 from exporter.sources.otlp import JSON, PROTOBUF, Logs, OtlpError, Point, ToolResult, decode_logs, decode_metrics
 from exporter.sources.transcripts import parse_chunk
-from tests import otlpgen
+from tests.support import otlpgen
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 LATEST = NOW + FUTURE_TOLERANCE

@@ -1,6 +1,6 @@
 """Transcript trees that would cost the daemon dearly: a line that never ends, a symlink out of the tree.
 
-The daemon tests run `serve` as a real process (tests/daemon.py); how much it reads is what the kernel
+The daemon tests run `serve` as a real process (tests/support/daemon.py); how much it reads is what the kernel
 counted for it (`rchar` in /proc/<pid>/io), not a timing.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from exporter.daemon.watch import watch_targets
 from exporter.sources.files import discover, read_lines
-from tests.daemon import WAIT, Serve, samples, serving
-from tests.lines import line, write
+from tests.support.daemon import WAIT, Serve, samples, serving
+from tests.support.lines import line, write
 
 LINES = "claude_usage_exporter_lines_total"
 REQUESTS = "claude_usage_requests_total"

@@ -12,12 +12,12 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.daemon.serve import Daemon, Options
+from exporter.daemon.loop import Daemon, Options
 from exporter.metrics.exposition import OPENMETRICS, TEXT
 from exporter.pipeline import Setup
 from exporter.web.server import Server
 from exporter.web.webconfig import WebConfig, load_web_config
-from tests.lines import assistant_line, write
+from tests.support.lines import assistant_line, write
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4))
 

@@ -17,13 +17,14 @@ from typing import NamedTuple
 
 import pytest
 
-from exporter.daemon.serve import Daemon
+from exporter.daemon.loop import Daemon
 from exporter.sources.otlp import Logs, Point
+from exporter.web.limits import _BUSY, MAX_CONNECTIONS, MAX_HEADER_BYTES
 from exporter.web.otlp import _FEED_MIN, MAX_BODY_BYTES, OtlpServer, _Gone, _Refused, client_gone, gunzip
-from exporter.web.server import _BUSY, MAX_CONNECTIONS, MAX_HEADER_BYTES, Server, accepts_gzip
-from tests import otlpgen as gen
-from tests.daemon import Serve, serving
-from tests.lines import assistant_line, write
+from exporter.web.server import Server, accepts_gzip
+from tests.support import otlpgen as gen
+from tests.support.daemon import Serve, serving
+from tests.support.lines import assistant_line, write
 from tests.test_http import daemon  # noqa: F401 (a fixture)
 
 WAIT = 30.0  # seconds a read waits for the server before the test fails (a limit, never a pause)

@@ -35,7 +35,7 @@ from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline, Setup
 from exporter.sources import files as fs
 from exporter.sources.transcripts import parse_chunk
-from tests.lines import SESSION, assistant_line, snapshot_line, user_line
+from tests.support.lines import SESSION, assistant_line, snapshot_line, user_line
 
 REQUEST_TOTALS = (
     "SELECT count(*), sum(input), sum(output), sum(cache_read), sum(cache_write_5m), sum(cache_write_1h),"

@@ -1,7 +1,7 @@
 """`serve` from start to finish: reloads, restarts after a crash, `--once`, and a fresh machine (its stops
 under every pattern of signals: tests/test_stop.py).
 
-Each test runs `serve` as a real process (tests/daemon.py) and follows its JSON log; limits such as
+Each test runs `serve` as a real process (tests/support/daemon.py) and follows its JSON log; limits such as
 "within 5 s" are timeouts of a wait, never pauses.
 """
 
@@ -25,10 +25,10 @@ import pytest
 
 from exporter.events import TOKEN_TYPES
 from exporter.ledger.store import Ledger
-from tests.corpus import append_activity, generate
-from tests.daemon import WAIT, Serve, samples, serving
-from tests.lines import line, write
-from tests.prometheus import PROMTOOL, require
+from tests.support.corpus import append_activity, generate
+from tests.support.daemon import WAIT, Serve, samples, serving
+from tests.support.lines import line, write
+from tests.support.prometheus import PROMTOOL, require
 
 REQUESTS = "claude_usage_requests_total"
 TOKENS = "claude_usage_tokens_total"

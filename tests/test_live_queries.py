@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from exporter.reports.periods import iso
-from tests.corpus import append_activity, generate
-from tests.daemon import serving
-from tests.lines import assistant_line, write
-from tests.prometheus import JOB, Prometheus, eventually, prometheus
+from tests.support.corpus import append_activity, generate
+from tests.support.daemon import serving
+from tests.support.lines import assistant_line, write
+from tests.support.prometheus import JOB, Prometheus, eventually, prometheus
 
 ROOT = Path(__file__).parent.parent
 RULES = (ROOT / "deploy" / "prometheus" / "recording.yml", ROOT / "deploy" / "prometheus" / "alerts.yml")

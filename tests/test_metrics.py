@@ -18,7 +18,7 @@ from exporter.metrics.contract import CONTRACT
 from exporter.metrics.exposition import OPENMETRICS, TEXT, Exposition, Health, negotiate, read_snapshot
 from exporter.metrics.points import OTHER, LabelPolicy, read_points
 from exporter.pipeline import Pipeline
-from tests.lines import CWD, assistant_line, line, user_line, write
+from tests.support.lines import CWD, assistant_line, line, user_line, write
 
 GOLDEN = Path(__file__).parent / "golden" / "metrics-once.txt"
 BUILD = {"version": "0.0.0", "pricing_source": "genai-prices", "pricing_version": "0.2.3"}

@@ -33,7 +33,7 @@ from exporter.sources.otlp import (
     response,
     status_body,
 )
-from tests import otlpgen as gen
+from tests.support import otlpgen as gen
 
 Encode = Callable[[dict[str, Any]], bytes]
 ENCODINGS = [pytest.param(gen.to_json, JSON, id="json"), pytest.param(gen.to_protobuf, PROTOBUF, id="protobuf")]

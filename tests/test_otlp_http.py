@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from exporter.sources.otlp import JSON, PROTOBUF, Logs, Point, decode_logs, decode_metrics
 from exporter.web.otlp import OtlpServer
-from tests import otlpgen as gen
+from tests.support import otlpgen as gen
 
 LIMIT = 256 * 1024
 TOKEN = "s3cret-token"

@@ -11,7 +11,7 @@ import pytest
 from exporter.events import Request, Tokens
 from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline
-from tests.lines import at
+from tests.support.lines import at
 
 GRACE = 30_000
 NOW = 1_800_000_000_000

@@ -20,9 +20,9 @@ import pytest
 from exporter.events import TOKEN_TYPES
 from exporter.ledger.store import Ledger
 from exporter.metrics.exposition import OPENMETRICS, TEXT
-from tests.corpus import Truth, append_activity, generate
-from tests.daemon import Serve, samples, serving
-from tests.prometheus import (
+from tests.support.corpus import Truth, append_activity, generate
+from tests.support.daemon import Serve, samples, serving
+from tests.support.prometheus import (
     JOB,
     PROMTOOL,
     Prometheus,

@@ -11,7 +11,7 @@ import pytest
 from exporter.events import Prompt
 from exporter.pipeline import Pipeline
 from exporter.sources.transcripts import candidates, parse_prompt
-from tests.lines import SESSION, assistant_line, user_line, write
+from tests.support.lines import SESSION, assistant_line, user_line, write
 
 T0 = 1795640400000  # 2026-11-25T21:00:00Z in ms
 HOUR = 3600_000

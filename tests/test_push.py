@@ -18,9 +18,9 @@ from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
 from exporter.metrics.push import Pusher, metrics_url
 from exporter.pipeline import Pipeline
-from tests.daemon import serving
-from tests.lines import assistant_line, at, write
-from tests.prometheus import eventually
+from tests.support.daemon import serving
+from tests.support.lines import assistant_line, at, write
+from tests.support.prometheus import eventually
 
 CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 BUILD = {"version": "test", "pricing_source": "genai-prices", "pricing_version": "0"}

@@ -14,7 +14,7 @@ from exporter.events import Tokens
 from exporter.ledger.store import Ledger
 from exporter.reports import blocks
 from exporter.reports import periods as reports
-from tests.lines import at
+from tests.support.lines import at
 
 
 def daily(ledger: Ledger, tz: str = "UTC", **q: Any) -> dict[str, float]:

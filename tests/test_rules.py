@@ -22,7 +22,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.prometheus import PROMTOOL, answers_ok, eventually, free_port, require
+from tests.support.prometheus import PROMTOOL, answers_ok, eventually, free_port, require
 
 ROOT = Path(__file__).parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"

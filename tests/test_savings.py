@@ -20,7 +20,7 @@ from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy, read_points
 from exporter.metrics.push import Pusher
 from exporter.pipeline import Pipeline
-from tests.lines import assistant_line, at, write
+from tests.support.lines import assistant_line, at, write
 
 SONNET = "claude-sonnet-4-5-20250929"  # $3 input, $15 output, $0.30 cache read, $3.75 / $6 writes per MTok
 BUILD = {"version": "test", "pricing_source": "genai-prices", "pricing_version": "0"}

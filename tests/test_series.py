@@ -10,8 +10,8 @@ from exporter.ledger.schema import CONTEXT_BUCKETS, MIGRATIONS
 from exporter.ledger.series import context_bucket
 from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline
-from tests.corpus import generate
-from tests.lines import assistant_line, write
+from tests.support.corpus import generate
+from tests.support.lines import assistant_line, write
 
 SERIES = ("usage_series", "tool_series", "switch_series", "sessions", "context_series")
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter.daemon.serve import Daemon, Options, Waker
+from exporter.daemon.loop import Daemon, Options, Waker
 from exporter.daemon.watch import watch
 from exporter.ledger.store import Ledger
 from exporter.metrics.points import LabelPolicy
 from exporter.pipeline import Pipeline, Setup
-from tests.lines import assistant_line, write
+from tests.support.lines import assistant_line, write
 
 
 class Clock:
@@ -148,7 +148,9 @@ def wait_woken(daemon: Daemon, touch: object) -> bool:
 def test_the_watcher_wakes_the_loop_when_a_transcript_grows(daemon: Daemon, claude_dir: Path) -> None:
     path = write(claude_dir / "projects" / "p" / "s.jsonl", assistant_line("msg_0", "req_0"))
     stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(daemon, stop), daemon=True)
+    thread = threading.Thread(
+        target=watch, args=(daemon, stop, daemon.options.poll_interval, daemon.options.rescan), daemon=True
+    )
     thread.start()
     try:
         assert wait_woken(daemon, lambda: write(path, assistant_line("msg_1", "req_1")))
@@ -163,7 +165,9 @@ def test_the_watcher_picks_up_a_root_that_appears_after_the_start(tmp_path: Path
     root = tmp_path / "later"
     daemon = Daemon(core(tmp_path, root), Options(poll_interval=0.05), clock=clock)
     stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(daemon, stop), daemon=True)
+    thread = threading.Thread(
+        target=watch, args=(daemon, stop, daemon.options.poll_interval, daemon.options.rescan), daemon=True
+    )
     thread.start()
     counter = iter(range(10_000))
     try:
@@ -275,6 +279,6 @@ def test_when_the_kernel_runs_out_of_inotify_watches_the_daemon_polls(
         raise OSError(28, "OS file watch limit reached")
 
     monkeypatch.setattr(watchfiles, "watch", exhausted)  # the kernel's limit cannot be lowered for one test
-    watch(daemon, stop)
+    watch(daemon, stop, daemon.options.poll_interval, daemon.options.rescan)
     assert daemon.polling is True
     assert daemon.waker.wait(0) is True  # the loop is woken to start polling

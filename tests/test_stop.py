@@ -1,7 +1,7 @@
 """Stopping `serve`: SIGTERM and SIGINT, in any order and at any moment of the first ingest, end it
 within 5 s with the ledger intact; a `kill -9` of the daemon takes its parse workers with it.
 
-Each test runs `serve` as a real process (tests/daemon.py) on a backlog that its first ingest reads
+Each test runs `serve` as a real process (tests/support/daemon.py) on a backlog that its first ingest reads
 with parse worker processes. A race hides in such patterns, so each case runs ROUNDS times: set
 STOP_ROUNDS=20 in the environment to hunt one. Limits such as "within 5 s" are timeouts of a wait,
 never pauses.
@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from exporter.ledger.store import Ledger
-from tests.corpus import Truth, generate
-from tests.daemon import WAIT, Serve, process_tree, running_after, samples, serving
-from tests.lines import line, write
+from tests.support.corpus import Truth, generate
+from tests.support.daemon import WAIT, Serve, process_tree, running_after, samples, serving
+from tests.support.lines import line, write
 
 ROUNDS = int(os.environ.get("STOP_ROUNDS", "1"))
 STOP_WITHIN = 5.0  # seconds from SIGTERM or SIGINT to the exit

@@ -8,10 +8,10 @@ import http.client
 from pathlib import Path
 from typing import Any
 
-from tests import otlpgen
-from tests.daemon import Serve, samples, serving
-from tests.lines import assistant_line, write
-from tests.prometheus import eventually
+from tests.support import otlpgen
+from tests.support.daemon import Serve, samples, serving
+from tests.support.lines import assistant_line, write
+from tests.support.prometheus import eventually
 
 CENTRAL = "sources: {transcripts: {enabled: false}}\n"
 JSON, PROTOBUF = "application/json", "application/x-protobuf"

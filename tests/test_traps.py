@@ -9,7 +9,7 @@ import orjson
 
 from exporter.events import Tokens
 from exporter.pipeline import Pipeline
-from tests.lines import USAGE, line, write
+from tests.support.lines import USAGE, line, write
 
 
 def ledger_rows(app: Pipeline) -> list[tuple[str, str | None, str, Tokens]]:

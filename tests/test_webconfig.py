@@ -11,7 +11,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.web import webconfig
+from exporter.web import auth, webconfig
+from exporter.web.auth import BasicAuth
 from exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 BAD = Path(__file__).parent / "fixtures" / "bad-web-configs"
@@ -320,13 +321,13 @@ def test_wrong_passwords_are_checked_every_time(checks):
 
 def test_an_unknown_user_waits_as_long_as_a_wrong_password_without_a_bcrypt_check(checks):
     waits: list[int] = []
-    assert WebConfig(users={"alice": HASH}, decoy=waits.append).authorized(basic("mallory", "secret")) is False
+    assert BasicAuth(users={"alice": HASH}, decoy=waits.append).authorized(basic("mallory", "secret")) is False
     assert (waits, checks) == ([4], [])  # the cost of the configured hashes; no CPU spent on a made-up name
 
 
 def test_the_decoy_wait_is_one_wrong_password_check_at_that_cost_measured_once(checks):
-    webconfig._measured.cache_clear()
-    assert webconfig._decoy_seconds(4) == webconfig._decoy_seconds(4) > 0
+    auth._measured.cache_clear()
+    assert auth.decoy_seconds(4) == auth.decoy_seconds(4) > 0
     assert [(password, hashed[:7]) for password, hashed in checks] == [(b"not the decoy password", b"$2b$04$")]
 
 
@@ -347,7 +348,7 @@ def held(monkeypatch) -> Iterator[threading.Event]:
     release.set()
 
 
-def authorize_in_thread(config: WebConfig, header: str) -> list[bool]:
+def authorize_in_thread(config: WebConfig | BasicAuth, header: str) -> list[bool]:
     """What `authorized` answered, or nothing when it did not answer within WAIT (a limit, not a pause)."""
     answers: list[bool] = []
     thread = threading.Thread(target=lambda: answers.append(config.authorized(header)), daemon=True)
@@ -365,7 +366,7 @@ def test_a_login_is_not_held_up_while_a_guess_for_another_user_is_checked(held):
 
 
 def test_an_unknown_user_is_not_held_up_while_a_guess_for_a_known_one_is_checked(held):
-    config = WebConfig(users={"alice": HASH}, decoy=lambda cost: None)
+    config = BasicAuth(users={"alice": HASH}, decoy=lambda cost: None)
     guessing = threading.Thread(target=config.authorized, args=(basic("alice", "guess"),), daemon=True)
     guessing.start()
     assert held.wait(WAIT)
@@ -382,14 +383,14 @@ def test_good_credentials_seen_before_are_let_in_while_a_guess_for_the_same_user
 
 
 def test_no_user_lock_outlives_the_checks_that_needed_it():
-    config = WebConfig(users={"alice": HASH}, decoy=lambda cost: None)
+    config = BasicAuth(users={"alice": HASH}, decoy=lambda cost: None)
     for user in ("alice", "mallory", "alice"):
         config.authorized(basic(user, "wrong"))
     assert config._names == {}
 
 
 def test_the_cache_of_good_credentials_is_bounded(checks, monkeypatch):
-    monkeypatch.setattr(webconfig, "_CACHE_SIZE", 2)
+    monkeypatch.setattr(auth, "_CACHE_SIZE", 2)
     config = WebConfig(users={"alice": HASH, "bob": HASH, "carol": HASH})
     for user in ["alice", "bob", "carol", "alice"]:  # carol pushes alice out
         assert config.authorized(basic(user, "secret"))

@@ -14,11 +14,11 @@ import orjson
 import pytest
 
 from exporter.daemon.gauges import plan_points
-from exporter.daemon.serve import WINDOWS_EVERY, Daemon, Options
+from exporter.daemon.loop import WINDOWS_EVERY, Daemon, Options
 from exporter.pipeline import Setup
 from exporter.reports.budgets import BudgetSpec
-from tests.daemon import WAIT, samples, serving
-from tests.lines import assistant_line, write
+from tests.support.daemon import WAIT, samples, serving
+from tests.support.lines import assistant_line, write
 from tests.test_serve import Clock
 
 NOW = 1_800_000_000.0

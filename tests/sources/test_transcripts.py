@@ -11,7 +11,7 @@ import pytest
 
 from exporter.events import Tokens, UsageEvent
 from exporter.sources.transcripts import parse_chunk, parse_line, split_merged
-from tests.lines import USAGE, line
+from tests.support.lines import USAGE, line
 
 
 def test_an_assistant_line_becomes_one_usage_event() -> None:

@@ -1,0 +1,207 @@
+"""A real Prometheus server for tests: it scrapes `serve` over loopback and answers PromQL.
+
+Tests that need an outside tool (Prometheus, promtool, Chromium, Playwright) call `require`: they
+skip loudly where it is missing, and fail instead under CI=true, where every tool must be there.
+Waiting is `eventually`: a condition polled until a deadline, never a fixed pause.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+JOB = "claude-usage"
+WAIT = 60.0  # seconds before a test gives up on a condition (a limit, never a pause)
+POLL = 0.05  # seconds between two looks at a condition
+
+T = TypeVar("T")
+Sample = tuple[dict[str, str], float]
+
+
+def require(tool: str, why: str, *, executable: bool = True) -> None:
+    """Skips the test when `tool` (a file's path, executable unless told, or a module's name) is missing;
+    fails under CI=true."""
+    if "/" in tool:
+        found = Path(tool).is_file() and (os.access(tool, os.X_OK) or not executable)
+    else:
+        found = importlib.util.find_spec(tool) is not None
+    if found:
+        return
+    reason = f"{tool} is missing: {why} NOT CHECKED"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def eventually(condition: Callable[[], T | None], timeout: float = WAIT, what: str | Callable[[], str] = "") -> T:
+    """The first truthy value `condition` returns, looked at every POLL seconds; fails after `timeout`.
+
+    `what` (or what it returns, read at the failure) tells the failure message what was awaited.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            told = what() if callable(what) else what or repr(condition)
+            raise AssertionError(f"not true within {timeout:g} s: {told}; last value {value!r}")
+        time.sleep(POLL)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's choice, so parallel runs do not collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def answers_ok(url: str, process: subprocess.Popen[Any], log: Callable[[], str] = str) -> bool:
+    """Whether `url` answers 200 yet; fails at once, with `log()`, when `process` has exited."""
+    if process.poll() is not None:
+        raise AssertionError(f"{process.args!r} exited with {process.returncode}; its log:\n{log()}")
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def parse_labels(written: str) -> dict[str, str]:
+    """The labels of an exposition line's `{a="b",…}` part (escapes left as written)."""
+    return dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', written))
+
+
+def _seconds(rfc3339: str) -> float:
+    """Prometheus' RFC 3339 time (nanoseconds, `Z`) in seconds since the epoch; 0 for its zero time."""
+    moment = datetime.fromisoformat(rfc3339)
+    return max(0.0, moment.timestamp())
+
+
+class Prometheus:
+    """`prometheus` in `workdir`, scraping `target` (host:port) every second as job `claude-usage`,
+    and evaluating `rule_files` every second."""
+
+    def __init__(self, workdir: Path, target: str, binary: str = PROMETHEUS, rule_files: tuple[Path, ...] = ()) -> None:
+        self.workdir = workdir
+        self.target = target
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files: {[str(path) for path in rule_files]}\n"
+            f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n"
+        )
+        self.log_path = workdir / "prometheus.log"
+        self.url = f"http://127.0.0.1:{free_port()}"
+        command = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={self.url.removeprefix('http://')}",
+            "--log.level=info",
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=workdir, start_new_session=True
+            )
+        eventually(
+            lambda: answers_ok(f"{self.url}/-/ready", self.process, self.log), what=f"{self.url}/-/ready answers 200"
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def api(self, path: str, **params: str) -> Any:
+        """The `data` of a successful answer of the HTTP API (`/api/v1/...`)."""
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=WAIT) as answer:
+                body = orjson.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            raise AssertionError(f"GET {url}: {err.code} {err.read().decode(errors='replace')}") from None
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, promql: str) -> list[Sample]:
+        """An instant query's vector, as `(labels, value)` pairs sorted by labels."""
+        data = self.api("query", query=promql)
+        assert data["resultType"] == "vector", f"{promql} gives a {data['resultType']}, not a vector"
+        found = [(dict(r["metric"]), float(r["value"][1])) for r in data["result"]]
+        return sorted(found, key=lambda sample: sorted(sample[0].items()))
+
+    def scalar(self, promql: str) -> float:
+        """The value of a query that gives exactly one sample."""
+        found = self.query(promql)
+        assert len(found) == 1, f"{promql} gives {found}, not one sample"
+        return found[0][1]
+
+    def target_state(self) -> dict[str, Any] | None:
+        """The job's one active target as `/api/v1/targets` describes it; None until it is discovered."""
+        active = [t for t in self.api("targets", state="active")["activeTargets"] if t["labels"]["job"] == JOB]
+        assert len(active) <= 1, active
+        return active[0] if active else None
+
+    def wait_scraped(self, after: float, timeout: float = WAIT) -> dict[str, Any]:
+        """Waits for a successful scrape that started after `after` (epoch seconds) and is queryable.
+
+        `lastScrape` changes before the scrape's samples are committed; its samples, `up` among them,
+        are committed together and are stamped with the scrape's start (aligned by up to 2 ms).
+        """
+
+        def scraped() -> dict[str, Any] | None:
+            target = self.target_state()
+            if target is None or target["health"] != "up" or _seconds(target["lastScrape"]) <= after:
+                return None
+            stamps = self.query(f'timestamp(up{{job="{JOB}"}})')
+            return target if stamps and stamps[0][1] > after + 0.005 else None
+
+        return eventually(
+            scraped, timeout, lambda: f"{JOB} scraped after {after:.3f}: {self.target_state()}; log:\n{self.log()}"
+        )
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Terminates Prometheus (it flushes and exits), killing it if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait(timeout=timeout)
+
+
+@contextmanager
+def prometheus(workdir: Path, target: str, rule_files: tuple[Path, ...] = ()) -> Iterator[Prometheus]:
+    """A ready Prometheus scraping `target`; stopped after the block."""
+    require(PROMETHEUS, "a real Prometheus scraping the exporter (Debian package `prometheus`)")
+    server = Prometheus(workdir, target, rule_files=rule_files)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def promtool_check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str]:
+    """`promtool check metrics` on an exposition in the text format (its lint rules included)."""
+    require(PROMTOOL, "the exposition passing `promtool check metrics` (Debian package `prometheus`)")
+    return subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=exposition.decode(), capture_output=True, text=True, timeout=WAIT
+    )
