@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from exporter.metrics.exposition import TEXT
 from exporter.daemon.gauges import TOP
+from exporter.metrics.exposition import TEXT
 from tests.support.corpus import generate
 from tests.support.daemon import Serve, samples, serving
 from tests.support.prometheus import parse_labels, require

@@ -334,8 +334,8 @@ def serve(
 ) -> None:
     """Follow the transcripts and serve /metrics (Prometheus), /, /healthz and /readyz; optionally receive
     Claude Code's OpenTelemetry and push ours."""
+    from exporter.cli.serve import serve as run
     from exporter.config import ConfigError, Settings, load_settings
-    from exporter.daemon.serve import serve as run
     from exporter.ledger.store import LedgerError
 
     env = dict(os.environ)

@@ -1,16 +1,20 @@
 """Clock-dependent views for the daemon: budgets, the 5-hour block in progress, and the plan usage that
 `statusline` recorded. They change with time alone, so the loop recomputes them every half minute (and
-within seconds of a change), and writes the summary `statusline` shows (it never opens the ledger)."""
+within seconds of a change), and writes the summary `statusline` shows (it never opens the ledger).
+The landing page's figures come from them and the metrics' snapshot."""
 
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from exporter.ledger.store import Ledger
+from exporter.metrics.exposition import Snapshot
 from exporter.metrics.points import Labels, Points
 from exporter.reports.blocks import Block, active_block, cost_rate
 from exporter.reports.budgets import (
@@ -24,6 +28,7 @@ from exporter.reports.budgets import (
 )
 from exporter.reports.periods import usd
 from exporter.sources.statusline import SNAPSHOT, load_json, number
+from exporter.web.page import PageData
 
 PLAN_WINDOWS = {"five_hour": 5 * 3600, "seven_day": 7 * 86400}  # seconds each plan window lasts
 
@@ -164,3 +169,32 @@ _PLAN_GAUGES = (
     "claude_usage_plan_snapshot_age_seconds",
     "claude_usage_plan_snapshot_stale",
 )
+
+
+TOP = 5  # models and categories the page lists
+
+
+def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
+    sums: defaultdict[str, float] = defaultdict(float)
+    for labels, value in snapshot.points.get("claude_usage_cost_usd_total", {}).items():
+        sums[dict(labels)[label]] += value
+    return sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:TOP]
+
+
+def read_page(snapshot: Snapshot, zone: ZoneInfo, windows: Windows) -> PageData:
+    """The page's figures: all-time ones from the metrics' snapshot, today's and this month's from the
+    windows the loop computes (so a page costs no scan of the ledger)."""
+    now = datetime.now(zone)
+    costs = snapshot.points.get("claude_usage_cost_usd_total", {})
+    requests = snapshot.points.get("claude_usage_requests_total", {})
+    return PageData(
+        today=windows.today[2] / 1e9,
+        month=windows.month / 1e9,
+        total=sum(costs.values()),
+        requests=int(sum(requests.values())),
+        models=_top(snapshot, "model"),
+        categories=_top(snapshot, "category"),
+        as_of=now.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        zone=str(zone),
+        budgets=windows.budgets,
+    )

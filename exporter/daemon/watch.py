@@ -11,12 +11,9 @@ import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from exporter.sources.files import SUBAGENTS, Found
-
-if TYPE_CHECKING:
-    from exporter.daemon.serve import Daemon
 
 log = logging.getLogger("claude_usage_exporter")
 
@@ -92,8 +89,21 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def watch(daemon: Daemon, stop: threading.Event) -> None:
-    """Wakes the daemon on every change of a transcript, until `stop` is set. Runs in a thread.
+class Watched(Protocol):
+    """What the watcher wakes: the daemon's loop."""
+
+    @property
+    def roots(self) -> tuple[Path, ...]: ...
+
+    def changed(self) -> None:
+        """A transcript changed, or a folder appeared."""
+
+    def watching(self, up: bool) -> bool:
+        """Whether inotify works; without it the loop polls. True when this changes which it does."""
+
+
+def watch(watched: Watched, stop: threading.Event, poll_interval: float, rescan: float) -> None:
+    """Wakes the loop on every change of a transcript, until `stop` is set. Runs in a thread.
 
     Where inotify cannot watch (a folder we may not read stops a recursive watch; the kernel's limit
     of watches is reached), the daemon polls until a later attempt, one rescan period on, succeeds.
@@ -107,12 +117,12 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
 
     previous: list[Path] | None = None
     while not stop.is_set():
-        targets = watch_targets(daemon.core.roots)
+        targets = watch_targets(watched.roots)
         if previous is not None and targets != previous:
-            daemon.changed()  # a folder appeared: what it holds is new
+            watched.changed()  # a folder appeared: what it holds is new
         previous = targets
         if not targets:  # nothing there yet (a fresh machine): look again shortly
-            stop.wait(daemon.options.poll_interval)
+            stop.wait(poll_interval)
             continue
         try:  # every 5 s without events, it looks whether a folder to watch appeared unseen
             for changes in watchfiles.watch(
@@ -126,19 +136,17 @@ def watch(daemon: Daemon, stop: threading.Event) -> None:
                 raise_interrupt=False,
                 recursive=False,
             ):
-                daemon.polling = daemon.options.poll  # the watch is up
+                watched.watching(True)
                 if changes:
-                    daemon.changed()
+                    watched.changed()
                 # a new folder is watched from now on: the watch starts again with it
                 if any(change == watchfiles.Change.added and not path.endswith(".jsonl") for change, path in changes):
                     break
-                if not changes and watch_targets(daemon.core.roots) != targets:
+                if not changes and watch_targets(watched.roots) != targets:
                     break
         except FileNotFoundError:  # a folder went between listing and watching: list again
             stop.wait(0.1)
         except OSError as err:  # EACCES; ENOSPC when fs.inotify.max_user_watches is used up
-            if not daemon.polling:
+            if watched.watching(False):
                 log.warning("cannot watch %s (%s): polling until it can", err.filename or targets, err.strerror or err)
-                daemon.polling = True
-                daemon.waker.wake()
-            stop.wait(daemon.options.rescan)
+            stop.wait(rescan)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from exporter.sources import otlp
 from exporter.sources.otlp import Logs, OtlpError, Point
-from exporter.web.server import DEADLINE, MAX_CONNECTIONS, MAX_HEADER_BYTES, LimitedHandler, LimitedServer
+from exporter.web.limits import DEADLINE, MAX_CONNECTIONS, MAX_HEADER_BYTES, LimitedHandler, LimitedServer
 
 log = logging.getLogger("claude_usage_exporter.otlp")
 MAX_BODY_BYTES = 16 * 1024 * 1024

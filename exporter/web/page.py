@@ -6,17 +6,10 @@ Its all-time figures come from the same snapshot as `/metrics`, so the page and 
 from __future__ import annotations
 
 import html
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from exporter import __version__
-from exporter.daemon.gauges import Windows
-from exporter.metrics.exposition import Snapshot
 from exporter.reports.budgets import BudgetState
-
-TOP = 5
 
 
 @dataclass(frozen=True)
@@ -30,32 +23,6 @@ class PageData:
     as_of: str = ""
     zone: str = "UTC"
     budgets: list[BudgetState] = field(default_factory=list)
-
-
-def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
-    sums: defaultdict[str, float] = defaultdict(float)
-    for labels, value in snapshot.points.get("claude_usage_cost_usd_total", {}).items():
-        sums[dict(labels)[label]] += value
-    return sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:TOP]
-
-
-def read_page(snapshot: Snapshot, zone: ZoneInfo, windows: Windows) -> PageData:
-    """The page's figures: all-time ones from the metrics' snapshot, today's and this month's from the
-    windows the loop computes (so a page costs no scan of the ledger)."""
-    now = datetime.now(zone)
-    costs = snapshot.points.get("claude_usage_cost_usd_total", {})
-    requests = snapshot.points.get("claude_usage_requests_total", {})
-    return PageData(
-        today=windows.today[2] / 1e9,
-        month=windows.month / 1e9,
-        total=sum(costs.values()),
-        requests=int(sum(requests.values())),
-        models=_top(snapshot, "model"),
-        categories=_top(snapshot, "category"),
-        as_of=now.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        zone=str(zone),
-        budgets=windows.budgets,
-    )
 
 
 def _usd(value: float) -> str:

@@ -1,4 +1,4 @@
-"""The daemon: follows the transcripts, keeps the ledger current, and serves the metrics.
+"""The daemon's loop: follows the transcripts, keeps the ledger current, and renders what is served.
 
 One loop thread owns the ledger and runs every ingest; it sleeps on a `Waker` that the file watcher
 (or the poll interval, or a signal) sets. HTTP threads only read what the loop last rendered.
@@ -8,35 +8,32 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sqlite3
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from exporter import __version__
-from exporter.daemon.gauges import Windows, plan_points, read_windows
-from exporter.daemon.team import Inbox, Team, bearer_tokens
-from exporter.daemon.watch import Hot, watch
+from exporter.daemon.gauges import Windows, plan_points, read_page, read_windows
+from exporter.daemon.team import Inbox, Team
+from exporter.daemon.watch import Hot
 from exporter.ledger.store import Ledger, LedgerError
 from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
 from exporter.pipeline import Pipeline, Setup
 from exporter.reports.periods import Query
 from exporter.sources.statusline import SUMMARY, write_atomic
-from exporter.web.page import PageData, read_page
+from exporter.web.page import PageData
 
 if TYPE_CHECKING:
     from exporter.config import Settings
-    from exporter.metrics.push import Pusher
-    from exporter.web.otlp import OtlpServer
 
 log = logging.getLogger("claude_usage_exporter")
 SOURCE = "transcripts"
@@ -312,6 +309,27 @@ class Daemon:
         soon = WINDOWS_SOON if self._windows_stale else WINDOWS_EVERY
         return min(self.options.rescan, soon, max(grace / 2, 0.1))
 
+    # --- what the HTTP server and the watcher see (exporter.web.server.Shown, exporter.daemon.watch.Watched)
+
+    def render(self, content_type: str) -> bytes:
+        return self.exposition.render(content_type)
+
+    @property
+    def not_ready(self) -> str | None:
+        """None when ready; else why not."""
+        return None if self.status.ready else self.status.error or "the first ingest has not finished"
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return self.core.roots
+
+    def watching(self, up: bool) -> bool:
+        polling = self.options.poll or not up
+        changed, self.polling = polling != self.polling, polling
+        if changed and polling:
+            self.waker.wake()
+        return changed
+
     def stop(self) -> None:
         self.stopping = True
         self.waker.wake()
@@ -361,165 +379,3 @@ def options_from(settings: Settings) -> Options:
         sources=sources,
         push=settings.export.otlp_push.endpoint is not None,
     )
-
-
-def pusher(settings: Settings, daemon: Daemon) -> Pusher | None:
-    from exporter.metrics.push import Pusher
-
-    push = settings.export.otlp_push
-    if push.endpoint is None:
-        return None
-    found = Pusher(daemon.exposition, push.endpoint, push.headers, push.interval.total_seconds())
-    daemon.health.pushes = found.answers
-    return found
-
-
-def receiver(settings: Settings, daemon: Daemon) -> OtlpServer | None:
-    """The OTLP receiver of team mode, when configured; the daemon's loop commits what it takes."""
-    from exporter.config import split_host_port
-    from exporter.web.otlp import OtlpServer
-
-    o, transcripts = settings.sources.otlp, settings.sources.transcripts.enabled
-    if not o.enabled:
-        return None
-    # With no transcripts to wait for (a central exporter), an event is stored at once.
-    grace_ms = int(o.grace.total_seconds() * 1000) if transcripts else 0
-    daemon.team = Team(grace_ms=grace_ms, tools_from_otlp=not transcripts, users=settings.labels.user)
-    try:
-        tokens = bearer_tokens(o.bearer_tokens_file)
-    except OSError as err:
-        path = o.bearer_tokens_file
-        raise OSError(f"cannot read sources.otlp.bearer_tokens_file {path}: {err.strerror or err}") from None
-    try:
-        server = OtlpServer(
-            split_host_port(o.listen), daemon.inbox.sink, tokens=tokens, max_body_bytes=o.max_body_bytes
-        )
-    except OSError as err:
-        raise OSError(f"cannot listen for OTLP on {o.listen}: {err.strerror or err}") from None
-    daemon.health.otlp = lambda: _answers(server.stats.snapshot())
-    return server
-
-
-def _answers(stats: dict[str, Any]) -> dict[str, int]:
-    refused: dict[int, int] = stats["refused"]
-    return {"200": stats["requests"] - sum(refused.values()), **{str(code): n for code, n in refused.items()}}
-
-
-def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = False) -> int:
-    """Runs the daemon until SIGTERM or SIGINT (exit 0; a second one ends it at once, see `stop_now`);
-    SIGHUP reloads the configuration.
-
-    `load` gives the settings (flags > environment > file), again at each reload. With `once`, one
-    ingest to the end of the files, the exposition on stdout, and exit.
-    """
-    from exporter.config import ConfigError, split_host_port
-    from exporter.metrics.exposition import TEXT
-    from exporter.web.server import Server
-    from exporter.web.webconfig import load_web_config
-
-    settings = load()
-    setup_logging(settings.log.format, settings.log.level)
-    # With HTTP and watcher threads running, forking parse workers is unsafe: they are spawned. Not from
-    # a forkserver: as the daemon's own children, the kernel kills them when the daemon dies.
-    method = "fork" if once else "spawn"
-    daemon = Daemon(Setup.from_settings(settings, env), options_from(settings), start_method=method)
-    if once:
-        daemon.step()
-        sys.stdout.buffer.write(daemon.exposition.render(TEXT, process=False))
-        daemon.close()
-        return 0 if daemon.status.ready else 1
-    web = load_web_config(settings.web.config_file) if settings.web.config_file else None
-    try:
-        server = Server(split_host_port(settings.web.listen), daemon, web)
-    except OSError as err:
-        daemon.close()
-        raise OSError(f"cannot listen on {settings.web.listen}: {err.strerror or err}") from None
-    try:
-        otlp = receiver(settings, daemon)
-    except OSError:
-        server.server_close()
-        daemon.close()
-        raise
-
-    def reload() -> tuple[Setup, Options] | None:
-        try:
-            fresh = load()
-            if fresh.web.config_file:
-                server.web = load_web_config(fresh.web.config_file)
-        except ConfigError as err:  # a WebConfigError too
-            log.error("configuration not reloaded: %s", err)
-            return None
-        if fresh.web.listen != settings.web.listen:
-            log.warning("web.listen changed: it takes effect on restart")
-        return Setup.from_settings(fresh, env), options_from(fresh)
-
-    daemon.reload = reload
-
-    def stop(signum: int, _: object) -> None:
-        if daemon.stopping:
-            stop_now(signum)
-        daemon.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-    stop_watching = threading.Event()
-    server.start()
-    log.info("listening on %s; watching %s", server.url, ", ".join(str(r / "projects") for r in daemon.core.roots))
-    if otlp is not None:
-        otlp.start()
-        log.info("receiving OTLP on %s/v1/logs and /v1/metrics", otlp.url)
-    push = pusher(settings, daemon)
-    pushing = None
-    if push is not None:
-        pushing = threading.Thread(target=push.run, args=(stop_watching,), name="push")
-        pushing.start()
-        log.info("pushing metrics to %s every %g s", push.url, push.interval)
-    if not daemon.options.poll:
-        threading.Thread(target=watch, args=(daemon, stop_watching), name="watch", daemon=True).start()
-    try:
-        daemon.run()
-    finally:
-        stop_watching.set()
-        if pushing is not None:
-            pushing.join(timeout=15)  # its last push, with the final values
-        if otlp is not None:
-            otlp.shutdown()
-            otlp.server_close()
-        server.shutdown()
-        server.server_close()
-        daemon.close()
-        log.info("stopped")
-    return 0
-
-
-def stop_now(signum: int) -> None:
-    """A second SIGTERM or SIGINT: the process ends at once, killed by that signal as if it had no
-    handler. The ledger stays consistent: SQLite rolls back a transaction cut short, and the offsets of
-    the transcripts are committed with what was read from them. Parse workers die with the process."""
-    record = log.makeRecord(log.name, logging.WARNING, __file__, 0, "stopping at once", (), None)
-    for handler in log.handlers:  # not through the handler: the signal may have come in the middle of its write
-        os.write(2, (handler.format(record) + "\n").encode())
-    signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
-    os.kill(os.getpid(), signum)
-    os._exit(128 + signum)  # not reached: the signal is delivered before `kill` returns
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import orjson
-
-        entry = {"time": self.formatTime(record), "level": record.levelname.lower(), "msg": record.getMessage()}
-        return orjson.dumps(entry).decode()
-
-
-def setup_logging(fmt: str, level: str) -> None:
-    """One line per event on stderr: logfmt-like text, or JSON objects."""
-    handler = logging.StreamHandler()
-    text = "time=%(asctime)s level=%(levelname)s msg=%(message)r"
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(text))
-    root = logging.getLogger("claude_usage_exporter")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
