@@ -1,31 +1,25 @@
 """The exporter-toolkit web configuration file (`--web.config.file`): TLS, basic auth users and extra headers.
 
-Validated like our own config (unknown keys are errors, every error listed at once) into a frozen `WebConfig`.
+Validated like our own config (unknown keys are errors, every error listed at once) into a frozen `WebConfig`:
+the TLS context is built here, the users are checked by `exporter.web.auth`.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import hashlib
 import re
 import ssl
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-import bcrypt
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
 from exporter.config import ConfigError, _Loader, _message, _yaml_problem
+from exporter.web.auth import BasicAuth, cost_of, decoy_seconds
 
 Problem = tuple[tuple[int | str, ...], str]  # (location, message)
 TLSName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
@@ -81,7 +75,6 @@ _HEADERS: dict[str, tuple[str, ...]] = {  # name -> allowed values (empty: any)
     "Content-Security-Policy": (),
 }
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
-_CACHE_SIZE = 1024  # successful (user, password) checks remembered per WebConfig
 
 
 class WebConfigError(ConfigError):
@@ -135,112 +128,19 @@ class _WebFile(_Strict):
     basic_auth_users: Annotated[dict[str, Annotated[str, AfterValidator(_bcrypt_hash)]], _Section] = {}
 
 
-@functools.cache
-def _decoy_hash(cost: int) -> bytes:
-    """A hash to check unknown users against, so they cost as much as a wrong password."""
-    return bcrypt.hashpw(b"decoy password", bcrypt.gensalt(rounds=cost))
-
-
-_DECOY_LOCK = threading.Lock()  # a flood of unknown users at start-up measures once, not once per request
-
-
-@functools.cache
-def _measured(cost: int) -> float:
-    started = time.perf_counter()
-    _checkpw(b"not the decoy password", _decoy_hash(cost))
-    return time.perf_counter() - started
-
-
-def _decoy_seconds(cost: int) -> float:
-    """How long one wrong-password check at this cost takes on this machine, measured once."""
-    with _DECOY_LOCK:
-        return _measured(cost)
-
-
-def _decoy_wait(cost: int) -> None:
-    """An unknown user is answered after as long as a wrong password takes, without the CPU it costs:
-    a flood of made-up names then burns nothing and holds up no one."""
-    time.sleep(_decoy_seconds(cost))
-
-
-def _checkpw(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bcrypt.checkpw(password[:72], hashed)  # bcrypt reads 72 bytes at most, as Go's bcrypt does
-    except ValueError:
-        return False
-
-
-def _basic_credentials(authorization: str | None) -> bytes | None:
-    """`Basic dXNlcjpwYXNz` -> `b"user:pass"`; None when it is not a well-formed Basic header."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        credentials = base64.b64decode(token.strip(), validate=True)
-    except ValueError:
-        return None
-    return credentials if b":" in credentials else None
-
-
 @dataclass(frozen=True)
 class WebConfig:
     tls: ssl.SSLContext | None = None  # None: plain HTTP
     users: Mapping[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash; empty: no authentication
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
-    check: Callable[[bytes, bytes], bool] = field(default=_checkpw, repr=False, compare=False)  # password, hash
-    decoy: Callable[[int], None] = field(default=_decoy_wait, repr=False, compare=False)  # the cost of the hashes
-    _good: OrderedDict[bytes, None] = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
-    # user name -> its lock and how many requests hold or wait for it; gone when none does
-    _names: dict[bytes, tuple[threading.Lock, list[int]]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    auth: BasicAuth = field(init=False, repr=False, compare=False)  # checks requests against `users`
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "auth", BasicAuth(self.users))
 
     def authorized(self, authorization: str | None) -> bool:
         """Whether the raw `Authorization` header lets the request in (always, when no users are configured)."""
-        if not self.users:
-            return True
-        credentials = _basic_credentials(authorization)
-        if credentials is None:
-            return False
-        key = hashlib.sha256(credentials).digest()
-        with self._lock:
-            if key in self._good:
-                self._good.move_to_end(key)
-                return True
-        user, _, password = credentials.partition(b":")
-        try:
-            hashed = self.users.get(user.decode())
-        except UnicodeDecodeError:
-            hashed = None
-        with self._one_at_a_time(user):
-            if hashed is None:  # as slow as a wrong password, so failures do not tell which users exist
-                self.decoy(max(int(h[4:6]) for h in self.users.values()))
-                return False
-            if not self.check(password, hashed):
-                return False
-        with self._lock:
-            self._good[key] = None
-            if len(self._good) > _CACHE_SIZE:
-                self._good.popitem(last=False)
-        return True
-
-    @contextmanager
-    def _one_at_a_time(self, user: bytes) -> Iterator[None]:
-        """Checks for one user name (known or not, alike) run one at a time, so a flood of guesses
-        takes at most one CPU and waits behind itself; other users' logins never queue behind it
-        (exporter-toolkit's single bcrypt mutex made every login wait for every guess)."""
-        with self._lock:
-            lock, holders = self._names.setdefault(user, (threading.Lock(), [0]))
-            holders[0] += 1
-        try:
-            with lock:
-                yield
-        finally:
-            with self._lock:
-                holders[0] -= 1
-                if not holders[0]:
-                    del self._names[user]
+        return self.auth.authorized(authorization)
 
 
 def _read(path: Path) -> dict[Any, Any]:
@@ -375,7 +275,7 @@ def load_web_config(path: Path) -> WebConfig:
         raise WebConfigError(str(path), [f"{'.'.join(map(str, loc)) or 'top level'}: {m}" for loc, m in ordered])
     users = MappingProxyType({user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()})
     if users:  # measured now, while nothing else runs, not by the first requests of a flood
-        _decoy_seconds(max(int(h[4:6]) for h in users.values()))
+        decoy_seconds(cost_of(users))
     return WebConfig(
         tls=context,
         users=users,
