@@ -18,6 +18,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
+from exporter.configfile import Loader, validation_message, yaml_problem
 from exporter.defaults import (
     CONFIG_ENV,
     config_file_from,
@@ -271,66 +272,21 @@ def claude_roots(settings: Settings, env: Mapping[str, str]) -> tuple[Path, ...]
     return settings.sources.transcripts.roots or default_roots(env)
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans (so `user: off` stays the string "off") and duplicate keys rejected."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
-                    )
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
-
-
-_BOOL = "tag:yaml.org,2002:bool"
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-
-
-def _at(mark: yaml.Mark | None) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "top level"
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """`line 3, column 7: invalid YAML: <problem> (while parsing ... at line 2, column 11)`."""
-    if not isinstance(e, yaml.MarkedYAMLError):
-        return f"top level: invalid YAML: {e}"
-    text = f"{_at(e.problem_mark or e.context_mark)}: invalid YAML: {e.problem or e.context}"
-    if e.problem and e.context and e.context_mark:
-        text += f" ({e.context} at {_at(e.context_mark)})"
-    return text
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [f"cannot read the file: {getattr(e, 'strerror', None) or e}"]) from None
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = yaml.load(text, Loader=Loader)
     except yaml.YAMLError as e:
-        raise ConfigError(str(path), [_yaml_problem(e)]) from None
+        raise ConfigError(str(path), [yaml_problem(e)]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise ConfigError(str(path), [f"top level: should be a mapping of settings, got a {kind}"])
     return data
-
-
-def _message(error: Mapping[str, Any]) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    if error["type"] == "model_type":
-        return "Input should be a mapping"
-    return str(error["msg"])
 
 
 def _order(loc: tuple[int | str, ...]) -> tuple[tuple[int, int, str], ...]:
@@ -345,7 +301,7 @@ def _validate(raw: dict[str, Any], source: str, origins: Mapping[str, str]) -> S
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:
-        problems += [(err["loc"], _message(err)) for err in e.errors() if err["type"] != "duplicate_budget"]
+        problems += [(err["loc"], validation_message(err)) for err in e.errors() if err["type"] != "duplicate_budget"]
     if settings is not None and not problems:
         return settings
     lines = []

@@ -18,7 +18,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from exporter.config import ConfigError, _Loader, _message, _yaml_problem
+from exporter.config import ConfigError
+from exporter.configfile import Loader, validation_message, yaml_problem
 from exporter.web.auth import BasicAuth, cost_of, decoy_seconds
 
 Problem = tuple[tuple[int | str, ...], str]  # (location, message)
@@ -145,13 +146,13 @@ class WebConfig:
 
 def _read(path: Path) -> dict[Any, Any]:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
     except (OSError, UnicodeDecodeError) as e:
         raise WebConfigError(
             str(path), [f"top level: cannot read the file: {getattr(e, 'strerror', None) or e}"]
         ) from None
     except yaml.YAMLError as e:
-        raise WebConfigError(str(path), [_yaml_problem(e)]) from None
+        raise WebConfigError(str(path), [yaml_problem(e)]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -265,7 +266,7 @@ def load_web_config(path: Path) -> WebConfig:
     try:
         parsed = _WebFile.model_validate(raw)
     except ValidationError as e:
-        problems += [(err["loc"], _message(err)) for err in e.errors()]
+        problems += [(err["loc"], validation_message(err)) for err in e.errors()]
     context = None
     if not any(loc[:1] == (_TLS,) for loc, _ in problems):  # then the section is valid on its own: check its files
         context, more = _context(_TLSConfig.model_validate(raw.get(_TLS) or {}), path.parent)
