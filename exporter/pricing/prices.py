@@ -25,7 +25,7 @@ from exporter.events import Tokens
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, ModelPrice, Provider
 
-SOURCE = "genai-prices"
+PRICE_DATA = "genai-prices"  # where prices come from, unless a config override matches
 PROVIDER = "anthropic"
 # Bump when the arithmetic below changes, so the ledger's stored fingerprint goes stale and it reprices.
 _FORMULA = "3"  # 3: fast mode priced at its own rates, or not at all
@@ -180,7 +180,7 @@ class Pricer:
 
     @property
     def source(self) -> str:
-        return SOURCE
+        return PRICE_DATA
 
     @cached_property
     def version(self) -> str:
@@ -200,7 +200,7 @@ class Pricer:
     @cached_property
     def fingerprint(self) -> str:
         # The fast-mode table is price data too: editing it must reprice the ledger.
-        data = "\n".join([_FORMULA, f"{SOURCE} {self.version}", _fast_text(), *map(repr, self._overrides)])
+        data = "\n".join([_FORMULA, f"{PRICE_DATA} {self.version}", _fast_text(), *map(repr, self._overrides)])
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
     def price(
@@ -414,7 +414,7 @@ def _quote(info: ModelInfo, prices: ModelPrice, version: str) -> Quote | None:
     if len(starts) > 1 or any(len(p.tiers) != 1 for p in tiered.values()):
         return None  # several thresholds: Quote models one long-context tier
     base = _rates({n: p.base if isinstance(p, TieredPrices) else p for n, p in raw.items()})
-    source = f"{SOURCE} {version}"
+    source = f"{PRICE_DATA} {version}"
     if not starts:
         return Quote(info.id, info.name or info.id, base, source)
     long_context = _rates({n: p.tiers[0].price if isinstance(p, TieredPrices) else p for n, p in raw.items()})

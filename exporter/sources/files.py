@@ -17,7 +17,7 @@ CHUNK = 1 << 20  # above ~1 MiB, fresh buffers cost more in page faults than the
 # No usage line comes near this; longer lines (file snapshots can be hundreds of MB) are skipped
 # without ever being held in memory whole.
 MAX_LINE = 16 << 20
-HEAD = 1024
+FINGERPRINT_BYTES = 1024  # a file is known by a hash of its first bytes, this many at most
 SUBAGENTS = "subagents"
 
 
@@ -127,9 +127,9 @@ def _report(errors: list[str] | None, path: str, err: OSError) -> None:
 
 
 def head_of(path: str, length: int) -> str:
-    """Fingerprint of a file's first `length` bytes (at most HEAD)."""
+    """Fingerprint of a file's first `length` bytes (at most FINGERPRINT_BYTES)."""
     with open(path, "rb") as f:
-        return hashlib.blake2b(f.read(min(length, HEAD)), digest_size=8).hexdigest()
+        return hashlib.blake2b(f.read(min(length, FINGERPRINT_BYTES)), digest_size=8).hexdigest()
 
 
 def start_offset(found: Found, state: FileState | None) -> int:

@@ -25,7 +25,7 @@ SNAPSHOT = "statusline.json"
 SUMMARY = "summary.json"
 FALLBACK = "claude-usage-exporter: no usage data"
 SEPARATOR = " · "
-WINDOWS = ("five_hour", "seven_day")
+RATE_LIMIT_WINDOWS = ("five_hour", "seven_day")
 MAX_PERCENTAGE = 1000.0
 STATE_DIR_ENV = "CLAUDE_USAGE_EXPORTER_STATE_DIR"
 APP = "claude-usage-exporter"
@@ -140,7 +140,7 @@ def windows_from(rate_limits: object, now: float) -> Windows:
     """The valid windows of Claude Code's `rate_limits`, stamped with `now`."""
     if not isinstance(rate_limits, dict):
         return {}
-    found = {name: window_from(rate_limits.get(name), now) for name in WINDOWS}
+    found = {name: window_from(rate_limits.get(name), now) for name in RATE_LIMIT_WINDOWS}
     return {name: window for name, window in found.items() if window is not None}
 
 
@@ -150,7 +150,7 @@ def carried_windows(previous: Json | None) -> Windows:
     if not isinstance(limits, dict):
         return {}
     carried = {}
-    for name in WINDOWS:
+    for name in RATE_LIMIT_WINDOWS:
         old = limits.get(name)
         recorded_at = number(old.get("recorded_at")) if isinstance(old, dict) else None
         window = window_from(old, recorded_at) if recorded_at is not None else None

@@ -32,7 +32,7 @@ USER_HEAD = b'"type":"user"'
 USER_CONTENT = b'"role":"user","content":'
 TYPED = (b'"', b'[{"type":"text"', b'[{"type":"image"')
 GENERATED = ("<local-command", "[Request interrupted", "Caveat: The messages below")
-HEAD = 300
+LINE_HEAD_BYTES = 300  # a line's first bytes, where its type and role are searched for
 # No real request has more tokens than this in one field; larger numbers are corruption.
 MAX_TOKENS = 100_000_000
 
@@ -55,12 +55,12 @@ def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[by
         if end == -1:
             end = size
         lines += 1
-        head = min(start + HEAD, end)
+        head = min(start + LINE_HEAD_BYTES, end)
         user = find(USER_HEAD, start, head) != -1 and find(ASSISTANT_MARK, start, head) == -1
         if not user and find(USAGE_MARK, start, end) != -1 and find(ASSISTANT_MARK, start, end) != -1:
             found.append(data[start:end])
         elif user and prompts is not None:
-            at = find(USER_CONTENT, start, min(start + 2 * HEAD, end))
+            at = find(USER_CONTENT, start, min(start + 2 * LINE_HEAD_BYTES, end))
             if at != -1 and data.startswith(TYPED, at + len(USER_CONTENT)):
                 prompts.append(data[start:end])
         start = end + 1

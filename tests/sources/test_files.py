@@ -468,10 +468,10 @@ def test_only_the_first_bytes_up_to_the_offset_are_fingerprinted(tmp_path: Path)
     path = write(tmp_path / "s.jsonl", b'{"a":1}\n')
     state = consumed(path)
     with path.open("ab") as f:
-        f.write(b"y" * (files.HEAD * 2) + b"\n")
+        f.write(b"y" * (files.FINGERPRINT_BYTES * 2) + b"\n")
     name = str(path)
-    assert state.head == head_of(name, 8) != head_of(name, files.HEAD * 2)
-    assert head_of(name, files.HEAD) == head_of(name, files.HEAD * 2)
+    assert state.head == head_of(name, 8) != head_of(name, files.FINGERPRINT_BYTES * 2)
+    assert head_of(name, files.FINGERPRINT_BYTES) == head_of(name, files.FINGERPRINT_BYTES * 2)
     assert start_offset(found(path), state) == 8
 
 

@@ -12,7 +12,7 @@ from exporter.sources.otlp.metrics import Point
 MAX_SERIES = 10_000  # cumulative series Engineering remembers (see there)
 
 # Claude Code metric -> (our name, the values of its `type` attribute kept as kinds).
-ENGINEERING: dict[str, tuple[str, frozenset[str]]] = {
+CLAUDE_CODE_COUNTERS: dict[str, tuple[str, frozenset[str]]] = {
     "claude_code.lines_of_code.count": ("lines_of_code", frozenset({"added", "removed"})),
     "claude_code.commit.count": ("commits", frozenset()),
     "claude_code.pull_request.count": ("pull_requests", frozenset()),
@@ -43,7 +43,7 @@ class Engineering:
     def add(self, points: Iterable[Point]) -> None:
         with self._lock:
             for point in points:
-                spec = ENGINEERING.get(point.name)
+                spec = CLAUDE_CODE_COUNTERS.get(point.name)
                 # Gauges and up-down sums are no counts to total; a negative or NaN count is garbage.
                 if spec is None or not point.monotonic or not (math.isfinite(point.value) and point.value >= 0):
                     continue
