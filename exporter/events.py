@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -67,7 +68,32 @@ def latest(now: datetime | None = None) -> datetime:
 
 
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
-AGENTS = ("main", "subagent", "auxiliary")
+
+
+# String enums: a member equals its string, so what the ledger stores and the labels show stay plain strings.
+class Outcome(StrEnum):
+    """What became of one line or record a source read."""
+
+    USAGE = "usage"  # a request not seen before
+    DUPLICATE = "duplicate"  # another copy of a request the ledger has
+    SKIPPED = "skipped"  # not a usage record (user lines, tool results, other events)
+    MALFORMED = "malformed"  # meant to be one, but unusable
+
+
+class Agent(StrEnum):
+    """Who made a request: the main conversation, a subagent (Task tool), or Claude Code itself
+    (titles, prompt suggestions, compaction; seen only in its OTLP events)."""
+
+    MAIN = "main"
+    SUBAGENT = "subagent"
+    AUXILIARY = "auxiliary"
+
+
+class Source(StrEnum):
+    """Where a usage event came from."""
+
+    TRANSCRIPTS = "transcripts"
+    OTLP = "otlp"
 
 
 class Tokens(NamedTuple):
@@ -113,12 +139,12 @@ class UsageEvent(NamedTuple):
     session_id: str
     project: str  # last path component of the working directory; never a path
     model: str
-    agent: str  # one of AGENTS
+    agent: str  # an Agent
     tokens: Tokens
     web_search_requests: int = 0
     tools: frozenset[str] = frozenset()
     speed: str = "standard"
-    source: str = "transcripts"
+    source: str = Source.TRANSCRIPTS
     reported_cost: Decimal | None = None
     compaction: bool = False
     user: str = ""  # team mode: who sent it, as `labels.user` shapes it (never set from transcripts)
@@ -247,8 +273,8 @@ class Request(NamedTuple):
 
         A transcript copy replaces what only OTLP reported (the event has no cache TTL split, so a
         maximum would count its cache writes twice); the row keeps the key it is stored under."""
-        if (self.source == "otlp") != (other.source == "otlp"):
-            transcript = other if self.source == "otlp" else self
+        if (self.source == Source.OTLP) != (other.source == Source.OTLP):
+            transcript = other if self.source == Source.OTLP else self
             return transcript._replace(
                 key=self.key,
                 copies=self.copies + other.copies,

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from exporter.events import Request, to_nanos
+from exporter.events import Request, Source, to_nanos
 from exporter.ledger.ingest import IngestResult, Progress, ingest
 from exporter.ledger.store import Ledger
 from exporter.pricing.prices import Override, Pricer, Rates
@@ -96,7 +96,7 @@ class Pipeline:
         quote = self.pricer.describe(r.model, r.speed, at)
         # The same context, so the same long-context tier, with nothing read from or written to the cache.
         uncached = None if quote is None else to_nanos(quote.cost(r.tokens.uncached, r.web_search))
-        if r.source == "otlp" and r.reported_cost is not None:
+        if r.source == Source.OTLP and r.reported_cost is not None:
             # Claude Code's own price: its event has no cache TTL split to price the tokens from. A model
             # with no rates here claims no saving rather than its whole cost as a loss.
             uncached = r.reported_cost if uncached is None else uncached

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from exporter.events import AGENTS
+from exporter.events import Agent
 
 # Fixed here, not read from the data: metric label values and dashboards are built on these names.
 INTERACTIONS: tuple[str, ...] = (
@@ -67,8 +67,8 @@ def _parse_rule(index: int, raw: Any, errors: list[str]) -> _Rule | None:
     flags = {key: raw.get(key, False) for key in ("compaction", "web_search", "no_tools")}
     if category not in CATEGORIES:
         errors.append(f"{where} ({name}): unknown category {category!r}; {_valid('categories', CATEGORIES)}")
-    if agent is not None and agent not in AGENTS:
-        errors.append(f"{where} ({name}): unknown agent {agent!r}; {_valid('agents', AGENTS)}")
+    if agent is not None and agent not in list(Agent):
+        errors.append(f"{where} ({name}): unknown agent {agent!r}; {_valid('agents', Agent)}")
     if not isinstance(tools, list) or not all(isinstance(tool, str) and tool for tool in tools):
         errors.append(f"{where} ({name}): tools must be a list of non-empty strings")
         tools = []

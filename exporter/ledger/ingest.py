@@ -18,10 +18,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Protocol
 
-from exporter.events import Enrich, Prompt, Request, merge_all
+from exporter.events import Enrich, Outcome, Prompt, Request, Source, merge_all
 from exporter.ledger.store import Ledger
 from exporter.sources import files as fs
-from exporter.sources.transcripts import SOURCE, parse_chunk
+from exporter.sources.transcripts import parse_chunk
 
 BATCH_BYTES = 64 << 20
 UNIT_BYTES = 16 << 20  # a worker's share: bounds the memory one result takes
@@ -86,7 +86,7 @@ def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
         try:
             for lines, offset, too_long in fs.read_lines(part.found.path, part.start, part.stop):
                 end = offset
-                parsed.counts["skipped"] += too_long
+                parsed.counts[Outcome.SKIPPED] += too_long
                 merge_all(map(Request.from_event, parse_chunk(lines, parsed.counts, parsed.prompts)), merged)
             parsed.ends.append((end, fs.head_of(part.found.path, end) if end > part.start else ""))
         except OSError as err:
@@ -307,7 +307,7 @@ class _Batch:
             self.enrich,
             self.files.values(),
             self.counts,
-            SOURCE,
+            Source.TRANSCRIPTS,
             self.size,
             self.fresh,
             self.prompts,

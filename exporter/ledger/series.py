@@ -11,7 +11,7 @@ import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from exporter.events import Prompt, Request, Tokens, tool_label
+from exporter.events import Agent, Prompt, Request, Tokens, tool_label
 from exporter.ledger.schema import (
     CONTEXT_BUCKETS,
     PROMPT_COST_BUCKETS,
@@ -160,7 +160,7 @@ def _sessions(db: sqlite3.Connection, new: Iterable[Request]) -> None:
     switches: Counter[tuple[str, str]] = Counter()
     for r in ordered:
         project, last_ts, family = known.get(r.session_id, (r.project, r.ts, ""))
-        if r.agent == "main" and r.ts >= last_ts:
+        if r.agent == Agent.MAIN and r.ts >= last_ts:
             if family and family != r.model_family:
                 switches[(family, r.model_family)] += 1
             last_ts, family = r.ts, r.model_family

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import orjson
 
-from exporter.events import Enrich, Prompt, Request, Tokens, merge_all
+from exporter.events import Enrich, Outcome, Prompt, Request, Source, Tokens, merge_all
 from exporter.ledger import series
 from exporter.ledger.schema import COLUMNS, MARKS, MIGRATIONS, register_functions
 from exporter.sources.files import FileState
@@ -223,7 +223,7 @@ class Ledger:
         enrich: Enrich,
         files: Iterable[FileState] = (),
         counts: Counter[str] | None = None,
-        source: str = "transcripts",
+        source: str = Source.TRANSCRIPTS,
         bytes_read: int = 0,
         fresh: set[str] | None = None,
         prompts: Iterable[Prompt] = (),
@@ -245,8 +245,8 @@ class Ledger:
             changes = series.Changes()
             for key, request in merged.items():
                 old = stored.get(key) or stored.get(request.request_id or key)
-                outcomes["usage"] += old is None
-                outcomes["duplicate"] += request.copies - (old is None)
+                outcomes[Outcome.USAGE] += old is None
+                outcomes[Outcome.DUPLICATE] += request.copies - (old is None)
                 if old is not None:
                     request = old.merge(request)
                 request = request if request.interaction else enrich(request)
@@ -274,16 +274,16 @@ class Ledger:
         `pending` (see `settle`), or, with no grace, are stored at once, keyed by their request id."""
         batch = merge_all(requests)
         known = self._known_request_ids(batch)
-        outcomes: Counter[str] = Counter(duplicate=sum(batch[k].copies for k in known))
+        outcomes: Counter[str] = Counter({Outcome.DUPLICATE: sum(batch[k].copies for k in known)})
         new = [r for key, r in batch.items() if key not in known]
         if grace_ms <= 0:
-            return self.commit(new, enrich, source="otlp", counts=outcomes)
+            return self.commit(new, enrich, source=Source.OTLP, counts=outcomes)
         with self.transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO pending (request_id, received, request) VALUES (?, ?, ?)",
                 [(r.key, now_ms, orjson.dumps(_row(r))) for r in new],
             )
-            self._add_counters({f"lines.otlp.{k}": v for k, v in outcomes.items()})
+            self._add_counters({f"lines.{Source.OTLP}.{k}": v for k, v in outcomes.items()})
         return outcomes
 
     def settle(self, enrich: Enrich, grace_ms: int, now_ms: int) -> Counter[str]:
@@ -293,9 +293,9 @@ class Ledger:
         if not waiting:
             return Counter()
         held = self._known_request_ids(waiting, pending=False)
-        outcomes: Counter[str] = Counter(duplicate=len(held))
+        outcomes: Counter[str] = Counter({Outcome.DUPLICATE: len(held)})
         fresh = [r for key, r in waiting.items() if key not in held]
-        return self.commit(fresh, enrich, source="otlp", counts=outcomes, settled=list(waiting))
+        return self.commit(fresh, enrich, source=Source.OTLP, counts=outcomes, settled=list(waiting))
 
     def _known_request_ids(self, ids: Iterable[str], pending: bool = True) -> set[str]:
         batch = list(ids)

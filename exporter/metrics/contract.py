@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SOURCES = ("transcripts",)  # the sources the exporter always shows counters for
-OUTCOMES = ("usage", "duplicate", "skipped", "malformed")
+from exporter.events import Source
+
+SOURCES = (Source.TRANSCRIPTS,)  # the sources the exporter always shows counters for
 USAGE = ("model", "model_family", "category", "interaction", "agent", "project")
 
 

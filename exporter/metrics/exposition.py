@@ -24,8 +24,9 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter import __version__
+from exporter.events import Outcome, Source
 from exporter.ledger.store import Ledger
-from exporter.metrics.contract import CONTRACT, ENGINEERING, OUTCOMES, SOURCES, Spec
+from exporter.metrics.contract import CONTRACT, ENGINEERING, SOURCES, Spec
 from exporter.metrics.points import HISTOGRAMS, Histogram, LabelPolicy, Labels, Points, read_histograms, read_points
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,11 +63,11 @@ def read_snapshot(
 ) -> Snapshot:
     points = read_points(ledger, policy)
     # Every source's counters exist from the start at 0, so rate() and increase() see their first rise.
-    lines: dict[Labels, float] = {(("outcome", o), ("source", src)): 0.0 for src in sources for o in OUTCOMES}
-    bytes_read: dict[Labels, float] = {(("source", "transcripts"),): 0.0}
+    lines: dict[Labels, float] = {(("outcome", o), ("source", src)): 0.0 for src in sources for o in Outcome}
+    bytes_read: dict[Labels, float] = {(("source", Source.TRANSCRIPTS),): 0.0}
     errors = dict(bytes_read)
     engineering: dict[str, dict[Labels, float]] = {}
-    if "otlp" in sources:
+    if Source.OTLP in sources:
         for name, kinds, _ in ENGINEERING.values():
             engineering[name] = {_kind(k): 0.0 for k in kinds}
     for name, value in ledger.counters().items():

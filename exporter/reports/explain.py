@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.events import Enrich, Request, UsageEvent, merge_all
+from exporter.events import Agent, Enrich, Request, UsageEvent, merge_all
 from exporter.ledger.store import Ledger
 from exporter.reports.periods import iso
 from exporter.sources.files import read_lines
@@ -71,7 +71,7 @@ def _duplicate(here: Request, first: Request | None) -> str:
 
 def _switch(r: Request, previous: dict[str, str]) -> str | None:
     """A main-thread request whose model family differs from the session's previous one."""
-    if r.agent != "main":
+    if r.agent != Agent.MAIN:
         return None
     before = previous.get(r.session_id)
     previous[r.session_id] = r.model_family

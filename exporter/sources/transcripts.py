@@ -18,9 +18,20 @@ from typing import Any
 
 import orjson
 
-from exporter.events import MAX_CHARS, Prompt, Tokens, UsageEvent, add_tools, latest, project_name, shorten, to_ms
-
-SOURCE = "transcripts"
+from exporter.events import (
+    MAX_CHARS,
+    Agent,
+    Outcome,
+    Prompt,
+    Source,
+    Tokens,
+    UsageEvent,
+    add_tools,
+    latest,
+    project_name,
+    shorten,
+    to_ms,
+)
 
 # Most bytes are tool results and file snapshots; only lines holding both can carry usage.
 USAGE_MARK = b'"usage"'
@@ -85,7 +96,7 @@ def parse_chunk(
     maybe, lines = candidates(bytes(buf), typed)
     if prompts is not None and typed:
         prompts.extend(p for p in (parse_prompt(line, until) for line in typed) if p is not None)
-    counts["skipped"] += lines - len(maybe)
+    counts[Outcome.SKIPPED] += lines - len(maybe)
     events: list[UsageEvent] = []
     last_id = last_model = last_usage = None  # of the last event
     for line in maybe:
@@ -97,7 +108,7 @@ def parse_chunk(
                 try:
                     records.append((orjson.loads(raw), raw))
                 except orjson.JSONDecodeError:
-                    counts["malformed"] += 1
+                    counts[Outcome.MALFORMED] += 1
         for record, raw in records:
             message = record.get("message") if type(record) is dict else None
             if (
@@ -176,29 +187,29 @@ def split_merged(line: bytes) -> list[bytes]:
         ]
 
 
-def parse_line(line: bytes, now: datetime | None = None) -> UsageEvent | str:
+def parse_line(line: bytes, now: datetime | None = None) -> UsageEvent | Outcome:
     """A usage event, or the outcome (`skipped` / `malformed`) of a line that is not one."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return "malformed" if ASSISTANT_MARK in line else "skipped"
+        return Outcome.MALFORMED if ASSISTANT_MARK in line else Outcome.SKIPPED
     return from_record(record, line, latest(now))
 
 
-def from_record(record: object, line: bytes, until: datetime | None = None) -> UsageEvent | str:
+def from_record(record: object, line: bytes, until: datetime | None = None) -> UsageEvent | Outcome:
     """The event of a parsed line, or its outcome; `line` keys a request that has no id. A time later
     than `until` (by default a day after the wall clock) is malformed."""
     if not isinstance(record, dict) or record.get("type") != "assistant":
-        return "skipped"
+        return Outcome.SKIPPED
     message = record.get("message")
     if not isinstance(message, dict) or "usage" not in message:
-        return "skipped"
+        return Outcome.SKIPPED
     if message.get("model") == "<synthetic>":  # a locally generated API-error line, zero usage
-        return "skipped"
+        return Outcome.SKIPPED
     try:
         return _event(record, message, line, latest() if until is None else until)
     except Malformed:
-        return "malformed"
+        return Outcome.MALFORMED
 
 
 def _event(record: dict[str, Any], message: dict[str, Any], line: bytes, until: datetime) -> UsageEvent:
@@ -216,18 +227,19 @@ def _event(record: dict[str, Any], message: dict[str, Any], line: bytes, until: 
         _id(record.get("sessionId")) or "unknown",
         project_name(_str(record.get("cwd"))),
         model,
-        "subagent" if record.get("isSidechain") is True or "agentId" in record else "main",
+        _SUBAGENT if record.get("isSidechain") is True or "agentId" in record else _MAIN,
         _tokens(usage),
         web_searches,
         _tools(message),
         shorten(speed) if isinstance(speed, str) and speed else "standard",
-        SOURCE,
+        _TRANSCRIPTS,
         _cost(record.get("costUSD")),
         record.get("isCompactSummary") is True,
     )
 
 
 _NO_TOOLS: frozenset[str] = frozenset()
+_MAIN, _SUBAGENT, _TRANSCRIPTS = Agent.MAIN, Agent.SUBAGENT, Source.TRANSCRIPTS  # globals: cheaper than Enum.X here
 
 
 def _tools(message: dict[str, Any]) -> frozenset[str]:

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb
 
-from exporter.events import MAX_CHARS, Tokens, UsageEvent, latest, project_name, shorten, tool_label
+from exporter.events import MAX_CHARS, Agent, Source, Tokens, UsageEvent, latest, project_name, shorten, tool_label
 from exporter.sources.otlp.wire import (
     EPOCH,
     JSON,
@@ -25,7 +25,6 @@ from exporter.sources.otlp.wire import (
     resource_object,
 )
 
-SOURCE = "otlp"
 MAX_TOKENS = 10**9  # per field and request: more is a broken or hostile sender, not usage
 MAX_COST_USD = Decimal(10**6)  # per request, likewise
 
@@ -172,7 +171,7 @@ def _request(
         0,
         _NO_TOOLS,
         _speed(attrs.get("speed")),
-        SOURCE,
+        Source.OTLP,
         _cost(attrs),
     )
     return event, query_source, _identity(attrs, resource)
@@ -192,13 +191,13 @@ def _tool_result(attrs: dict[str, object], resource: dict[str, object], when: _W
     )
 
 
-def agent_of(query_source: str | None) -> str:
+def agent_of(query_source: str | None) -> Agent:
     """`main`, `subagent` or `auxiliary` from Claude Code's raw `query_source` (absent: main)."""
     if not query_source or query_source == "sdk" or query_source.startswith("repl_main_thread"):
-        return "main"
+        return Agent.MAIN
     if query_source.startswith("agent:") or query_source == "hook_agent":
-        return "subagent"
-    return "auxiliary"  # title generation, prompt suggestions, compaction, …
+        return Agent.SUBAGENT
+    return Agent.AUXILIARY  # title generation, prompt suggestions, compaction, …
 
 
 def _text(value: object) -> str | None:
