@@ -6,6 +6,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -59,6 +60,23 @@ def make_app(tmp_path: Path, claude_dir: Path) -> Callable[..., Pipeline]:
         return Pipeline(Setup.from_settings(load_settings(None, {}, given), {}))
 
     return make
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A folder other users can reach (pytest's tmp_path is private to its own), made with umask 022."""
+    mask = os.umask(0o022)
+    try:
+        with tempfile.TemporaryDirectory(prefix="claude-usage-tests-") as name:
+            base = Path(name)
+            base.chmod(0o755)
+            try:
+                yield base
+            finally:
+                for folder, _, _ in os.walk(base):  # modes a test took away, back for the clean-up
+                    os.chmod(folder, 0o755)
+    finally:
+        os.umask(mask)
 
 
 def openssl(folder: Path, *args: str) -> None:

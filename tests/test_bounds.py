@@ -363,3 +363,17 @@ def test_opening_an_older_ledger_shortens_every_long_value_and_keeps_every_total
     assert repaired.meta("prices") is None
     repaired.close()
     Ledger(state).close()  # a second open changes nothing more and does not fail
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("output", "usable"), [(100_000_000, True), (100_000_001, False), (10**9, False)])
+@pytest.mark.parametrize("content_type", [JSON, PROTOBUF])
+def test_a_token_count_is_usable_from_both_sources_or_neither(output: int, usable: bool, content_type: str) -> None:
+    counts: Counter[str] = Counter()
+    from_transcript = parse_chunk(assistant_line("msg_1", "req_1", GOOD_TS, output=output), counts, now=NOW)
+    body = otlp_logs(content_type, otlpgen.api_request(otlpgen.T0_MS, "req_1", output=output))
+    logs = decode_logs(body, content_type)
+    assert (len(from_transcript), counts["malformed"]) == ((1, 0) if usable else (0, 1))
+    assert (len(logs.requests), logs.rejected) == ((1, 0) if usable else (0, 1))

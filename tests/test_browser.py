@@ -18,7 +18,8 @@ from exporter.daemon.gauges import TOP
 from exporter.metrics.exposition import TEXT
 from tests.support.corpus import generate
 from tests.support.daemon import Serve, samples, serving
-from tests.support.prometheus import parse_labels, require
+from tests.support.prometheus import parse_labels
+from tests.support.tools import require
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Response

@@ -16,14 +16,10 @@ from exporter.ledger.store import Ledger
 from exporter.reports import blocks
 from exporter.reports import periods as reports
 from exporter.reports.budgets import BudgetSpec, BudgetState, evaluate, window_bounds
-from tests.support.lines import at
+from tests.support.lines import at, ms
 
 HOUR = 3_600_000
 SONNET = Tokens(input=100_000)  # $0.30 at Sonnet 4.5's $3 per million (under the 200 k long-context tier)
-
-
-def ms(when: str) -> int:
-    return int(datetime.fromisoformat(when).timestamp() * 1000)
 
 
 def utc(moment_ms: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,34 +11,19 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.cli.commands import main
+from tests.support.cli import Run, cli, folders
 from tests.support.lines import line, write
-
-Run = Callable[..., str]
 
 
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
-    for name in ("CLAUDE_CONFIG_DIR", "CLAUDE_USAGE_EXPORTER_CONFIG", "TZ"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = CliRunner().invoke(main, list(args))
-        assert result.exit_code == code, result.output
-        return result.output
-
-    return invoke
-
-
-def common(tmp_path: Path) -> list[str]:
-    return ["--claude-dir", str(tmp_path / "claude"), "--state-dir", str(tmp_path / "state"), "-z", "UTC"]
+    return cli(tmp_path, monkeypatch)
 
 
 def test_report_daily_json_counts_a_fork_once(run: Run, tmp_path: Path) -> None:
     write(tmp_path / "claude/projects/p/s1.jsonl", line(), line(m_id="msg_2", timestamp="2026-08-21T09:00:00Z"))
     write(tmp_path / "claude/projects/p/fork.jsonl", line(sessionId="fork"))
-    data = orjson.loads(run("report", "daily", "--json", *common(tmp_path)))
+    data = orjson.loads(run("report", "daily", "--json", *folders(tmp_path)))
     assert [(d["date"], d["requests"], d["outputTokens"]) for d in data["daily"]] == [
         ("2026-08-20", 1, 135),
         ("2026-08-21", 1, 135),
@@ -49,7 +33,7 @@ def test_report_daily_json_counts_a_fork_once(run: Run, tmp_path: Path) -> None:
 
 def test_the_table_report_shows_totals_and_the_category_split(run: Run, tmp_path: Path) -> None:
     write(tmp_path / "claude/projects/p/s1.jsonl", line())
-    out = run("report", "monthly", "--breakdown", *common(tmp_path))
+    out = run("report", "monthly", "--breakdown", *folders(tmp_path))
     assert "2026-08" in out and "Total" in out and "claude-haiku-4-5-20251001" in out
     assert "By category: direct_interaction $0.02 (100%) · context_processing $0.00 (0%)" in out
 
@@ -103,21 +87,21 @@ def test_explain_shows_each_request_and_what_it_duplicates(run: Run, tmp_path: P
     first = write(tmp_path / "claude/projects/p/s1.jsonl", line(), line(m_content=[{"type": "text", "text": "x"}]))
     switch = line(sessionId="fork", m_id="msg_new", m_model="claude-opus-4-8", timestamp="2026-08-20T11:00:00Z")
     fork = write(tmp_path / "claude/projects/p/fork.jsonl", line(sessionId="fork"), switch)
-    run("report", "daily", *common(tmp_path))
-    rows = orjson.loads(run("explain", str(fork), "--json", *common(tmp_path)))
+    run("report", "daily", *folders(tmp_path))
+    rows = orjson.loads(run("explain", str(fork), "--json", *folders(tmp_path)))
     T = "2026-08-20T10:21:56.612Z"
     assert [(r["line"], r["key"], r["duplicate"], r["modelSwitch"]) for r in rows] == [
         (1, "msg_011CeDq", f"1 line; fork or replay of a request first seen {T} in session 9c42ba52", None),
         (2, "msg_new", "1 line", "haiku→opus"),
     ]
-    [original] = orjson.loads(run("explain", str(first), "--json", *common(tmp_path)))
+    [original] = orjson.loads(run("explain", str(first), "--json", *folders(tmp_path)))
     assert (original["duplicate"], original["interaction"], original["category"]) == (
         "2 lines",
         "command",
         "direct_interaction",
     )
     assert original["cost"] == pytest.approx((10 * 1 + 135 * 5 + 22820 * 0.1 + 9907 * 2) / 1e6)
-    assert "Requests in this transcript" in run("explain", str(first), *common(tmp_path))
+    assert "Requests in this transcript" in run("explain", str(first), *folders(tmp_path))
 
 
 def test_pricing_shows_one_model_and_its_source(run: Run, tmp_path: Path) -> None:
@@ -175,7 +159,7 @@ def test_the_daily_table_matches_its_golden_rendering(run: Run, tmp_path: Path) 
         line(),
         line(m_id="msg_2", m_model="claude-opus-4-8", timestamp="2026-08-21T09:00:00Z"),
     )
-    out = run("report", "daily", "--breakdown", *common(tmp_path))
+    out = run("report", "daily", "--breakdown", *folders(tmp_path))
     assert out == (GOLDEN / "report-daily-breakdown.txt").read_text()
 
 
@@ -208,7 +192,7 @@ def test_serve_logs_json_lines_when_the_environment_asks(
 ) -> None:
     write(tmp_path / "claude/projects/p/s1.jsonl", line())
     monkeypatch.setenv("CLAUDE_USAGE_EXPORTER_LOG_FORMAT", "json")
-    result = CliRunner().invoke(main, ["serve", "--once", *common(tmp_path)])
+    result = CliRunner().invoke(main, ["serve", "--once", *folders(tmp_path)])
     assert result.exit_code == 0, result.output
     logged = [orjson.loads(entry) for entry in result.stderr.splitlines()]
     assert [(entry["level"], entry["msg"].split(" ")[0]) for entry in logged] == [
@@ -224,7 +208,7 @@ def test_serve_on_a_port_in_use_says_which_address_and_exits_1(run: Run, tmp_pat
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        out = run("serve", "--web.listen-address", address, *common(tmp_path), code=1)
+        out = run("serve", "--web.listen-address", address, *folders(tmp_path), code=1)
     assert out == f"Error: cannot listen on {address}: Address already in use\n"
 
 
@@ -232,7 +216,7 @@ def test_serve_with_a_missing_bearer_tokens_file_names_the_file_and_exits_1(run:
     config = tmp_path / "team.yaml"
     missing = tmp_path / "tokens"
     config.write_text(f"sources:\n  otlp: {{enabled: true, listen: 127.0.0.1:0, bearer_tokens_file: {missing}}}\n")
-    out = run("serve", "--config", str(config), *common(tmp_path), code=1)
+    out = run("serve", "--config", str(config), *folders(tmp_path), code=1)
     assert out == f"Error: cannot read sources.otlp.bearer_tokens_file {missing}: No such file or directory\n"
 
 
@@ -248,7 +232,9 @@ def budget_config(tmp_path: Path) -> Path:
 def test_report_budgets_json_gives_each_budgets_window_spend_and_status(run: Run, tmp_path: Path) -> None:
     now = datetime.now(UTC)
     write(tmp_path / "claude/projects/p/s1.jsonl", line(timestamp=now.strftime("%Y-%m-%dT%H:%M:%S.000Z")))
-    data = orjson.loads(run("report", "budgets", "--json", "--config", str(budget_config(tmp_path)), *common(tmp_path)))
+    data = orjson.loads(
+        run("report", "budgets", "--json", "--config", str(budget_config(tmp_path)), *folders(tmp_path))
+    )
     daily, weekly = data["budgets"]
     cost = 10 * 1e-6 + 135 * 5e-6 + 22820 * 0.1e-6 + 9907 * 2e-6  # Haiku 4.5, the cache write for 1 h
     assert (data["timezone"], daily["name"], daily["spendUSD"], daily["status"]) == ("UTC", "daily", cost, "ok")
@@ -260,7 +246,7 @@ def test_report_budgets_json_gives_each_budgets_window_spend_and_status(run: Run
 
 def test_report_budgets_table_and_the_error_without_budgets(run: Run, tmp_path: Path) -> None:
     write(tmp_path / "claude/projects/p/s1.jsonl", line())
-    table = run("report", "budgets", "--config", str(budget_config(tmp_path)), *common(tmp_path))
+    table = run("report", "budgets", "--config", str(budget_config(tmp_path)), *folders(tmp_path))
     assert re.search(r"notes-week .* week .* project=acme-api .* \$0\.00 .* \$0\.01 .* 0% .* ok", table)
-    error = run("report", "budgets", *common(tmp_path), code=1)
+    error = run("report", "budgets", *folders(tmp_path), code=1)
     assert "no budgets configured: add a `budgets:` list to the config file" in error

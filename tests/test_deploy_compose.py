@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.prometheus import require
+from tests.support.tools import require
 from tests.test_deploy_docker import DOCKERFILE, STATE, image_env, parse
 
 ROOT = Path(__file__).resolve().parent.parent

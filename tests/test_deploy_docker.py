@@ -9,7 +9,6 @@ state volume and a tmpfs for /tmp can be written, as `docker run --read-only --t
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -19,19 +18,20 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
 import pytest
 
+from tests.support.daemon import clean_env
 from tests.support.lines import line, write
-from tests.support.prometheus import eventually, free_port, require
+from tests.support.loopback import basic, free_port
+from tests.support.tools import require
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy/docker/Dockerfile"
@@ -267,7 +267,7 @@ class Container:
         for folder in (self.state, self.claude, self.tmp):
             folder.mkdir(mode=0o755, exist_ok=True)
         self.places = {VENV: sys.prefix, STATE: str(self.state), CLAUDE: str(self.claude), **self.mounts}
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
+        clean = clean_env()
         env = image_env(self.dockerfile.final, clean)
         assert env["CLAUDE_USAGE_EXPORTER_WEB_LISTEN_ADDRESS"] == LISTEN
         env["CLAUDE_USAGE_EXPORTER_WEB_LISTEN_ADDRESS"] = f"127.0.0.1:{self.port}"  # loopback only, here
@@ -352,18 +352,6 @@ class Container:
             self.process.wait(timeout=WAIT)
 
 
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A folder another user can reach (pytest's tmp_path is private to its own), made with umask 022."""
-    mask = os.umask(0o022)
-    try:
-        with tempfile.TemporaryDirectory(prefix="claude-usage-deploy-") as name:
-            Path(name).chmod(0o755)
-            yield Path(name)
-    finally:
-        os.umask(mask)
-
-
 def run_the_image(container: Container) -> None:
     """Starts the command on one transcript; checks health, readiness and the request counted; stops it."""
     write(container.claude / "projects/acme-api/session.jsonl", line())
@@ -444,7 +432,7 @@ def secure_web_config(folder: Path, pki: Path, password: str) -> Path:
 
 def https_get(port: int, path: str, pki: Path, password: str | None = None) -> int:
     """The status of a GET over HTTPS, trusting the test CA, with basic auth when a password is given."""
-    headers = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{password}".encode()).decode()}
+    headers = {"Authorization": basic("prometheus", password or "")}
     request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", headers=headers if password else {})
     try:
         with urllib.request.urlopen(request, timeout=WAIT, context=ssl.create_default_context(cafile=pki / "ca.pem")):

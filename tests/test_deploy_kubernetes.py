@@ -10,7 +10,6 @@ runs with TLS and basic auth on, and its probes are sent as kubelet would send t
 
 from __future__ import annotations
 
-import base64
 import http.client
 import re
 import ssl
@@ -24,8 +23,11 @@ import pytest
 import yaml
 
 from tests.support import otlpgen as gen
-from tests.support.prometheus import PROMTOOL, eventually, free_port, require
-from tests.test_deploy_docker import DOCKERFILE, Container, parse, secure_web_config, shared  # noqa: F401 (a fixture)
+from tests.support.loopback import basic, free_port
+from tests.support.prometheus import PROMTOOL
+from tests.support.tools import require
+from tests.support.waiting import eventually
+from tests.test_deploy_docker import DOCKERFILE, Container, parse, secure_web_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy/kubernetes"
@@ -433,7 +435,7 @@ def test_the_team_config_passes_check_config_and_its_tokens_file_is_the_secrets(
     assert done.returncode == 0 and "OTLP on 0.0.0.0:4318" in done.stdout, done.stdout + done.stderr
 
 
-def run_central(objects: list[Object], shared: Path, secrets: dict[str, str]) -> tuple[Container, int]:  # noqa: F811
+def run_central(objects: list[Object], shared: Path, secrets: dict[str, str]) -> tuple[Container, int]:
     """An overlay's exporter as a process: its args, its config volume with the Secrets' files given, loopback ports."""
     exporter, folder, files = team_config(objects)
     config_dir = shared / "config"
@@ -449,7 +451,7 @@ def run_central(objects: list[Object], shared: Path, secrets: dict[str, str]) ->
 
 
 @pytest.fixture
-def central(team: list[Object], shared: Path) -> Iterator[tuple[Container, int]]:  # noqa: F811
+def central(team: list[Object], shared: Path) -> Iterator[tuple[Container, int]]:
     """The team overlay's exporter as a process, with a tokens file where the Secret would be."""
     process, otlp = run_central(team, shared, {"tokens": "# one a line\nteam-token-1\n"})
     try:
@@ -514,7 +516,7 @@ def kubelet_probe(probe: Object, exporter: Object, ports: dict[int, int]) -> int
 
 def test_the_tls_overlays_probes_pass_with_tls_and_basic_auth_on_and_scrapes_need_the_password(
     rendered: dict[str, list[Object]],
-    shared: Path,  # noqa: F811
+    shared: Path,
     pki: Path,
 ) -> None:
     objects = rendered["overlays/team-tls"]
@@ -550,11 +552,9 @@ def test_the_tls_overlays_probes_pass_with_tls_and_basic_auth_on_and_scrapes_nee
         trusted = ssl.create_default_context(cafile=pki / "ca.pem")
         for password, status in ((None, 401), ("wrong", 401), ("scrape-secret", 200)):
             connection = http.client.HTTPSConnection("127.0.0.1", process.port, timeout=60, context=trusted)
-            credentials = base64.b64encode(f"prometheus:{password}".encode()).decode()
+            headers = {"Authorization": basic("prometheus", password)} if password else {}
             try:
-                connection.request(
-                    "GET", endpoint["path"], headers={"Authorization": f"Basic {credentials}"} if password else {}
-                )
+                connection.request("GET", endpoint["path"], headers=headers)
                 assert connection.getresponse().status == status, password
             finally:
                 connection.close()

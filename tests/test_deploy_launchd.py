@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.lines import line, write
-from tests.support.prometheus import answers_ok, eventually, free_port
+from tests.support.loopback import answers_ok, free_port
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "deploy/launchd/io.github.claude-usage-exporter.plist"

@@ -21,7 +21,7 @@ import pytest
 from exporter.defaults import default_state_dir
 from tests.support.daemon import serving
 from tests.support.lines import line, write
-from tests.support.prometheus import require
+from tests.support.tools import require
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy/systemd/claude-usage-exporter.service"

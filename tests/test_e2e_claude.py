@@ -28,8 +28,9 @@ import pytest
 from exporter.events import Request
 from exporter.ledger.store import Ledger
 from tests.support.claude_cli import Telemetry, Workspace, claude_step, require_claude, stream_json_prompt
-from tests.support.daemon import samples
-from tests.support.netns import POLL, ROOT, FakeSettings, Plan, Process, Result, Step, require_netns, run_plan
+from tests.support.daemon import SERVE, samples
+from tests.support.netns import ROOT, FakeSettings, Plan, Process, Result, Step, require_netns, run_plan
+from tests.support.waiting import POLL
 from tests.test_claude_cli import PROMPT, list_price, succeeded
 
 TRANSCRIPTS_ONLY = "sources: {transcripts: {enabled: true}}\n"
@@ -154,10 +155,7 @@ def scenario(
     config_file.write_text(config)
     common = ["--state-dir", str(state), "--claude-dir", str(watched or ws.config), "--config", str(config_file)]
     argv = [
-        sys.executable,
-        "-m",
-        "exporter",
-        "serve",
+        *SERVE,
         *common,
         "--web.listen-address",
         "127.0.0.1:{port:web}",

@@ -8,16 +8,14 @@ for it, and a fast request whose fast price is unknown is unpriced, never priced
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from exporter.cli.commands import main
+from tests.support.cli import Run
+from tests.support.cli import cli as run_in
 
-Run = Callable[..., str]
 FAST_PAGE = "https://platform.claude.com/docs/en/build-with-claude/fast-mode"
 # One request's usage: 10 uncached input, 500 output, 20,000 cache reads, 3,000 written to the 1 h cache.
 # Opus 4.6 standard (5 / 25 / 0.5 / 10 per MTok): 10*5 + 500*25 + 20000*0.5 + 3000*10 = 52,550 -> $0.05255
@@ -66,18 +64,7 @@ def assistant(msg: str, session: str, ts: str, *, model: str = "claude-opus-4-6"
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
-    for name in ("CLAUDE_CONFIG_DIR", "CLAUDE_USAGE_EXPORTER_CONFIG", "CLAUDE_USAGE_EXPORTER_PRICING_MODE", "TZ"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COLUMNS", "200")
-    where = ["--claude-dir", str(tmp_path / "claude"), "--state-dir", str(tmp_path / "state"), "-z", "UTC"]
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = CliRunner().invoke(main, [*args, *where] if args[0] != "pricing" else list(args))
-        assert result.exit_code == code, result.output
-        return result.output
-
-    return invoke
+    return run_in(tmp_path, monkeypatch, in_folders=True)
 
 
 def transcript(tmp_path: Path, name: str, *lines: bytes) -> Path:

@@ -19,8 +19,7 @@ import os
 import random
 import re
 import signal
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -28,9 +27,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.corpus import generate
-from tests.support.daemon import WAIT, Serve, samples, serving
-from tests.support.lines import USAGE, line, write
-from tests.support.prometheus import require
+from tests.support.daemon import Serve, samples, serving
+from tests.support.lines import USAGE, line, request, write
+from tests.support.tools import require
 
 LINES = "claude_usage_exporter_lines_total"
 READ_ERRORS = "claude_usage_exporter_read_errors_total"
@@ -92,25 +91,9 @@ def assert_up(daemon: Serve) -> None:
     assert samples(daemon.metrics(), SOURCE_UP) == {TRANSCRIPTS: 1.0}
 
 
-def wait_for_requests(daemon: Serve, expected: int, timeout: float = WAIT) -> None:
-    """Waits for "ingested N new request(s)" lines until they add up to `expected` new requests.
-
-    One write can wake the loop once or twice, so two new requests may come in one pass or in two.
-    """
-    seen = 0
-    while seen < expected:
-        seen += int(daemon.wait_for(r"ingested (\d+) new request", timeout)[1])
-    assert seen == expected
-
-
 def messages(daemon: Serve) -> list[str]:
     """The messages of the JSON log lines read so far."""
     return [json.loads(raw)["msg"] for raw in daemon.log if raw.startswith("{")]
-
-
-def request(n: int) -> bytes:
-    """A good assistant line (no newline) of a request of its own."""
-    return line(m_id=f"msg_{n:03d}", requestId=f"req_{n:03d}")
 
 
 def append_raw(path: Path, data: bytes) -> None:
@@ -133,23 +116,6 @@ def unprivileged(home: Path, state: Path, roots: list[Path], ready: bool = True)
     """A running `serve` as nobody, ready (its first ingest done) unless `ready` is False; killed after."""
     env = {"HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}  # nobody may not read root's home
     return serving(state, roots, env=env, prefix=tuple(drop_root()), ready=ready)
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A folder nobody can reach (pytest's tmp_path is private to its user), made with umask 022."""
-    mask = os.umask(0o022)
-    try:
-        with tempfile.TemporaryDirectory(prefix="claude-usage-faults-") as name:
-            base = Path(name)
-            base.chmod(0o755)
-            try:
-                yield base
-            finally:
-                for folder, _, _ in os.walk(base):  # modes the test took away, back for the clean-up
-                    os.chmod(folder, 0o755)
-    finally:
-        os.umask(mask)
 
 
 def writable_state(base: Path) -> Path:
@@ -185,14 +151,14 @@ def test_a_transcript_it_may_not_read_is_a_read_error_and_is_read_once_it_may(sh
         assert_up(daemon)
 
         write(good, request(3))  # while it lasts, later lines still count
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         now = counts(daemon)
         assert (now.usage, now.requests) == (2, 2)
         assert_up(daemon)
 
         secret.chmod(0o644)
         write(good, request(4))
-        wait_for_requests(daemon, 2)  # the secret's request, and the good one
+        daemon.wait_for_requests(2)  # the secret's request, and the good one
         assert counts(daemon) == Counts(usage=4, read_errors=1, requests=4)
         assert messages(daemon).count(denied) == 1  # a lasting fault is logged and counted once
         assert files_watched(daemon) == 2
@@ -213,18 +179,18 @@ def test_a_project_folder_it_may_not_enter_is_a_read_error_and_the_rest_is_still
         assert_up(daemon)
 
         write(good, request(3))  # beside the locked folder, lines are still followed
-        wait_for_requests(daemon, 1, PROMPTLY)
+        daemon.wait_for_requests(1, PROMPTLY)
         now = counts(daemon)
         assert (now.usage, now.requests) == (2, 2)
 
         locked.chmod(0o755)
         write(good, request(4))
-        wait_for_requests(daemon, 2)  # the folder's request, and the good one
+        daemon.wait_for_requests(2)  # the folder's request, and the good one
         assert counts(daemon) == Counts(usage=4, read_errors=messages(daemon).count(denied), requests=4)
         assert files_watched(daemon) == 2
 
         write(hidden, request(5))  # the folder, open now, is followed too
-        wait_for_requests(daemon, 1, PROMPTLY)
+        daemon.wait_for_requests(1, PROMPTLY)
         now = counts(daemon)
         assert (now.usage, now.requests) == (5, 5)
         assert_up(daemon)
@@ -302,7 +268,7 @@ def test_a_transcript_deleted_between_two_writes_keeps_its_requests_and_errs_not
         append_raw(doomed, request(3)[:300])  # a line half written when the file goes
         doomed.unlink()
         write(survivor, request(4))
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         assert counts(daemon) - before == Counts(usage=1, requests=1)
         assert counts(daemon).requests == 3  # the deleted file's request stays counted
         assert files_watched(daemon) == 1
@@ -338,9 +304,9 @@ def test_a_transcript_rewritten_under_the_same_name_is_reread_and_counted_once(
     with serving(tmp_path / "state", [tmp_path / "claude"]) as daemon:
         before = counts(daemon)
         rewrite(path, tmp_path)  # requests 1 and 2 again, and request 3
-        wait_for_requests(daemon, 1)  # request 3
+        daemon.wait_for_requests(1)  # request 3
         write(path, request(4))
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         assert counts(daemon) - before == Counts(usage=2, duplicate=2, requests=2)
         assert files_watched(daemon) == 1
         assert_up(daemon)
@@ -355,7 +321,7 @@ def test_symlink_loops_in_the_projects_tree_end_and_each_transcript_counts_once(
         (projects / "p/up").symlink_to("..")  # back to projects: a loop through the parent
         (projects / "q/here").symlink_to(".")  # a folder inside itself
         write(first, request(3))
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         assert counts(daemon) - before == Counts(usage=1, requests=1)
         assert files_watched(daemon) == 2
         assert_up(daemon)
@@ -371,13 +337,13 @@ def test_a_transcript_symlinked_to_itself_is_a_read_error_and_stops_nothing(tmp_
         assert messages(daemon).count(looped) == 1
         assert counts(daemon) == Counts(usage=1, read_errors=1, requests=1)
         write(good, request(2))
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         now = counts(daemon)
         assert (now.usage, now.requests) == (2, 2)
 
         loop.unlink()
         write(good, request(3))
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         assert counts(daemon) == Counts(usage=3, read_errors=messages(daemon).count(looped), requests=3)
         assert_up(daemon)
 
@@ -400,7 +366,7 @@ def test_a_100_mb_line_written_slowly_is_skipped_without_ever_being_held_in_memo
                 resident.append(samples(daemon.metrics(), "process_resident_memory_bytes")[""])
             f.write(b'"}}\n')
         write(path, request(2))
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         assert counts(daemon) - before == Counts(skipped=1, usage=1, requests=1)
         assert samples(daemon.metrics(), BYTES_READ)[TRANSCRIPTS] - bytes_before == path.stat().st_size - len(
             request(1) + b"\n"
@@ -449,6 +415,6 @@ def test_a_bad_line_is_counted_by_its_outcome_and_the_next_line_still_counts(
         before = counts(daemon)
         write(path, bad)
         write(path, request(2))
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         assert counts(daemon) - before == outcome + Counts(usage=1, requests=1)
         assert_up(daemon)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from exporter.daemon.watch import watch_targets
 from exporter.sources.files import discover, read_lines
-from tests.support.daemon import WAIT, Serve, samples, serving
-from tests.support.lines import line, write
+from tests.support.daemon import Serve, samples, serving
+from tests.support.lines import request, write
 
 LINES = "claude_usage_exporter_lines_total"
 REQUESTS = "claude_usage_requests_total"
@@ -22,11 +22,6 @@ MB = 1 << 20
 # The watcher wakes the loop within milliseconds of a write; without it, only the rescan every 60 s
 # would. A limit between the two tells them apart.
 PROMPTLY = 10.0
-
-
-def request(n: int) -> bytes:
-    """A good assistant line (no newline) of a request of its own."""
-    return line(m_id=f"msg_{n:03d}", requestId=f"req_{n:03d}")
 
 
 def bytes_read(daemon: Serve) -> int:
@@ -42,14 +37,6 @@ def lines_by_outcome(daemon: Serve) -> dict[str, float]:
     return {re.findall(r'outcome="(\w+)"', k)[0]: v for k, v in lines.items() if v}
 
 
-def wait_for_requests(daemon: Serve, expected: int, timeout: float = WAIT) -> None:
-    """Waits for "ingested N new request(s)" lines until they add up to `expected`."""
-    seen = 0
-    while seen < expected:
-        seen += int(daemon.wait_for(r"ingested (\d+) new request", timeout)[1])
-    assert seen == expected
-
-
 # --- a line that never ends ------------------------------------------------------------------------
 
 
@@ -63,7 +50,7 @@ def test_a_long_line_still_unfinished_is_read_by_one_pass_and_not_by_the_next(tm
     with serving(tmp_path / "state", [tmp_path / "claude"]) as daemon:
         before = bytes_read(daemon)
         write(tmp_path / "claude/projects/q/t.jsonl", request(2))  # wakes a pass over every file
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         assert bytes_read(daemon) - before < 2 * MB  # the 20 MiB again would be 10 times this
         assert lines_by_outcome(daemon) == {"usage": 2, "skipped": 1}
 
@@ -121,7 +108,7 @@ def test_a_symlink_under_projects_to_a_foreign_tree_counts_nothing_of_it(tmp_pat
         exposition = daemon.metrics()
         assert (sum(samples(exposition, REQUESTS).values()), samples(exposition, FILES)) == (1, {"": 1})
         write(session, request(2))
-        wait_for_requests(daemon, 1)
+        daemon.wait_for_requests(1)
         assert sum(samples(daemon.metrics(), REQUESTS).values()) == 2
 
 
@@ -181,11 +168,11 @@ def test_a_subagent_file_in_a_new_session_folder_is_seen_without_waiting_for_a_r
     write(tmp_path / "claude/projects/p/s.jsonl", request(1))
     with serving(tmp_path / "state", [tmp_path / "claude"]) as daemon:
         agent = write(tmp_path / "claude/projects/p/s/subagents/agent-1.jsonl", request(2))
-        wait_for_requests(daemon, 1, PROMPTLY)
+        daemon.wait_for_requests(1, PROMPTLY)
         write(agent, request(3))
-        wait_for_requests(daemon, 1, PROMPTLY)
+        daemon.wait_for_requests(1, PROMPTLY)
         write(tmp_path / "claude/projects/new/t.jsonl", request(4))
-        wait_for_requests(daemon, 1, PROMPTLY)
+        daemon.wait_for_requests(1, PROMPTLY)
         assert sum(samples(daemon.metrics(), REQUESTS).values()) == 4
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 import http.client
 import ssl
@@ -18,6 +17,7 @@ from exporter.pipeline import Setup
 from exporter.web.server import Server
 from exporter.web.webconfig import WebConfig, load_web_config
 from tests.support.lines import assistant_line, write
+from tests.support.loopback import basic
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4))
 
@@ -103,8 +103,8 @@ def test_the_landing_page_is_html_with_the_all_time_cost(serve: Server, daemon: 
     assert f'id="total" data-usd="{total:.6f}"'.encode() in body
 
 
-def basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": basic(user, password)}
 
 
 def test_basic_auth_lets_in_the_right_password_and_answers_401_otherwise(daemon: Daemon) -> None:
@@ -113,9 +113,9 @@ def test_basic_auth_lets_in_the_right_password_and_answers_401_otherwise(daemon:
     try:
         status, headers, _ = get(server, "/metrics")
         assert (status, headers["WWW-Authenticate"]) == (401, 'Basic realm="claude-usage-exporter"')
-        assert get(server, "/metrics", basic("prometheus", "wrong"))[0] == 401
-        assert get(server, "/metrics", basic("grafana", "secret"))[0] == 401
-        assert get(server, "/metrics", basic("prometheus", "secret"))[0] == 200
+        assert get(server, "/metrics", basic_auth("prometheus", "wrong"))[0] == 401
+        assert get(server, "/metrics", basic_auth("grafana", "secret"))[0] == 401
+        assert get(server, "/metrics", basic_auth("prometheus", "secret"))[0] == 200
         assert [get(server, path)[0] for path in ("/", "/favicon.ico", "/nope")] == [401, 401, 401]
     finally:
         server.shutdown()
@@ -131,7 +131,9 @@ def test_health_probes_need_no_credentials_as_kubelet_and_docker_send_none(daemo
         daemon.step()
         assert get(server, "/readyz")[::2] == (200, b"ready\n")
         assert get(server, "/readyz?verbose", method="HEAD")[0] == 200
-        assert get(server, "/healthz", basic("prometheus", "wrong"))[0] == 200  # a probe's credentials do not matter
+        assert (
+            get(server, "/healthz", basic_auth("prometheus", "wrong"))[0] == 200
+        )  # a probe's credentials do not matter
     finally:
         server.shutdown()
         server.server_close()

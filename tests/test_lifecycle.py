@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -26,9 +24,11 @@ import pytest
 from exporter.events import TOKEN_TYPES
 from exporter.ledger.store import Ledger
 from tests.support.corpus import append_activity, generate
-from tests.support.daemon import WAIT, Serve, samples, serving
+from tests.support.daemon import SERVE, clean_env, samples, serving
 from tests.support.lines import line, write
-from tests.support.prometheus import PROMTOOL, require
+from tests.support.prometheus import PROMTOOL
+from tests.support.tools import require
+from tests.support.waiting import WAIT
 
 REQUESTS = "claude_usage_requests_total"
 TOKENS = "claude_usage_tokens_total"
@@ -43,14 +43,6 @@ PROMPTLY = 10.0
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def wait_for_requests(daemon: Serve, expected: int, timeout: float = WAIT) -> None:
-    """Waits for "ingested N new request(s)" lines until they add up to `expected` new requests."""
-    seen = 0
-    while seen < expected:
-        seen += int(daemon.wait_for(r"ingested (\d+) new request", timeout)[1])
-    assert seen == expected
 
 
 def projects(exposition: str) -> set[str]:
@@ -173,7 +165,7 @@ def test_an_invalid_config_on_sighup_is_not_loaded_and_the_old_settings_stay(
         found = daemon.wait_for(r'"level":"error","msg":"configuration not reloaded: ([^:]*): ')
         assert found[1] == str(config)
         write(tmp_path / "claude/projects/p/s.jsonl", line(m_id="msg_2", requestId="req_2"))
-        wait_for_requests(daemon, 1)  # still following the transcripts, with the old settings
+        daemon.wait_for_requests(1)  # still following the transcripts, with the old settings
         exposition = daemon.metrics()
         assert projects(exposition) == hashed
         assert sum(samples(exposition, REQUESTS).values()) == 2
@@ -234,13 +226,10 @@ def test_deleting_every_transcript_and_restarting_leaves_every_counter_sample_un
 def test_serve_once_prints_an_exposition_promtool_accepts_and_exits_0(tmp_path: Path) -> None:
     require(PROMTOOL, "`serve --once` output checked by `promtool check metrics` (Debian package `prometheus`)")
     truth = generate(tmp_path / "claude", seed=23, days=2)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
+    clean = clean_env()
     once = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "exporter",
-            "serve",
+            *SERVE,
             "--once",
             "--state-dir",
             str(tmp_path / "state"),
@@ -272,6 +261,6 @@ def test_on_a_fresh_machine_it_starts_ready_and_counts_the_first_transcript_once
         exposition = daemon.metrics()
         assert (samples(exposition, FILES), samples(exposition, REQUESTS)) == ({"": 0.0}, {})
         write(roots[1] / "projects/p/s.jsonl", line())  # Claude Code's first session
-        wait_for_requests(daemon, 1, PROMPTLY)
+        daemon.wait_for_requests(1, PROMPTLY)
         exposition = daemon.metrics()
         assert (samples(exposition, FILES), sum(samples(exposition, REQUESTS).values())) == ({"": 1.0}, 1)

@@ -24,7 +24,8 @@ from exporter.reports.periods import iso
 from tests.support.corpus import append_activity, generate
 from tests.support.daemon import serving
 from tests.support.lines import assistant_line, write
-from tests.support.prometheus import JOB, Prometheus, eventually, prometheus
+from tests.support.prometheus import JOB, Prometheus, prometheus
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).parent.parent
 RULES = (ROOT / "deploy" / "prometheus" / "recording.yml", ROOT / "deploy" / "prometheus" / "alerts.yml")

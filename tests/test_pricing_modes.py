@@ -8,7 +8,6 @@ cache write is priced at the 5 m rate, so on histories that used the 1 h cache t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -16,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.cli.commands import main
+from tests.support.cli import Run, cli
 
-Run = Callable[..., str]
 # The 1.0.x request: Sonnet 4 (3 / 15 / 0.30 / 3.75 per MTok), 4 input, 250 output, 18,000 cache reads,
 # 12,000 cache writes with no TTL split, so priced as 5 m writes:
 # 4*3 + 250*15 + 18000*0.3 + 12000*3.75 = 12+3750+5400+45000 = 54,162 -> $0.054162.
@@ -102,21 +101,12 @@ def modern_line(ts: str = "2025-06-03T11:00:00.000Z") -> bytes:
 
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
-    for name in ("CLAUDE_CONFIG_DIR", "CLAUDE_USAGE_EXPORTER_CONFIG", "CLAUDE_USAGE_EXPORTER_PRICING_MODE", "TZ"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     folder = tmp_path / "claude/projects/-home-dev-acme-api"
     folder.mkdir(parents=True)
     (folder / "legacy-session.jsonl").write_bytes(legacy_line())
     (folder / "modern-session.jsonl").write_bytes(modern_line())
 
-    def invoke(*args: str, code: int = 0) -> str:
-        where = ["--claude-dir", str(tmp_path / "claude"), "--state-dir", str(tmp_path / "state"), "-z", "UTC"]
-        result = CliRunner().invoke(main, [*args, *where])
-        assert result.exit_code == code, result.output
-        return result.output
-
-    return invoke
+    return cli(tmp_path, monkeypatch, in_folders=True)
 
 
 def costs(run: Run, *flags: str) -> tuple[float, dict[str, float]]:

@@ -22,15 +22,8 @@ from exporter.ledger.store import Ledger
 from exporter.metrics.exposition import OPENMETRICS, TEXT
 from tests.support.corpus import Truth, append_activity, generate
 from tests.support.daemon import Serve, samples, serving
-from tests.support.prometheus import (
-    JOB,
-    PROMTOOL,
-    Prometheus,
-    parse_labels,
-    prometheus,
-    promtool_check_metrics,
-    require,
-)
+from tests.support.prometheus import JOB, PROMTOOL, Prometheus, parse_labels, prometheus, promtool_check_metrics
+from tests.support.tools import require
 
 SEED = 31
 APPENDED_AT = datetime(2026, 9, 6, 12, tzinfo=UTC)  # after the corpus' four days

@@ -20,7 +20,7 @@ from exporter.metrics.push import Pusher, metrics_url
 from exporter.pipeline import Pipeline
 from tests.support.daemon import serving
 from tests.support.lines import assistant_line, at, write
-from tests.support.prometheus import eventually
+from tests.support.waiting import eventually
 
 CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 BUILD = {"version": "test", "pricing_source": "genai-prices", "pricing_version": "0"}

@@ -14,7 +14,7 @@ from exporter.events import Tokens
 from exporter.ledger.store import Ledger
 from exporter.reports import blocks
 from exporter.reports import periods as reports
-from tests.support.lines import at
+from tests.support.lines import at, ms
 
 
 def daily(ledger: Ledger, tz: str = "UTC", **q: Any) -> dict[str, float]:
@@ -178,10 +178,6 @@ def test_sessions_report_first_and_last_activity(ledger: Callable[..., Ledger]) 
         ("s1", "acme", "2026-05-01T10:00:00.000Z", "2026-05-01T12:00:00.000Z", 2.0),
     ]
     assert data["totals"]["totalCost"] == 3.0
-
-
-def ms(when: str) -> int:
-    return int(datetime.fromisoformat(when).timestamp() * 1000)
 
 
 def test_blocks_follow_ccusages_five_hour_rule(ledger: Callable[..., Ledger]) -> None:

@@ -22,7 +22,10 @@ import orjson
 import pytest
 import yaml
 
-from tests.support.prometheus import PROMTOOL, answers_ok, eventually, free_port, require
+from tests.support.loopback import answers_ok, free_port
+from tests.support.prometheus import PROMTOOL
+from tests.support.tools import require
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"

@@ -23,8 +23,9 @@ import pytest
 
 from exporter.ledger.store import Ledger
 from tests.support.corpus import Truth, generate
-from tests.support.daemon import WAIT, Serve, process_tree, running_after, samples, serving
+from tests.support.daemon import Serve, process_name, process_tree, running_after, samples, serving
 from tests.support.lines import line, write
+from tests.support.waiting import WAIT
 
 ROUNDS = int(os.environ.get("STOP_ROUNDS", "1"))
 STOP_WITHIN = 5.0  # seconds from SIGTERM or SIGINT to the exit
@@ -67,13 +68,6 @@ def backlog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Truth]:
     return root, generate(root, seed=11, days=30, target_bytes=64 << 20)
 
 
-def name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""  # ended meanwhile
-
-
 def at(moment: str, daemon: Serve) -> dict[int, int]:
     """The daemon's descendants once `moment` has come (its log said "listening": the ingest starts)."""
     count = os.cpu_count() or 1
@@ -84,7 +78,7 @@ def at(moment: str, daemon: Serve) -> dict[int, int]:
         tree = process_tree(daemon.process.pid)
         if moment == "as its first ingest starts" or (moment == "as its first child starts" and tree):
             return tree
-        if moment == "once its workers parse" and [name(pid) for pid in tree].count(WORKER) == count:
+        if moment == "once its workers parse" and [process_name(pid) for pid in tree].count(WORKER) == count:
             return tree
         os.sched_yield()
     pytest.fail(f"not seen within the first ingest: {moment}")
@@ -123,7 +117,7 @@ def test_sigterm_or_sigint_in_any_order_at_any_moment_of_the_first_ingest_stops_
     state = tmp_path / "state"
     with serving(state, [root], ready=False) as daemon:
         tree = at(moment, daemon)
-        workers = [pid for pid in tree if name(pid) == WORKER]
+        workers = [pid for pid in tree if process_name(pid) == WORKER]
         targets = ORDERS[order](daemon.process.pid, workers, [pid for pid in tree if pid not in workers])
         for pid in targets:
             with suppress(ProcessLookupError):  # a child that ended meanwhile
@@ -176,7 +170,7 @@ def test_a_parse_worker_killed_mid_ingest_stops_nothing_and_every_line_counts_on
     later = tmp_path / "claude"
     (later / "projects/p").mkdir(parents=True)
     with serving(tmp_path / "state", [root, later], ready=False) as daemon:
-        workers = [pid for pid in at("once its workers parse", daemon) if name(pid) == WORKER]
+        workers = [pid for pid in at("once its workers parse", daemon) if process_name(pid) == WORKER]
         os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
         write(later / "projects/p/s.jsonl", line())
         seen = 0  # "ingested N new request(s)" lines, from the start: the backlog, then the new line

@@ -11,7 +11,7 @@ from typing import Any
 from tests.support import otlpgen
 from tests.support.daemon import Serve, samples, serving
 from tests.support.lines import assistant_line, write
-from tests.support.prometheus import eventually
+from tests.support.waiting import eventually
 
 CENTRAL = "sources: {transcripts: {enabled: false}}\n"
 JSON, PROTOBUF = "application/json", "application/x-protobuf"

@@ -14,6 +14,7 @@ import pytest
 from exporter.web import auth, webconfig
 from exporter.web.auth import BasicAuth
 from exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
+from tests.support.loopback import basic
 
 BAD = Path(__file__).parent / "fixtures" / "bad-web-configs"
 WAIT = 30.0  # seconds before a test gives up on a thread (a limit, never a pause)
@@ -99,10 +100,6 @@ def write(folder: Path, text: str) -> Path:
     path = folder / "web.yml"
     path.write_text(text)
     return path
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def test_every_bad_web_config_fixture_has_an_expected_message():

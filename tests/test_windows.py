@@ -3,7 +3,6 @@ whole path with real processes: `statusline` records, `serve` exposes, `statusli
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,8 +16,9 @@ from exporter.daemon.gauges import plan_points
 from exporter.daemon.loop import WINDOWS_EVERY, Daemon, Options
 from exporter.pipeline import Setup
 from exporter.reports.budgets import BudgetSpec
-from tests.support.daemon import WAIT, samples, serving
+from tests.support.daemon import clean_env, samples, serving
 from tests.support.lines import assistant_line, write
+from tests.support.waiting import WAIT
 from tests.test_serve import Clock
 
 NOW = 1_800_000_000.0
@@ -123,7 +123,7 @@ def test_statusline_records_and_serve_exposes_and_the_line_shows_the_summary(tmp
         "rate_limits": {"five_hour": {"used_percentage": 42, "resets_at": int(now) + 3600}},
     }
     with serving(state, [claude_dir], "--config", str(config)) as daemon:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
+        env = clean_env()
         line = subprocess.run(
             [*console_script(), "statusline", "--state-dir", str(state)],
             input=orjson.dumps(stdin),

@@ -12,7 +12,6 @@ import http.server
 import itertools
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -21,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.corpus import project_dir_name
 from tests.support.netns import ROOT, Process, Step
+from tests.support.tools import missing
 
 CLAUDE = ROOT / "tests" / "node" / "node_modules" / ".bin" / "claude"
 MODEL = "claude-sonnet-4-5"
@@ -39,21 +40,11 @@ def find_claude() -> Path | None:
 
 def require_claude() -> Path:
     """The CLI; skips the test loudly where it is missing, fails instead under CI=true."""
-    import pytest  # here only: the OTLP sink runs outside pytest and starts faster without it
-
     found = find_claude()
     if found is not None:
         return found
     where = os.environ.get("CLAUDE_BIN") or CLAUDE
-    reason = f"Claude Code CLI missing ({where}): run `npm install --prefix tests/node`. NOT CHECKED"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def project_dir_name(folder: Path) -> str:
-    """The folder under `<config>/projects/` that Claude Code names after a working directory (short paths only)."""
-    return re.sub(r"[^A-Za-z0-9]", "-", str(folder))
+    missing(f"Claude Code CLI missing ({where}): run `npm install --prefix tests/node`. NOT CHECKED")
 
 
 @dataclass
@@ -85,7 +76,7 @@ class Workspace:
     @property
     def transcripts(self) -> Path:
         """`<config>/projects/<project>/`: session files, and a folder per session for its subagents."""
-        return self.config / "projects" / project_dir_name(self.project)
+        return self.config / "projects" / project_dir_name(str(self.project))
 
     def session_file(self, session_id: str) -> Path:
         """A session's transcript, wherever Claude Code put it (it shortens long project folder names)."""

@@ -19,7 +19,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-WAIT = 60.0  # seconds before a test gives up on an event (a limit, never a pause)
+from tests.support.waiting import WAIT
+
+# `serve` as a command, run from the repository's root (where `exporter` is)
+SERVE = (sys.executable, "-m", "exporter", "serve")
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Serve:
@@ -34,10 +38,7 @@ class Serve:
         """`prefix` runs the command through another, e.g. setpriv to drop root's powers."""
         command = [
             *prefix,
-            sys.executable,
-            "-m",
-            "exporter",
-            "serve",
+            *SERVE,
             "--state-dir",
             str(state),
             "--web.listen-address",
@@ -48,14 +49,13 @@ class Serve:
         ]
         for root in roots:
             command += ["--claude-dir", str(root)]
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**clean, "TZ": "UTC", **(env or {})},
-            cwd=Path(__file__).parent.parent.parent,
+            env={**clean_env(), "TZ": "UTC", **(env or {})},
+            cwd=REPO,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
@@ -87,6 +87,16 @@ class Serve:
             if found:
                 return found
 
+    def wait_for_requests(self, expected: int, timeout: float = WAIT) -> None:
+        """Waits for "ingested N new request(s)" lines until they add up to `expected` new requests.
+
+        One write can wake the loop once or twice, so two new requests may come in one pass or in two.
+        """
+        seen = 0
+        while seen < expected:
+            seen += int(self.wait_for(r"ingested (\d+) new request", timeout)[1])
+        assert seen == expected
+
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
@@ -107,6 +117,11 @@ class Serve:
         if self.process.stderr:
             self.process.stderr.close()
         return code
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without the exporter's own settings (a developer's shell may set them)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_USAGE_EXPORTER_")}
 
 
 @contextmanager
@@ -165,12 +180,22 @@ def running(pid: int) -> bool:
         return False
 
 
+def process_name(pid: int) -> str:
+    """The process's name (`comm`: what `ps` shows); "" once it has ended."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def command(pid: int) -> str:
     """The process's name (`comm`: what `ps` shows) and command line, for messages."""
+    name = process_name(pid)
     try:
-        name = Path(f"/proc/{pid}/comm").read_text().strip()
         args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
+        name = ""
+    if not name:
         return "(ended)"
     return f"{name}: {args[:200]}"
 

@@ -156,6 +156,11 @@ def line(**changes: object) -> bytes:
     return orjson.dumps(record)
 
 
+def request(n: int) -> bytes:
+    """A good assistant line (no newline) of a request of its own."""
+    return line(m_id=f"msg_{n:03d}", requestId=f"req_{n:03d}")
+
+
 def write(path: Path, *lines: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as f:
@@ -179,3 +184,8 @@ def at(when: str, **changes: Any) -> UsageEvent:
     """A $1 request at an ISO time (any offset), with other fields changed as given."""
     moment = datetime.fromisoformat(when).astimezone(UTC)
     return BASE._replace(key=f"msg_{when}_{len(changes)}_{sorted(changes.items())}", timestamp=moment, **changes)
+
+
+def ms(when: str) -> int:
+    """An ISO time as milliseconds since the epoch."""
+    return int(datetime.fromisoformat(when).timestamp() * 1000)

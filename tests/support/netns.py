@@ -23,12 +23,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.loopback import free_port
+from tests.support.tools import missing
+from tests.support.waiting import POLL
+
 ROOT = Path(__file__).resolve().parents[2]
 UNSHARE = "/usr/bin/unshare"
 # A user namespace (root inside maps to the caller) holding a new network namespace; a PID namespace too,
 # so that whatever a step leaves running dies with the driver.
 NAMESPACE = ["--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"]
-POLL = 0.05  # seconds between two looks at a condition (a pace, never a wait for something to happen)
 STOP_WAIT = 30.0  # seconds a background process gets to exit after SIGTERM before SIGKILL
 PLACEHOLDER = re.compile(r"\{(api|out|port:[\w.-]+)\}")
 
@@ -169,15 +172,9 @@ def _netns_refusal() -> str | None:
 
 def require_netns() -> None:
     """Skips the test where no network namespace can be made (loudly); fails instead under CI=true."""
-    import pytest  # here only: the driver runs outside pytest and starts faster without it
-
     refusal = _netns_refusal()
-    if refusal is None:
-        return
-    reason = f"{refusal}: the real Claude Code CLI runs only in a namespace with nothing but loopback. NOT CHECKED"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    if refusal is not None:
+        missing(f"{refusal}: the real Claude Code CLI runs only in a namespace with nothing but loopback. NOT CHECKED")
 
 
 def run_plan(plan: Plan, out: Path, timeout: float = 600.0) -> Result:
@@ -231,13 +228,6 @@ def loopback_up() -> None:
 def interfaces() -> list[str]:
     """This network namespace's interfaces (/sys/class/net would show the host's: sysfs was mounted there)."""
     return sorted(name for _, name in socket.if_nameindex())
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Filler:

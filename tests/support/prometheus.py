@@ -1,88 +1,31 @@
 """A real Prometheus server for tests: it scrapes `serve` over loopback and answers PromQL.
 
-Tests that need an outside tool (Prometheus, promtool, Chromium, Playwright) call `require`: they
-skip loudly where it is missing, and fail instead under CI=true, where every tool must be there.
-Waiting is `eventually`: a condition polled until a deadline, never a fixed pause.
+Without the Debian package `prometheus`, its tests skip loudly (tools.require), and fail under CI=true.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-import pytest
+
+from tests.support.loopback import answers_ok, free_port
+from tests.support.tools import require
+from tests.support.waiting import WAIT, eventually
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 JOB = "claude-usage"
-WAIT = 60.0  # seconds before a test gives up on a condition (a limit, never a pause)
-POLL = 0.05  # seconds between two looks at a condition
-
-T = TypeVar("T")
 Sample = tuple[dict[str, str], float]
-
-
-def require(tool: str, why: str, *, executable: bool = True) -> None:
-    """Skips the test when `tool` (a file's path, executable unless told, or a module's name) is missing;
-    fails under CI=true."""
-    if "/" in tool:
-        found = Path(tool).is_file() and (os.access(tool, os.X_OK) or not executable)
-    else:
-        found = importlib.util.find_spec(tool) is not None
-    if found:
-        return
-    reason = f"{tool} is missing: {why} NOT CHECKED"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def eventually(condition: Callable[[], T | None], timeout: float = WAIT, what: str | Callable[[], str] = "") -> T:
-    """The first truthy value `condition` returns, looked at every POLL seconds; fails after `timeout`.
-
-    `what` (or what it returns, read at the failure) tells the failure message what was awaited.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            told = what() if callable(what) else what or repr(condition)
-            raise AssertionError(f"not true within {timeout:g} s: {told}; last value {value!r}")
-        time.sleep(POLL)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now (the kernel's choice, so parallel runs do not collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def answers_ok(url: str, process: subprocess.Popen[Any], log: Callable[[], str] = str) -> bool:
-    """Whether `url` answers 200 yet; fails at once, with `log()`, when `process` has exited."""
-    if process.poll() is not None:
-        raise AssertionError(f"{process.args!r} exited with {process.returncode}; its log:\n{log()}")
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, ConnectionError):
-        return False
 
 
 def parse_labels(written: str) -> dict[str, str]:
