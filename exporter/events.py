@@ -39,6 +39,10 @@ _HASH_CHARS = 24
 SHORTENED_CHARS = MAX_CHARS + 1 + _HASH_CHARS
 _SHORTENED = re.compile(rf"~[0-9a-f]{{{_HASH_CHARS}}}")
 MAX_TOOLS = 64  # distinct tool names kept per request (a response uses a handful): the rest are dropped
+# Tokens per field and request: the largest context window is a million tokens, so more than this is
+# corruption or a hostile sender, and the record is malformed. One limit for every source, so the
+# transcript line and the OTLP event of one request are judged alike.
+MAX_TOKENS = 100_000_000
 # Claude Code stamps records with the machine's clock; a few minutes of skew is normal, a day is not.
 # Later than this after the wall clock at parse time, a timestamp is malformed: kept, it would pin the
 # last-request gauge and the time reports in the future for good.

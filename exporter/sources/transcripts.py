@@ -20,6 +20,7 @@ import orjson
 
 from exporter.events import (
     MAX_CHARS,
+    MAX_TOKENS,
     Agent,
     Outcome,
     Prompt,
@@ -44,8 +45,6 @@ USER_CONTENT = b'"role":"user","content":'
 TYPED = (b'"', b'[{"type":"text"', b'[{"type":"image"')
 GENERATED = ("<local-command", "[Request interrupted", "Caveat: The messages below")
 LINE_HEAD_BYTES = 300  # a line's first bytes, where its type and role are searched for
-# No real request has more tokens than this in one field; larger numbers are corruption.
-MAX_TOKENS = 100_000_000
 
 
 def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[bytes], int]:

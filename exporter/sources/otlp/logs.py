@@ -11,7 +11,18 @@ from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb
 
-from exporter.events import MAX_CHARS, Agent, Source, Tokens, UsageEvent, latest, project_name, shorten, tool_label
+from exporter.events import (
+    MAX_CHARS,
+    MAX_TOKENS,
+    Agent,
+    Source,
+    Tokens,
+    UsageEvent,
+    latest,
+    project_name,
+    shorten,
+    tool_label,
+)
 from exporter.sources.otlp.wire import (
     EPOCH,
     JSON,
@@ -25,8 +36,7 @@ from exporter.sources.otlp.wire import (
     resource_object,
 )
 
-MAX_TOKENS = 10**9  # per field and request: more is a broken or hostile sender, not usage
-MAX_COST_USD = Decimal(10**6)  # per request, likewise
+MAX_COST_USD = Decimal(10**6)  # per request: more is a broken or hostile sender, not usage
 
 _NANO = Decimal("1e-9")  # the ledger keeps costs in nano-dollars
 _MAX_COST_FLOAT = float(MAX_COST_USD)
