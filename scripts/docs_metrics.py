@@ -11,7 +11,7 @@ import sys
 
 from exporter.metrics.contract import CONTRACT, Spec
 
-HEAD = """\
+PREAMBLE = """\
 # Metrics
 
 `serve` exposes these metrics on `/metrics` (see [Deploy](deploy.md#serve-the-prometheus-endpoint)).
@@ -75,7 +75,7 @@ def row(spec: Spec) -> str:
 
 
 def page() -> str:
-    return HEAD + "".join(row(spec) for spec in CONTRACT) + TAIL
+    return PREAMBLE + "".join(row(spec) for spec in CONTRACT) + TAIL
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from exporter.config import Settings, check_config
 from exporter.metrics.contract import CONTRACT
 
@@ -128,7 +126,6 @@ def test_every_config_example_in_the_readme_and_docs_is_a_valid_config(tmp_path:
     assert checked >= 5  # README's budget, the budgets page's, the full one, the team's, the overrides
 
 
-@pytest.mark.xfail(strict=False, reason="the tree describes exporter/ after the move into subpackages (issue 14)")
 def test_the_layout_in_contributing_is_the_package_on_disk() -> None:
     [tree] = [
         b
@@ -136,16 +133,16 @@ def test_the_layout_in_contributing_is_the_package_on_disk() -> None:
         if b.startswith("exporter/\n")
     ]
     listed: set[str] = set()
-    package = ""  # the subpackage the entries below belong to
+    folders: list[str] = []  # the folders the entries below belong to, one per level of indent
     for prefix, name in TREE_ENTRY.findall(tree):
-        if prefix:
-            listed.add(package + name)
-        else:
-            package = name if name.endswith("/") else ""
-            listed.add(name)
+        del folders[len(prefix) // 4 :]
+        listed.add("".join(folders) + name)
+        if name.endswith("/"):
+            folders.append(name)
     exporter = ROOT / "exporter"
-    on_disk = {p.name for p in exporter.glob("*.py") if p.name != "__init__.py"}
-    for sub in sorted(p for p in exporter.iterdir() if p.is_dir() and p.name != "__pycache__"):
-        on_disk.add(f"{sub.name}/")
-        on_disk |= {f"{sub.name}/{f.name}" for f in sub.iterdir() if f.name not in {"__init__.py", "__pycache__"}}
+    on_disk = {
+        p.relative_to(exporter).as_posix() + ("/" if p.is_dir() else "")
+        for p in exporter.rglob("*")
+        if "__pycache__" not in p.parts and p.name != "__init__.py"
+    }
     assert (sorted(listed - on_disk), sorted(on_disk - listed)) == ([], []), "(in the tree only, on disk only)"

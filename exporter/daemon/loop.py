@@ -24,6 +24,7 @@ from exporter import __version__
 from exporter.daemon.gauges import Windows, plan_points, read_page, read_windows
 from exporter.daemon.team import Inbox, Team
 from exporter.daemon.watch import Hot
+from exporter.events import Outcome, Source
 from exporter.ledger.store import Ledger, LedgerError
 from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from exporter.config import Settings
 
 log = logging.getLogger("claude_usage_exporter")
-SOURCE = "transcripts"
 WINDOWS_EVERY = 30.0  # seconds: how stale budgets, projections and the block may grow without new data
 WINDOWS_SOON = 5.0  # seconds: how long after a change they may wait
 SHARE = 64 << 20  # bytes one file may add to a pass while other files have new bytes too
@@ -66,7 +66,7 @@ class Options:
     rescan: float = 60.0  # a full pass even without events: inotify queues can overflow
     full_poll_every: int = 30  # polling: a full pass every this many intervals, else only likely places
     policy: LabelPolicy = field(default_factory=LabelPolicy)
-    sources: tuple[str, ...] = ("transcripts",)
+    sources: tuple[str, ...] = (Source.TRANSCRIPTS,)
     push: bool = False  # an OTLP pusher reads the metrics too
 
 
@@ -141,8 +141,8 @@ class Daemon:
             log.exception("ingest failed")
             self._failed(f"ingest failed: {err!r}")
             return
-        if SOURCE in self.options.sources:
-            self.health.source_up[SOURCE] = 1
+        if Source.TRANSCRIPTS in self.options.sources:
+            self.health.source_up[Source.TRANSCRIPTS] = 1
         self.health.files_watched = result.files
         if result.more:  # the rest of a large file is read in the next pass, straight away
             self.waker.wake()
@@ -154,7 +154,7 @@ class Daemon:
         for error in new_errors[:20]:
             log.warning("read error: %s", error)
         if new_errors:
-            self.app.ledger.add_counters({f"errors.{SOURCE}": len(new_errors)})
+            self.app.ledger.add_counters({f"errors.{Source.TRANSCRIPTS}": len(new_errors)})
         self._errors = set(result.errors)
         # Another process (`report`) may have ingested first: what it stored counts as a change too.
         version = self._version(self.app.ledger)
@@ -162,7 +162,7 @@ class Daemon:
         self.status.error = None
         if changed:
             self._publish(self.app.ledger)
-            new = result.outcomes["usage"]
+            new = result.outcomes[Outcome.USAGE]
             if new or not self.status.ingested:
                 log.info(
                     "ingested %d new request(s) from %d byte(s) in %.3f s",
@@ -226,7 +226,7 @@ class Daemon:
         self._windows_at, self._windows_stale = self.clock(), False
         c = self.core
         cost = Query(c.zone, mode=c.pricing_mode).cost
-        blocks = "transcripts" in self.options.sources  # a central team exporter has no one account's block
+        blocks = Source.TRANSCRIPTS in self.options.sources  # a central team exporter has no one account's block
         now_ms = int(time.time() * 1000)
         self.windows = windows = read_windows(ledger, c.budgets, now_ms, c.zone, c.week_start, cost, blocks)
         self.health.windows = windows.points()
@@ -262,11 +262,11 @@ class Daemon:
             self._committed += self.team.apply(self.app, self.inbox.take(), int(time.time() * 1000))
             self.team.settle(self.app, int(time.time() * 1000))
         except (LedgerError, OSError, sqlite3.Error) as err:
-            if self.health.source_up.get("otlp") != 0:
+            if self.health.source_up.get(Source.OTLP) != 0:
                 log.error("cannot store OTLP data in %s: %s", self.core.state_dir, err)
-            self.health.source_up["otlp"] = 0
+            self.health.source_up[Source.OTLP] = 0
             return False
-        self.health.source_up["otlp"] = 1
+        self.health.source_up[Source.OTLP] = 1
         return True
 
     def _new_day(self) -> bool:
@@ -371,7 +371,7 @@ def options_from(settings: Settings) -> Options:
     policy = LabelPolicy(
         labels.project, labels.max_projects, labels.max_models, labels.max_tools, labels.user != "off", labels.max_users
     )
-    sources = (*(["transcripts"] if t.enabled else []), *(["otlp"] if settings.sources.otlp.enabled else []))
+    sources = (*([Source.TRANSCRIPTS] if t.enabled else []), *([Source.OTLP] if settings.sources.otlp.enabled else []))
     return Options(
         poll=t.poll,
         poll_interval=t.poll_interval.total_seconds(),

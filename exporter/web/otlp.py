@@ -31,7 +31,7 @@ from exporter.web.limits import DEADLINE, MAX_CONNECTIONS, MAX_HEADER_BYTES, Lim
 log = logging.getLogger("claude_usage_exporter.otlp")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_BODIES = 2  # bodies read and decoded at once: decoding holds the GIL, so more would only cost memory
-OUTCOMES = ("usage", "tool", "skipped", "malformed")
+RECORD_OUTCOMES = ("usage", "tool", "skipped", "malformed")
 Sink = Callable[[str, Logs | list[Point]], None]
 
 _PATHS: dict[str, Literal["logs", "metrics"]] = {"/v1/logs": "logs", "/v1/metrics": "metrics"}
@@ -50,7 +50,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.requests = 0  # every request, answered or not
-        self.records = dict.fromkeys(OUTCOMES, 0)  # log records by outcome
+        self.records = dict.fromkeys(RECORD_OUTCOMES, 0)  # log records by outcome
         self.points = 0  # metric data points decoded
         self.refused: dict[int, int] = {}  # requests answered with an error, by status code
         self._lock = threading.Lock()
@@ -78,7 +78,7 @@ class Stats:
                 self.points += len(decoded)
                 return
             counts = (len(decoded.requests), len(decoded.tools), decoded.other, decoded.rejected)
-            for outcome, n in zip(OUTCOMES, counts, strict=True):
+            for outcome, n in zip(RECORD_OUTCOMES, counts, strict=True):
                 self.records[outcome] += n
 
 
