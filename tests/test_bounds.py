@@ -27,7 +27,8 @@ from exporter.pipeline import Pipeline
 from exporter.sources.otlp import JSON, PROTOBUF, decode_logs, decode_metrics
 from exporter.sources.transcripts import parse_chunk
 from tests.support import otlpgen
-from tests.support.daemon import samples, serving
+from tests.support.daemon import serving
+from tests.support.exposition import samples
 from tests.support.lines import BASE, assistant_line, line, write
 
 HUGE = 10 * 1024 * 1024  # characters: the size that made /metrics 124.8 MB
@@ -288,6 +289,19 @@ def test_a_line_from_year_9999_never_pins_the_last_request_gauge(
     good = datetime.fromisoformat(GOOD_TS).timestamp()
     assert samples(text, "claude_usage_last_request_timestamp_seconds") == {"": good}
     assert lines_total(text, "transcripts") == {"usage": 1, "malformed": 1}
+
+
+def test_a_request_an_older_release_stored_in_year_9999_does_not_pin_the_last_request_gauge(
+    make_app: Callable[..., Pipeline], claude_dir: Path
+) -> None:
+    write(claude_dir / "projects" / "-home-dev-notes-app" / "s1.jsonl", assistant_line("msg_1", "req_1", GOOD_TS))
+    app = make_app()
+    app.refresh()
+    app.ledger.db.execute("UPDATE requests SET ts = 253402300799999 WHERE key = 'msg_1'")  # as 9999-12-31 was stored
+    write(claude_dir / "projects" / "-home-dev-notes-app" / "s1.jsonl", assistant_line("msg_2", "req_2", GOOD_TS))
+    app.refresh()
+    good = datetime.fromisoformat(GOOD_TS).timestamp()
+    assert samples(exposition(app), "claude_usage_last_request_timestamp_seconds") == {"": good}
 
 
 # --- migration -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter import __version__
-from exporter.events import Outcome, Source
+from exporter.events import Outcome, Source, latest, to_ms
 from exporter.ledger.store import Ledger
 from exporter.metrics.contract import CONTRACT, ENGINEERING, SOURCES, Spec
 from exporter.metrics.points import HISTOGRAMS, Histogram, LabelPolicy, Labels, Points, read_histograms, read_points
@@ -83,7 +83,8 @@ def read_snapshot(
             bytes_read[(("source", rest),)] = value
         elif kind == "errors":
             errors[(("source", rest),)] = value
-    (last,) = ledger.db.execute("SELECT max(ts) FROM requests").fetchone()
+    # Rows a release before the bound on future times stored (year 9999) must not pin the gauge there.
+    (last,) = ledger.db.execute("SELECT max(ts) FROM requests WHERE ts <= ?", (to_ms(latest()),)).fetchone()
     count = sum(points.get("claude_usage_requests_total", {}).values())  # each request counts once there
     points |= {
         "claude_usage_exporter_lines_total": lines,
