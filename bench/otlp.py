@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO))  # run as a script: make `exporter` and `tests` im
 from exporter.sources.otlp import JSON, PROTOBUF, Logs, Point, decode_logs  # noqa: E402
 from exporter.web.otlp import OtlpServer  # noqa: E402
 from tests.support import otlpgen  # noqa: E402
-from tests.support.daemon import Serve, samples, serving  # noqa: E402
+from tests.support.daemon import Serve, serving  # noqa: E402
+from tests.support.exposition import samples  # noqa: E402
 
 TARGET = 5_000  # events/s for the whole path: received, committed to the ledger, published
 DISTINCT = 10  # different bodies per encoding, posted in turn (receiver only)

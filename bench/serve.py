@@ -51,7 +51,8 @@ sys.path.insert(0, str(REPO))  # run as a script: make `bench` and `tests` impor
 import orjson  # noqa: E402
 
 from bench.run import corpus, parse_size, read_everything  # noqa: E402
-from tests.support.daemon import Serve, samples  # noqa: E402
+from tests.support.daemon import Serve  # noqa: E402
+from tests.support.exposition import samples  # noqa: E402
 from tests.support.lines import assistant_line, line, user_line  # noqa: E402
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

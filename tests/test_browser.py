@@ -7,7 +7,6 @@ without them, failed without them under CI=true.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,8 +16,8 @@ import pytest
 from exporter.daemon.gauges import TOP
 from exporter.metrics.exposition import TEXT
 from tests.support.corpus import generate
-from tests.support.daemon import Serve, samples, serving
-from tests.support.prometheus import parse_labels
+from tests.support.daemon import Serve, serving
+from tests.support.exposition import by_label, samples
 from tests.support.tools import require
 
 if TYPE_CHECKING:
@@ -79,10 +78,7 @@ def usd(page: Page, selector: str) -> float:
 
 def cost_by(exposition: str, label: str) -> dict[str, float]:
     """`claude_usage_cost_usd_total` summed by one label."""
-    sums: defaultdict[str, float] = defaultdict(float)
-    for written, value in samples(exposition, "claude_usage_cost_usd_total").items():
-        sums[parse_labels(written)[label]] += value
-    return dict(sums)
+    return by_label(exposition, "claude_usage_cost_usd_total", label)
 
 
 def table(page: Page, key: str) -> list[tuple[str, float]]:

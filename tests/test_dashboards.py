@@ -333,7 +333,7 @@ def test_variables_come_in_order_with_their_queries() -> None:
         assert (source["type"], source["query"]) == ("datasource", "prometheus")
         for v in rest:
             assert v["type"] == "query"
-            assert v["definition"] == v["query"]["query"] == queries[v["name"]]
+            assert v["query"]["query"] == queries[v["name"]]
             assert (v["multi"], v["includeAll"], v["allValue"]) == (True, True, ".*"), v["name"]
         assert GENERATE.variable_queries(dash) == [(v["name"], queries[v["name"]]) for v in rest]
 

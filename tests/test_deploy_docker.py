@@ -28,6 +28,7 @@ import bcrypt
 import pytest
 
 from tests.support.daemon import clean_env
+from tests.support.exposition import labelled
 from tests.support.lines import line, write
 from tests.support.loopback import basic, free_port
 from tests.support.tools import require
@@ -361,8 +362,10 @@ def run_the_image(container: Container) -> None:
         eventually(lambda: container.get("/readyz")[0] == 200, what="/readyz answers 200")
         status, metrics = container.get("/metrics")
         assert status == 200
-        counted = re.findall(r'^claude_usage_requests_total\{.*project="acme-api".*\} (\S+)$', metrics, re.M)
-        assert [float(v) for v in counted] == [1.0], "the transcript under the mounted /claude is counted once"
+        counted = [
+            v for labels, v in labelled(metrics, "claude_usage_requests_total") if labels["project"] == "acme-api"
+        ]
+        assert counted == [1.0], "the transcript under the mounted /claude is counted once"
         assert container.stop() == 0, container.log()
     finally:
         container.kill()

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.support import otlpgen as gen
+from tests.support.exposition import samples
 from tests.support.loopback import basic, free_port
 from tests.support.prometheus import PROMTOOL
 from tests.support.tools import require
@@ -485,8 +486,7 @@ def test_the_team_exporter_takes_otlp_only_with_a_token_from_the_secret_and_coun
     assert post_logs(otlp, "team-token-1") == 200
 
     def counted() -> float:
-        found = re.findall(r"^claude_usage_requests_total\{.*\} (\S+)$", process.get("/metrics")[1], re.M)
-        return sum(float(v) for v in found)
+        return sum(samples(process.get("/metrics")[1], "claude_usage_requests_total").values())
 
     assert eventually(counted, what="the request counted") == 1.0
     assert process.stop() == 0, process.log()

@@ -28,7 +28,8 @@ import pytest
 from exporter.events import Request
 from exporter.ledger.store import Ledger
 from tests.support.claude_cli import Telemetry, Workspace, claude_step, require_claude, stream_json_prompt
-from tests.support.daemon import SERVE, samples
+from tests.support.daemon import SERVE
+from tests.support.exposition import samples
 from tests.support.netns import ROOT, FakeSettings, Plan, Process, Result, Step, require_netns, run_plan
 from tests.support.waiting import POLL
 from tests.test_claude_cli import PROMPT, list_price, succeeded

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.corpus import generate
-from tests.support.daemon import Serve, samples, serving
+from tests.support.daemon import Serve, serving
+from tests.support.exposition import by_label, samples
 from tests.support.lines import USAGE, line, request, write
 from tests.support.tools import require
 
@@ -69,7 +70,7 @@ class Counts:
 
 def counts(daemon: Serve) -> Counts:
     exposition = daemon.metrics()
-    lines = {re.findall(r'outcome="(\w+)"', k)[0]: v for k, v in samples(exposition, LINES).items()}
+    lines = by_label(exposition, LINES, "outcome")
     return Counts(
         usage=lines.get("usage", 0.0),
         duplicate=lines.get("duplicate", 0.0),

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from exporter.daemon.watch import watch_targets
 from exporter.sources.files import discover, read_lines
-from tests.support.daemon import Serve, samples, serving
+from tests.support.daemon import Serve, serving
+from tests.support.exposition import by_label, samples
 from tests.support.lines import request, write
 
 LINES = "claude_usage_exporter_lines_total"
@@ -33,8 +34,7 @@ def bytes_read(daemon: Serve) -> int:
 
 
 def lines_by_outcome(daemon: Serve) -> dict[str, float]:
-    lines = samples(daemon.metrics(), LINES)
-    return {re.findall(r'outcome="(\w+)"', k)[0]: v for k, v in lines.items() if v}
+    return {k: v for k, v in by_label(daemon.metrics(), LINES, "outcome").items() if v}
 
 
 # --- a line that never ends ------------------------------------------------------------------------

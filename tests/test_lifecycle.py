@@ -24,7 +24,8 @@ import pytest
 from exporter.events import TOKEN_TYPES
 from exporter.ledger.store import Ledger
 from tests.support.corpus import append_activity, generate
-from tests.support.daemon import SERVE, clean_env, samples, serving
+from tests.support.daemon import SERVE, clean_env, serving
+from tests.support.exposition import by_label, counter_samples, label_values, parsed, samples
 from tests.support.lines import line, write
 from tests.support.prometheus import PROMTOOL
 from tests.support.tools import require
@@ -45,27 +46,6 @@ PROMPTLY = 10.0
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def projects(exposition: str) -> set[str]:
-    """Every value of a `project` label in an exposition."""
-    return set(re.findall(r'[{,]project="([^"]*)"', exposition))
-
-
-def counter_samples(exposition: str) -> dict[str, float]:
-    """`{name{labels}: value}` of every sample that only grows: counters and histograms, not `process_*`
-    (those start again with each process)."""
-    kinds = dict(re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE))
-    found = {}
-    for raw in exposition.splitlines():
-        if raw.startswith("#") or not raw or raw.startswith("process_"):
-            continue
-        series, _, value = raw.rpartition(" ")
-        name = series.split("{")[0]
-        family = re.sub(r"_(bucket|count|sum)$", "", name)
-        if kinds.get(name) == "counter" or kinds.get(family) == "histogram":
-            found[series] = float(value)
-    return found
-
-
 def decreased(before: dict[str, float], after: dict[str, float]) -> dict[str, tuple[float, float | None]]:
     return {k: (v, after.get(k)) for k, v in before.items() if after.get(k, float("-inf")) < v}
 
@@ -76,14 +56,6 @@ def corpus_on_disk(root: Path) -> tuple[int, int]:
     return sum(p.read_bytes().count(b"\n") for p in files), sum(p.stat().st_size for p in files)
 
 
-def by_token_type(exposition: str) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for labels, value in samples(exposition, TOKENS).items():
-        kind = re.findall(r'token_type="(\w+)"', labels)[0]
-        totals[kind] = totals.get(kind, 0.0) + value
-    return totals
-
-
 # --- SIGHUP ---------------------------------------------------------------------------------------
 
 
@@ -92,12 +64,12 @@ def test_sighup_reloads_the_config_file_and_project_labels_become_hashes(tmp_pat
     config = tmp_path / "config.yaml"
     config.write_text("labels: {project: name}\n")
     with serving(tmp_path / "state", [tmp_path / "claude"], "--config", str(config)) as daemon:
-        assert projects(daemon.metrics()) == {"acme-api"}
+        assert label_values(daemon.metrics(), "project") == {"acme-api"}
         config.write_text("labels: {project: hash}\n")
         daemon.process.send_signal(signal.SIGHUP)
         daemon.wait_for(r"configuration reloaded")
         daemon.wait_for(r"ready: ")  # the first pass with the new settings has published them
-        hashed = projects(daemon.metrics())
+        hashed = label_values(daemon.metrics(), "project")
         assert hashed == {hashlib.sha256(b"acme-api").hexdigest()[:12]}
         assert all(re.fullmatch(r"[0-9a-f]{12}", value) for value in hashed)
         assert daemon.get("/readyz")[0] == 200
@@ -156,7 +128,7 @@ def test_an_invalid_config_on_sighup_is_not_loaded_and_the_old_settings_stay(
     config.write_text("labels: {project: hash}\n")
     hashed = {hashlib.sha256(b"acme-api").hexdigest()[:12]}
     with serving(tmp_path / "state", [tmp_path / "claude"], "--config", str(config)) as daemon:
-        assert projects(daemon.metrics()) == hashed
+        assert label_values(daemon.metrics(), "project") == hashed
         if invalid is None:
             config.unlink()
         else:
@@ -167,7 +139,7 @@ def test_an_invalid_config_on_sighup_is_not_loaded_and_the_old_settings_stay(
         write(tmp_path / "claude/projects/p/s.jsonl", line(m_id="msg_2", requestId="req_2"))
         daemon.wait_for_requests(1)  # still following the transcripts, with the old settings
         exposition = daemon.metrics()
-        assert projects(exposition) == hashed
+        assert label_values(exposition, "project") == hashed
         assert sum(samples(exposition, REQUESTS).values()) == 2
         assert (daemon.get("/healthz")[0], daemon.get("/readyz")[0]) == (200, 200)
         assert daemon.stop() == 0
@@ -192,7 +164,7 @@ def test_a_kill_9_mid_run_and_a_restart_on_the_same_state_dir_count_everything_o
 
     lines, size = corpus_on_disk(root)  # the corpus: every request, line and byte once
     assert sum(samples(exposition, REQUESTS).values()) == len(truth.requests)
-    assert tuple(by_token_type(exposition)[t] for t in TOKEN_TYPES) == truth.totals()
+    assert tuple(by_label(exposition, TOKENS, "token_type")[t] for t in TOKEN_TYPES) == truth.totals()
     assert sum(samples(exposition, LINES).values()) == lines
     assert samples(exposition, BYTES_READ) == {TRANSCRIPTS: size}
 
@@ -201,7 +173,7 @@ def test_a_kill_9_mid_run_and_a_restart_on_the_same_state_dir_count_everything_o
         stored = {k.rpartition(".")[2]: v for k, v in ledger.counters().items() if k.startswith("lines.")}
     assert sum(samples(exposition, REQUESTS).values()) == count
     assert round(sum(samples(exposition, COST).values()) * 1e9) == cost
-    shown = {re.findall(r'outcome="(\w+)"', k)[0]: v for k, v in samples(exposition, LINES).items() if v}
+    shown = {k: v for k, v in by_label(exposition, LINES, "outcome").items() if v}
     assert shown == stored
 
 
@@ -248,7 +220,7 @@ def test_serve_once_prints_an_exposition_promtool_accepts_and_exits_0(tmp_path: 
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, b"")
     exposition = once.stdout.decode()
     assert sum(samples(exposition, REQUESTS).values()) == len(truth.requests)
-    assert not any(raw.startswith("process_") for raw in exposition.splitlines())
+    assert not any(sample.name.startswith("process_") for sample in parsed(exposition))
 
 
 # --- a fresh machine ------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from exporter.events import TOKEN_TYPES
 from exporter.ledger.store import Ledger
 from exporter.metrics.exposition import OPENMETRICS, TEXT
 from tests.support.corpus import Truth, append_activity, generate
-from tests.support.daemon import Serve, samples, serving
-from tests.support.prometheus import JOB, PROMTOOL, Prometheus, parse_labels, prometheus, promtool_check_metrics
+from tests.support.daemon import Serve, serving
+from tests.support.exposition import labelled
+from tests.support.prometheus import JOB, PROMTOOL, Prometheus, prometheus, promtool_check_metrics
 from tests.support.tools import require
 
 SEED = 31
@@ -94,10 +95,8 @@ def promql_sums(server: Prometheus) -> Sums:
     )
 
 
-def series(labels: str | dict[str, str]) -> Series:
-    """One series' labels, from the exposition (`{a="b",…}`) or from PromQL (target labels left out)."""
-    if isinstance(labels, str):
-        labels = parse_labels(labels)
+def series(labels: dict[str, str]) -> Series:
+    """One series' labels, from the exposition or from PromQL (target labels left out)."""
     return tuple(sorted((k, v) for k, v in labels.items() if k not in ("instance", "job")))
 
 
@@ -142,7 +141,7 @@ def test_appended_activity_grows_the_counters_by_exactly_the_new_rows_and_resets
     exposition = stack.daemon.metrics()
     for name in USAGE_COUNTERS:
         resets = {series(labels): value for labels, value in server.query(f"resets({name}[5m])")}
-        assert resets == {series(labels): 0.0 for labels in samples(exposition, name)}, name
+        assert resets == {series(labels): 0.0 for labels, _ in labelled(exposition, name)}, name
 
 
 def test_prometheus_scrapes_the_exporter_with_openmetrics(stack: Stack, server: Prometheus) -> None:

@@ -23,7 +23,8 @@ import pytest
 
 from exporter.ledger.store import Ledger
 from tests.support.corpus import Truth, generate
-from tests.support.daemon import Serve, process_name, process_tree, running_after, samples, serving
+from tests.support.daemon import Serve, process_name, process_tree, running_after, serving
+from tests.support.exposition import samples
 from tests.support.lines import line, write
 from tests.support.waiting import WAIT
 

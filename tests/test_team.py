@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import otlpgen
-from tests.support.daemon import Serve, samples, serving
+from tests.support.daemon import Serve, serving
+from tests.support.exposition import samples
 from tests.support.lines import assistant_line, write
 from tests.support.waiting import eventually
 

@@ -16,7 +16,8 @@ from exporter.daemon.gauges import plan_points
 from exporter.daemon.loop import WINDOWS_EVERY, Daemon, Options
 from exporter.pipeline import Setup
 from exporter.reports.budgets import BudgetSpec
-from tests.support.daemon import clean_env, samples, serving
+from tests.support.daemon import clean_env, serving
+from tests.support.exposition import samples
 from tests.support.lines import assistant_line, write
 from tests.support.waiting import WAIT
 from tests.test_serve import Clock

@@ -146,16 +146,6 @@ def serving(
             daemon.process.wait(timeout=WAIT)
 
 
-def samples(exposition: str, name: str) -> dict[str, float]:
-    """`{labels: value}` of one metric in a text exposition, labels as written (`{a="b",…}` or "")."""
-    found = {}
-    for line in exposition.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            labels, _, value = line[len(name) :].rpartition(" ")
-            found[labels] = float(value)
-    return found
-
-
 def process_tree(pid: int) -> dict[int, int]:
     """Every descendant of `pid`, with its depth (1: a child), from /proc; ended ones (zombies) too."""
     parents = {}

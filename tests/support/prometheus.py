@@ -5,7 +5,6 @@ Without the Debian package `prometheus`, its tests skip loudly (tools.require), 
 
 from __future__ import annotations
 
-import re
 import subprocess
 import urllib.error
 import urllib.parse
@@ -26,11 +25,6 @@ PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 JOB = "claude-usage"
 Sample = tuple[dict[str, str], float]
-
-
-def parse_labels(written: str) -> dict[str, str]:
-    """The labels of an exposition line's `{a="b",…}` part (escapes left as written)."""
-    return dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', written))
 
 
 def _seconds(rfc3339: str) -> float:
