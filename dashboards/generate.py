@@ -287,7 +287,7 @@ def table(
         "indexByName": {name: i for i, name in enumerate(columns)},
         "renameByName": columns,
     }
-    options = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
+    options = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": []}}
     return panel(
         "table",
         title,
@@ -393,7 +393,6 @@ def query_variable(name: str, label: str, query: str) -> Json:
         "label": label,
         "type": "query",
         "datasource": DATASOURCE,
-        "definition": query,
         "query": {"qryType": 5, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
         "refresh": 2,  # on time range change: projects come and go
         "regex": "",
@@ -431,7 +430,6 @@ def variables(usage: bool) -> list[Json]:
 
 def dashboard(uid: str, title: str, description: str, since: str, usage: bool, panels: list[Json]) -> Json:
     return {
-        "id": None,
         "uid": uid,
         "title": title,
         "description": description,
@@ -1491,7 +1489,7 @@ def queries(dash: Json) -> list[tuple[str, str]]:
 
 def variable_queries(dash: Json) -> list[tuple[str, str]]:
     """Every (variable name, query) of a dashboard's query variables, e.g. `label_values(…, job)`."""
-    return [(v["name"], v["definition"]) for v in dash["templating"]["list"] if v["type"] == "query"]
+    return [(v["name"], v["query"]["query"]) for v in dash["templating"]["list"] if v["type"] == "query"]
 
 
 def main(argv: list[str]) -> int:
