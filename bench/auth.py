@@ -1,8 +1,8 @@
 """Benchmark basic auth under a wrong-password flood: legit scrape latency of a real `serve`.
 
-    python bench/auth.py                   # 32 flooding clients, bcrypt cost 10, 200 scrapes a phase
-    python bench/auth.py --quick           # a smoke check: 50 scrapes a phase
-    python bench/auth.py --json out.json   # also write the figures as JSON (`--json -`: to stdout)
+    python -m bench.auth                   # 32 flooding clients, bcrypt cost 10, 200 scrapes a phase
+    python -m bench.auth --quick           # a smoke check: 50 scrapes a phase
+    python -m bench.auth --json out.json   # also write the figures as JSON (`--json -`: to stdout)
 
 Starts `python -m exporter serve` on 127.0.0.1:0 with a web config holding bcrypt hashes, then GETs
 /metrics as a legit scraper (a user whose good credentials were checked before, as Prometheus's are
@@ -15,7 +15,6 @@ Never part of the test suite.
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import math
 import os
@@ -35,14 +34,12 @@ from typing import Any
 import bcrypt
 import orjson
 
+from tests.support.loopback import basic
+
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "legit password"
 START_WAIT = 60.0  # seconds the daemon may take to listen and be ready
 HTTP_WAIT = 60.0  # seconds any one request may take before the benchmark gives up
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 @contextmanager

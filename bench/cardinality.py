@@ -1,8 +1,8 @@
 """Benchmark publishing under cardinality pressure: one legit event's publish on a hostile ledger.
 
-    python bench/cardinality.py                    # 100,000 distinct hostile values of each capped label
-    python bench/cardinality.py --distinct 10000   # a quick check
-    python bench/cardinality.py --json out.json    # also write the figures as JSON (`--json -`: to stdout)
+    python -m bench.cardinality                    # 100,000 distinct hostile values of each capped label
+    python -m bench.cardinality --distinct 10000   # a quick check
+    python -m bench.cardinality --json out.json    # also write the figures as JSON (`--json -`: to stdout)
 
 What `serve` does after each commit, in process: the ledger's counters read into a snapshot
 (`read_snapshot`) and handed to the exposition (`Exposition.update`), with team mode's label policy
@@ -27,13 +27,12 @@ from typing import Any
 
 import orjson
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: make `exporter` importable
+from exporter.events import Request, Tokens
+from exporter.ledger.store import Ledger
+from exporter.metrics.exposition import Exposition, Health, read_snapshot
+from exporter.metrics.points import LabelPolicy
 
-from exporter.events import Request, Tokens  # noqa: E402
-from exporter.ledger.store import Ledger  # noqa: E402
-from exporter.metrics.exposition import Exposition, Health, read_snapshot  # noqa: E402
-from exporter.metrics.points import LabelPolicy  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 POLICY = LabelPolicy(user=True)  # the default caps, with team mode's user label
 BUILD = {"version": "bench", "pricing_source": "bench", "pricing_version": "0"}

@@ -9,10 +9,10 @@
    Batches of 100 and 512 records, 1 and 4 client connections, ≥ 50,000 events a case; the ledger must
    hold exactly the events sent. Target: 5,000 events/s; the exit status is 1 when a case misses it.
 
-    python bench/otlp.py                          # both parts
-    python bench/otlp.py --quick                  # a smoke run: ~5,000 events a case, fewer bodies
-    python bench/otlp.py --only whole --events 100000 --batch 512 --clients 4
-    python bench/otlp.py --only receiver --bodies 1000 --connections 2
+    python -m bench.otlp                          # both parts
+    python -m bench.otlp --quick                  # a smoke run: ~5,000 events a case, fewer bodies
+    python -m bench.otlp --only whole --events 100000 --batch 512 --clients 4
+    python -m bench.otlp --only receiver --bodies 1000 --connections 2
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import NamedTuple
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: make `exporter` and `tests` importable
+from exporter.sources.otlp import JSON, PROTOBUF, Logs, Point, decode_logs
+from exporter.web.otlp import OtlpServer
+from tests.support import otlpgen
+from tests.support.daemon import Serve, serving
+from tests.support.exposition import samples
 
-from exporter.sources.otlp import JSON, PROTOBUF, Logs, Point, decode_logs  # noqa: E402
-from exporter.web.otlp import OtlpServer  # noqa: E402
-from tests.support import otlpgen  # noqa: E402
-from tests.support.daemon import Serve, serving  # noqa: E402
-from tests.support.exposition import samples  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 TARGET = 5_000  # events/s for the whole path: received, committed to the ledger, published
 DISTINCT = 10  # different bodies per encoding, posted in turn (receiver only)

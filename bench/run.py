@@ -1,6 +1,6 @@
 """Benchmark `claude-usage-exporter report daily --json` against ccusage 20.0.24 on one generated corpus.
 
-    python bench/run.py --size 1GiB            # see bench/README.md for what each figure means
+    python -m bench.run --size 1GiB            # see bench/README.md for what each figure means
 
 Generates (or reuses, from bench/.cache/) a corpus with tests/support/corpus.py, then measures cold (empty
 ledger), warm (nothing new) and incremental (+~1 MiB) reports, ccusage on the same files, and checks
@@ -25,13 +25,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from bench.measure import CommandFailed, Sample, Stats, launcher_floor_mib, measure, summarize
+from tests.support.corpus import append_activity, generate
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: make `bench` and `tests` importable
-
-import orjson  # noqa: E402
-
-from bench.measure import CommandFailed, Sample, Stats, launcher_floor_mib, measure, summarize  # noqa: E402
-from tests.support.corpus import append_activity, generate  # noqa: E402
 
 CCUSAGE_VERSION = "20.0.24"
 START, DAYS, SEED = date(2026, 9, 1), 60, 0

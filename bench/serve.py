@@ -1,9 +1,9 @@
 """Benchmark `claude-usage-exporter serve` as a real process: latency, scrape time, memory, idle CPU.
 
-    python bench/serve.py                  # the reference figures: 1 GiB history, 50 appends, 60 s idle
-    python bench/serve.py --quick          # a smoke check in a couple of minutes: 64 MiB, 20 appends, 30 s
-    python bench/serve.py --backdate       # on a copy of the history with mtimes 30 days old (as a real one)
-    python bench/serve.py --json out.json  # also write the results as JSON (`--json -`: to stdout)
+    python -m bench.serve                  # the reference figures: 1 GiB history, 50 appends, 60 s idle
+    python -m bench.serve --quick          # a smoke check in a couple of minutes: 64 MiB, 20 appends, 30 s
+    python -m bench.serve --backdate       # on a copy of the history with mtimes 30 days old (as a real one)
+    python -m bench.serve --json out.json  # also write the results as JSON (`--json -`: to stdout)
 
 Starts `python -m exporter serve` the way tests/daemon.py does (loopback, port 0, JSON log on stderr)
 and measures, against the targets of bench/README.md:
@@ -45,15 +45,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
+from bench.run import corpus, parse_size, read_everything
+from tests.support.daemon import Serve
+from tests.support.exposition import samples
+from tests.support.lines import assistant_line, line, user_line
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: make `bench` and `tests` importable
-
-import orjson  # noqa: E402
-
-from bench.run import corpus, parse_size, read_everything  # noqa: E402
-from tests.support.daemon import Serve  # noqa: E402
-from tests.support.exposition import samples  # noqa: E402
-from tests.support.lines import assistant_line, line, user_line  # noqa: E402
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 LEDGER_REQUESTS = "claude_usage_exporter_ledger_requests"

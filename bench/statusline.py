@@ -1,6 +1,6 @@
 """Is `claude-usage-exporter statusline` as quick to start as a bare Python? Claude Code runs it on every message.
 
-    python bench/statusline.py --runs 200
+    python -m bench.statusline --runs 200
 
 Runs the console script next to this interpreter (`statusline < input.json`, a Claude Code 2.1.x input, with a
 state dir holding a current summary.json) and `python -c pass`, alternately, and reports the median and p90 wall
