@@ -211,6 +211,19 @@ def test_the_block_gauges_equal_the_active_block_of_report_blocks(ledger: Callab
     assert points["claude_usage_block_burn_rate_usd_per_hour"][()] == pytest.approx(1.15)  # $2.30 over 2 h
 
 
+def test_a_block_minutes_old_projects_at_its_rate_over_half_an_hour_not_its_first_seconds(
+    ledger: Callable[..., Ledger],
+) -> None:
+    db = ledger(at("2026-11-26T09:00:00+00:00"), at("2026-11-26T09:00:20+00:00"))  # $2 in 20 s
+    now = ms("2026-11-26T09:00:30+00:00")
+    points = read_windows(db, (), now, ZoneInfo("UTC")).points()
+    (block,) = blocks.report(db, reports.Query(ZoneInfo("UTC")), now)["blocks"]
+    assert block["projection"]["totalCost"] > 1000  # `report blocks` keeps ccusage's figure: $360 an hour
+    assert points["claude_usage_block_burn_rate_usd_per_hour"][()] == block["burnRate"]["costPerHour"]
+    left = (ms("2026-11-26T14:00:00+00:00") - now) / 3_600_000
+    assert points["claude_usage_block_projected_cost_usd"][()] == pytest.approx(2 + 4 * left)  # $2 per 30 min
+
+
 def test_between_blocks_the_money_gauges_read_zero_and_the_times_are_absent(ledger: Callable[..., Ledger]) -> None:
     db = ledger(at("2026-11-26T01:00:00+00:00"))
     points = read_windows(db, (), ms("2026-11-26T07:00:00+00:00"), ZoneInfo("UTC")).points()
