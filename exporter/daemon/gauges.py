@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,26 +26,11 @@ from exporter.reports.budgets import (
     spend_nanos,
     window_bounds,
 )
-from exporter.reports.periods import local_midnight_ms, usd
+from exporter.reports.periods import usd
 from exporter.sources.statusline import SNAPSHOT, load_json, number
 from exporter.web.page import PageData
 
-Daily = Sequence[tuple[str, dict[str, int]]]  # (local day, family -> nano-USD), oldest first
 PLAN_WINDOWS = {"five_hour": 5 * 3600, "seven_day": 7 * 86400}  # seconds each plan window lasts
-# The projection's shortest rate span: ccusage's rate over the first to the last request made $36 in 20 s a
-# block "projected" at $29,940. `report blocks` keeps ccusage's figure; the gauges and the status line use this.
-MIN_RATE_SPAN_MS = 30 * 60_000
-
-
-def block_projection(block: Block, now_ms: int) -> tuple[float, float]:
-    """The block's burn rate (USD per hour, as `report blocks`) and the cost it reaches at its end, at the
-    rate over at least MIN_RATE_SPAN_MS; a lone request projects nothing beyond itself (ccusage: no rate)."""
-    rate, projected = cost_rate(block, now_ms)
-    span = block.times[-1] - block.times[0]
-    if 0 < span < MIN_RATE_SPAN_MS:
-        cost = usd(block.group.sums.cost)
-        projected = cost + cost / MIN_RATE_SPAN_MS * max(0, block.end - now_ms)
-    return rate, projected
 # The projection's shortest rate span: ccusage's rate over the first to the last request made $36 in 20 s a
 # block "projected" at $29,940. `report blocks` keeps ccusage's figure; the gauges and the status line use this.
 MIN_RATE_SPAN_MS = 30 * 60_000
@@ -202,28 +186,6 @@ _PLAN_GAUGES = (
 
 
 TOP = 5  # models and categories the page lists
-DAYS = 30  # days of spend the page draws, today included
-
-
-def read_daily(ledger: Ledger, now_ms: int, zone: ZoneInfo, cost: str = "cost", days: int = DAYS) -> Daily:
-    """Spend per local day and model family over the last `days` days, oldest first, in nano-USD. One
-    range scan of the ts index per day (the zone's midnights are computed here, where DST is known),
-    so the loop's windows pass stays cheap; unpriced requests add nothing."""
-    today = datetime.fromtimestamp(now_ms / 1000, zone).date()
-    dates = [today - timedelta(days=days - 1 - i) for i in range(days + 1)]
-    edges = [local_midnight_ms(d, zone) for d in dates]
-    values = ", ".join("(?, ?, ?)" for _ in range(days))
-    rows = ledger.db.execute(
-        f"WITH days(i, lo, hi) AS (VALUES {values})"
-        f" SELECT i, model_family, coalesce(sum({cost}), 0) FROM days JOIN requests ON ts >= lo AND ts < hi"
-        " GROUP BY i, model_family",
-        [v for i in range(days) for v in (i, edges[i], edges[i + 1])],
-    ).fetchall()
-    spend: list[dict[str, int]] = [{} for _ in range(days)]
-    for i, family, nanos in rows:
-        if nanos:
-            spend[i][family] = int(nanos)
-    return [(dates[i].isoformat(), spend[i]) for i in range(days)]
 
 
 def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
@@ -233,21 +195,12 @@ def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
     return sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:TOP]
 
 
-def read_page(
-    snapshot: Snapshot,
-    zone: ZoneInfo,
-    windows: Windows,
-    daily: Daily = (),
-    down: tuple[str, ...] = (),
-    malformed: int = 0,
-) -> PageData:
-    """The page's figures: all-time ones from the metrics' snapshot, today's, this month's and the last
-    30 days' from the windows pass the loop runs (so a page costs no scan of the ledger). `down`: the
-    sources whose last ingest failed; `malformed`: lines not counted since the daemon started."""
+def read_page(snapshot: Snapshot, zone: ZoneInfo, windows: Windows) -> PageData:
+    """The page's figures: all-time ones from the metrics' snapshot, today's and this month's from the
+    windows the loop computes (so a page costs no scan of the ledger)."""
     now = datetime.now(zone)
     costs = snapshot.points.get("claude_usage_cost_usd_total", {})
     requests = snapshot.points.get("claude_usage_requests_total", {})
-    last = snapshot.points.get("claude_usage_last_request_timestamp_seconds", {}).get(())
     return PageData(
         today=windows.today[2] / 1e9,
         month=windows.month / 1e9,
@@ -258,9 +211,4 @@ def read_page(
         as_of=now.strftime("%Y-%m-%d %H:%M:%S %Z"),
         zone=str(zone),
         budgets=windows.budgets,
-        last_request=None if last is None else datetime.fromtimestamp(last, zone),
-        now=now,
-        down=down,
-        malformed=malformed,
-        daily=[(day, {family: usd(nanos) for family, nanos in spend.items()}) for day, spend in daily],
     )
