@@ -275,12 +275,15 @@ class Request(NamedTuple):
     def merge(self, other: Request) -> Request:
         """Both copies of one request: token maxima, tool union, identity of the earliest copy.
 
-        A transcript copy replaces what only OTLP reported (the event has no cache TTL split, so a
-        maximum would count its cache writes twice); the row keeps the key it is stored under."""
+        Across sources the transcript copy gives the identity and the cache TTL split, and every token
+        field is the larger of the two (see `_across_sources`); the row keeps the key it is stored under."""
         if (self.source == Source.OTLP) != (other.source == Source.OTLP):
-            transcript = other if self.source == Source.OTLP else self
+            transcript, event = (other, self) if self.source == Source.OTLP else (self, other)
             return transcript._replace(
                 key=self.key,
+                tokens=_across_sources(transcript.tokens, event.tokens),
+                web_search=max(self.web_search, other.web_search),
+                tools=add_tools(transcript.tools, event.tools),
                 copies=self.copies + other.copies,
                 user=self.user or other.user,
                 interaction="",
@@ -302,6 +305,21 @@ class Request(NamedTuple):
             cost=None,
             uncached_cost=None,
         )
+
+
+def _across_sources(transcript: Tokens, event: Tokens) -> Tokens:
+    """The larger figure per field: Claude Code 2.1.38/39 wrote at most 5 output tokens on subagent
+    transcript lines while its OTLP event had the real count. The event's cache writes are the 5m and
+    1h writes together (it has no split): the transcript's split stands, and only what the event has
+    beyond its total is added, as 5-minute writes (the cheaper guess), so no write counts twice."""
+    extra = max(0, event.cache_write - transcript.cache_write)
+    return Tokens(
+        max(transcript.input, event.input),
+        max(transcript.output, event.output),
+        max(transcript.cache_read, event.cache_read),
+        transcript.cache_write_5m + extra,
+        transcript.cache_write_1h,
+    )
 
 
 Enrich = Callable[[Request], Request]  # sets costs, interaction and category; "" interaction = not yet

@@ -212,6 +212,17 @@ class Ledger:
                 found[row[0]] = _request(row)
         return found
 
+    def by_request_id(self, ids: Iterable[str]) -> dict[str, Request]:
+        """Stored requests by their request id: where an OTLP event finds its transcript's row."""
+        found: dict[str, Request] = {}
+        batch = list(ids)
+        for start in range(0, len(batch), 500):
+            part = batch[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(f"SELECT {COLUMNS} FROM requests WHERE request_id IN ({marks})", part):
+                found.setdefault(row[1], _request(row))
+        return found
+
     def requests(self) -> Iterator[Request]:
         return (_request(row) for row in self.db.execute(f"SELECT {COLUMNS} FROM requests"))
 
@@ -241,10 +252,13 @@ class Ledger:
             # A request the OTLP source stored first is keyed by its request id (see `receive`).
             wanted = [*merged, *(r.request_id for r in merged.values() if r.request_id)]
             stored = self.existing(wanted if fresh is None else [k for k in merged if k in fresh])
+            # An event whose transcript line came first joins that row (stored under its message id).
+            events = [r.request_id for k, r in merged.items() if r.source == Source.OTLP and r.request_id]
+            joined = self.by_request_id(k for k in events if k not in stored) if events else {}
             rows = []
             changes = series.Changes()
             for key, request in merged.items():
-                old = stored.get(key) or stored.get(request.request_id or key)
+                old = stored.get(key) or stored.get(request.request_id or key) or joined.get(request.request_id or key)
                 outcomes[Outcome.USAGE] += old is None
                 outcomes[Outcome.DUPLICATE] += request.copies - (old is None)
                 if old is not None:
@@ -270,20 +284,25 @@ class Ledger:
 
     def receive(self, requests: Iterable[Request], enrich: Enrich, grace_ms: int, now_ms: int) -> Counter[str]:
         """OTLP api_request events. One the ledger holds already (its transcript line came first, or
-        an earlier delivery) is a duplicate; the others wait `grace_ms` for their transcript line in
-        `pending` (see `settle`), or, with no grace, are stored at once, keyed by their request id."""
+        an earlier delivery) is a duplicate, merged into that row (per-field maximum: a transcript can
+        under-state output); one already pending is a duplicate; the others wait `grace_ms` for their
+        transcript line in `pending` (see `settle`), or, with no grace, are stored at once, keyed by
+        their request id."""
         batch = merge_all(requests)
-        known = self._known_request_ids(batch)
-        outcomes: Counter[str] = Counter({Outcome.DUPLICATE: sum(batch[k].copies for k in known)})
-        new = [r for key, r in batch.items() if key not in known]
+        stored = self._known_request_ids(batch, pending=False)
+        known = self._known_request_ids(batch) - stored
+        dupes: Counter[str] = Counter({Outcome.DUPLICATE: sum(batch[k].copies for k in known)})
+        joins = [batch[k] for k in stored]
+        new = [r for key, r in batch.items() if key not in known and key not in stored]
         if grace_ms <= 0:
-            return self.commit(new, enrich, source=Source.OTLP, counts=outcomes)
-        with self.transaction():
-            self.db.executemany(
-                "INSERT OR IGNORE INTO pending (request_id, received, request) VALUES (?, ?, ?)",
-                [(r.key, now_ms, orjson.dumps(_row(r))) for r in new],
-            )
-            self._add_counters({f"lines.{Source.OTLP}.{k}": v for k, v in outcomes.items()})
+            return +self.commit([*joins, *new], enrich, source=Source.OTLP, counts=dupes)
+        outcomes = +self.commit(joins, enrich, source=Source.OTLP, counts=dupes)
+        if new:
+            with self.transaction():
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO pending (request_id, received, request) VALUES (?, ?, ?)",
+                    [(r.key, now_ms, orjson.dumps(_row(r))) for r in new],
+                )
         return outcomes
 
     def settle(self, enrich: Enrich, grace_ms: int, now_ms: int) -> Counter[str]:
@@ -292,10 +311,8 @@ class Ledger:
         waiting = {key: _request(orjson.loads(row)) for key, row in due}
         if not waiting:
             return Counter()
-        held = self._known_request_ids(waiting, pending=False)
-        outcomes: Counter[str] = Counter({Outcome.DUPLICATE: len(held)})
-        fresh = [r for key, r in waiting.items() if key not in held]
-        return self.commit(fresh, enrich, source=Source.OTLP, counts=outcomes, settled=list(waiting))
+        # One whose transcript line came meanwhile joins that row (a duplicate): it may hold more output.
+        return +self.commit(list(waiting.values()), enrich, source=Source.OTLP, settled=list(waiting))
 
     def _known_request_ids(self, ids: Iterable[str], pending: bool = True) -> set[str]:
         batch = list(ids)
