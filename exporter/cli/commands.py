@@ -391,3 +391,21 @@ def statusline(state_dir: Path | None) -> None:
     from exporter.sources.statusline import main as run
 
     sys.exit(run(["--state-dir", str(state_dir)] if state_dir else []))
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:9477", show_default=True, help="Where `serve` answers /readyz.")
+@click.option("--json", "as_json", is_flag=True)
+@common
+def doctor(url: str, as_json: bool, **opts: Any) -> None:
+    """Checks transcripts, ledger, prices, `serve`, the status line and the clock: one line each, with the fix.
+
+    Exits 0 when all is well, 1 on a warning, 2 on a failure."""
+    from exporter.cli.doctor import run
+
+    sys.exit(run(lambda: load(**opts), url, as_json, time.time()))
+
+
+from exporter.cli.setup import setup  # noqa: E402 (a group of its own: statusline, telemetry, service)
+
+main.add_command(setup)
