@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -151,16 +152,96 @@ def test_a_config_file_sets_the_zone_and_prices(run: Run, tmp_path: Path) -> Non
 
 
 GOLDEN = Path(__file__).parent / "golden"
+# Where the terminal is and how it looks: a dumb terminal (rich's TTY_COMPATIBLE) draws lines but no colour.
+STYLES = {"terminal": {"TTY_COMPATIBLE": "1", "TERM": "dumb"}, "pipe": {"TTY_COMPATIBLE": "0"}}
 
 
-def test_the_daily_table_matches_its_golden_rendering(run: Run, tmp_path: Path) -> None:
-    write(
+def two_days(tmp_path: Path) -> Path:
+    return write(
         tmp_path / "claude/projects/p/s1.jsonl",
         line(),
         line(m_id="msg_2", m_model="claude-opus-4-8", timestamp="2026-08-21T09:00:00Z"),
     )
-    out = run("report", "daily", "--breakdown", *folders(tmp_path))
-    assert out == (GOLDEN / "report-daily-breakdown.txt").read_text()
+
+
+def a_fork(tmp_path: Path) -> Path:
+    write(tmp_path / "claude/projects/p/s1.jsonl", line(), line(m_content=[{"type": "text", "text": "x"}]))
+    switch = line(sessionId="fork", m_id="msg_new", m_model="claude-opus-4-8", timestamp="2026-08-20T11:00:00Z")
+    return write(tmp_path / "claude/projects/p/fork.jsonl", line(sessionId="fork"), switch)
+
+
+def golden_table(run: Run, tmp_path: Path, table: str, width: int) -> str:
+    if table == "pricing":
+        return run("pricing", "--width", str(width))
+    if table == "explain":
+        fork = a_fork(tmp_path)
+        run("report", "daily", *folders(tmp_path))
+        return run("explain", str(fork), "--width", str(width), *folders(tmp_path))
+    two_days(tmp_path)
+    args = ["daily"] if table == "report-daily" else ["monthly", "--breakdown"]
+    return run("report", *args, "--width", str(width), *folders(tmp_path))
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("table", ["report-daily", "report-monthly-breakdown", "pricing", "explain"])
+def test_each_table_matches_its_golden_rendering_at_80_and_120_columns(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table: str, width: int, style: str
+) -> None:
+    for name, value in STYLES[style].items():
+        monkeypatch.setenv(name, value)
+    out = golden_table(run, tmp_path, table, width)
+    golden = GOLDEN / f"{table}-{width}-{style}.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":  # regenerate after a deliberate change, then read the diff
+        golden.write_text(out)
+    assert out == golden.read_text()
+    assert max(len(row) for row in out.splitlines()) <= width
+
+
+def test_a_narrow_table_leaves_out_columns_but_never_cuts_a_date_a_model_or_a_number(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("TERM", "dumb")
+    two_days(tmp_path)
+    out = run("report", "monthly", "--breakdown", "--width", "60", *folders(tmp_path))
+    assert "…" not in out
+    for whole in ("2026-08", "claude-haiku-4-5-20251001", "claude-opus-4-8", "65,744", "$0.14"):
+        assert whole in out
+    assert "Cache create" not in out  # the least important column went first
+
+
+def test_wide_keeps_every_column_and_a_pipe_gets_them_all_without_lines(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_days(tmp_path)
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")
+    monkeypatch.delenv("COLUMNS")
+    piped = run("report", "daily", *folders(tmp_path)).splitlines()
+    header = [
+        "Date",
+        "Models",
+        "Input",
+        "Output",
+        "Cache create",
+        "Cache read",
+        "Total tokens",
+        "Requests",
+        "Cost (USD)",
+    ]
+    assert re.split(" {2,}", piped[1]) == header
+    assert re.split(" {2,}", piped[2]) == [
+        "2026-08-20",
+        "claude-haiku-4-5-20251001",
+        *["10", "135", "9,907", "22,820"],
+        *["32,872", "1", "$0.02"],
+    ]
+    assert not any(set(row) & set("│┃━─") for row in piped)
+    assert all(row == row.rstrip() for row in piped)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("TERM", "dumb")
+    wide = run("report", "daily", "--wide", *folders(tmp_path)).splitlines()
+    assert len(wide[2]) > 80 and "Cache create" in wide[2] and "Requests" in wide[2]
 
 
 def test_the_configuration_page_lists_every_environment_variable() -> None:

@@ -16,6 +16,7 @@ import orjson
 from exporter import __version__
 
 if TYPE_CHECKING:  # imported where used: `--help` and a warm report stay quick
+    from exporter.cli.tables import Layout
     from exporter.ledger.ingest import IngestResult
     from exporter.ledger.store import Ledger
     from exporter.pipeline import Pipeline
@@ -41,6 +42,22 @@ def common(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def table_options(func: F) -> F:
+    """`--wide` and `--width`: how a table fits the screen (see `layout_of`)."""
+    func = click.option("--wide", is_flag=True, help="Every column, however wide the table gets.")(func)
+    return click.option(
+        "--width",
+        type=click.IntRange(min=20),
+        help="Columns to fit the table in. Default: the terminal's; piped output is never narrowed.",
+    )(func)
+
+
+def layout_of(width: int | None, wide: bool) -> Layout:
+    from exporter.cli.tables import Layout as TableLayout
+
+    return TableLayout(width=width, wide=wide)
 
 
 def load(
@@ -169,6 +186,7 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
     " always from token prices (calculate); or only as reported (reported).",
 )
 @click.option("--start-of-week", type=click.Choice(["monday", "sunday"]), default="sunday", show_default=True)
+@table_options
 @common
 def report(
     kind: str,
@@ -179,6 +197,8 @@ def report(
     breakdown: bool,
     mode: str | None,
     start_of_week: str,
+    width: int | None,
+    wide: bool,
     **opts: Any,
 ) -> None:
     """Usage and cost per day, week, month, session or 5-hour block; or where each budget stands."""
@@ -197,7 +217,7 @@ def report(
     week_start = reports.WEEKDAYS.index(start_of_week)
     q = reports.Query(app.core.zone, since, until, by, app.core.pricing_mode, week_start)
     if kind == "budgets":
-        _budgets(app, ledger, q.cost, as_json)
+        _budgets(app, ledger, q.cost, as_json, layout_of(width, wide))
         return
     if kind == "blocks":  # depends on the clock (active block, projection): never cached
         body = orjson.dumps(blocks.report(ledger, q, int(time.time() * 1000)))
@@ -213,10 +233,10 @@ def report(
     else:
         from exporter.cli.tables import print_report
 
-        print_report(kind, orjson.loads(body), by, breakdown)
+        print_report(kind, orjson.loads(body), by, breakdown, layout_of(width, wide))
 
 
-def _budgets(app: Pipeline, ledger: Ledger, cost: str, as_json: bool) -> None:
+def _budgets(app: Pipeline, ledger: Ledger, cost: str, as_json: bool, layout: Layout) -> None:
     from exporter.reports import budgets
 
     if not app.core.budgets:
@@ -230,14 +250,15 @@ def _budgets(app: Pipeline, ledger: Ledger, cost: str, as_json: bool) -> None:
     else:
         from exporter.cli.tables import print_budgets
 
-        print_budgets(states, c.timezone)
+        print_budgets(states, c.timezone, layout)
 
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
+@table_options
 @common
-def explain(path: Path, as_json: bool, **opts: Any) -> None:
+def explain(path: Path, as_json: bool, width: int | None, wide: bool, **opts: Any) -> None:
     """One row per request of a transcript: tokens, cost, classification, duplicates."""
     from exporter.reports.explain import explain_file
 
@@ -249,14 +270,15 @@ def explain(path: Path, as_json: bool, **opts: Any) -> None:
     else:
         from exporter.cli.tables import print_explain
 
-        print_explain(rows)
+        print_explain(rows, layout_of(width, wide))
 
 
 @main.command()
 @click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True)
+@table_options
 @common
-def pricing(model: str | None, as_json: bool, **opts: Any) -> None:
+def pricing(model: str | None, as_json: bool, width: int | None, wide: bool, **opts: Any) -> None:
     """The prices in use (USD per million tokens) and where they come from, fast mode's where known."""
     from exporter.cli.tables import print_pricing, quote_json
 
@@ -271,7 +293,7 @@ def pricing(model: str | None, as_json: bool, **opts: Any) -> None:
     if as_json:
         emit([quote_json(standard, fast) for standard, fast in pairs])
     else:
-        print_pricing(pairs)
+        print_pricing(pairs, layout_of(width, wide))
 
 
 @main.command("check-config")
@@ -310,6 +332,12 @@ def check_config(file: Path | None) -> None:
     help="OTLP/HTTP metrics URL to push our metrics to, e.g. http://collector:4318/v1/metrics.",
 )
 @click.option("--once", is_flag=True, help="Ingest to the end, print the exposition and exit.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --once: write the exposition to this file instead, replaced atomically (node_exporter's textfile"
+    " collector reads *.prom files).",
+)
 @click.option("--log.format", "log_format", type=click.Choice(["text", "json"]), help="Text (default) or JSON lines.")
 @click.option(
     "--log.level",
@@ -325,6 +353,7 @@ def serve(
     otlp_listen: str | None,
     push_endpoint: str | None,
     once: bool,
+    output: Path | None,
     log_format: str | None,
     log_level: str | None,
     config_file: Path | None,
@@ -338,6 +367,8 @@ def serve(
     from exporter.config import ConfigError, Settings, load_settings
     from exporter.ledger.store import LedgerError
 
+    if output is not None and not once:
+        raise click.UsageError("--output needs --once: it writes one exposition and exits")
     env = dict(os.environ)
     flags = {
         "state_dir": state_dir,
@@ -358,7 +389,7 @@ def serve(
         return load_settings(config_file_from(config_file, env), env, flags)
 
     try:
-        code = run(settings, env, once)
+        code = run(settings, env, once, output)
     except (ConfigError, LedgerError, OSError) as err:  # WebConfigError is a ConfigError
         raise click.ClickException(str(err)) from None
     sys.exit(code)

@@ -1,14 +1,158 @@
-"""Terminal tables (rich) for the JSON documents the report, explain and pricing commands build."""
+"""Terminal tables (rich) for the JSON documents the report, explain and pricing commands build.
+
+A date, a model or a number is never cut: when a table is wider than the screen, its least important columns are
+left out and prose wraps at spaces (`--wide` keeps every column). Piped output is plain text: no lines, no colour.
+"""
 
 from __future__ import annotations
 
+import io
+import os
+import sys
+from dataclasses import dataclass
 from typing import Any
 
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 _KEYS = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId", "blocks": "startTime"}
 _ROWS = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "session": "sessions", "blocks": "blocks"}
+# A prose column is never squeezed below this (or its longest word) to make room for another column.
+PROSE_MIN = 20
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How wide to draw: `width` None means the terminal's (a pipe: unlimited); `wide` keeps every column."""
+
+    width: int | None = None
+    wide: bool = False
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column; `rank` 0 is always shown, then higher ranks are left out first when space is short."""
+
+    name: str
+    rank: int = 0
+    right: bool = False
+    prose: bool = False  # free text that may wrap at spaces, as narrow as its longest word
+
+
+@dataclass
+class Grid:
+    title: str
+    cols: list[Col]
+    rows: list[tuple[list[Text], str | None]]  # cells and a row style
+    sections: set[int]  # a separating line goes before these row indexes
+
+    def add(self, cells: list[str | Text], style: str | None = None) -> None:
+        """A row; a string is rich markup, so text from the data goes in as `Text`."""
+        self.rows.append(([Text.from_markup(c) if isinstance(c, str) else c for c in cells], style))
+
+
+def _lines(text: Text) -> list[str]:
+    return text.plain.split("\n")
+
+
+def _natural(text: Text) -> int:
+    return max(cell_len(line) for line in _lines(text))
+
+
+def _longest_word(text: Text) -> int:
+    return max((cell_len(word) for line in _lines(text) for word in line.split(" ")), default=0)
+
+
+def _overhead(count: int, boxed: bool) -> int:
+    # Boxed: a space either side of each cell and a line between and around them; plain: two spaces between.
+    return 3 * count + 1 if boxed else 2 * (count - 1)
+
+
+def fit(grid: Grid, width: int | None, boxed: bool) -> dict[int, int]:
+    """The columns shown (by index) and their widths: every rank-0 column, then by rank while they fit."""
+    natural, least = [], []
+    for i, col in enumerate(grid.cols):
+        cells = [cells[i] for cells, _ in grid.rows]
+        header = Text(col.name)
+        longest = max([_longest_word(header), *(_longest_word(c) for c in cells)])
+        full = max([_natural(header), *(_natural(c) for c in cells)])
+        if col.prose:
+            least.append(min(full, max(longest, PROSE_MIN)))
+        else:
+            # Only the header may wrap; a cell's lines are kept whole.
+            least.append(max([_longest_word(header), *(_natural(c) for c in cells)]))
+        natural.append(full)
+    if width is None:
+        return dict(enumerate(natural))
+    order = sorted(range(len(grid.cols)), key=lambda i: (grid.cols[i].rank, i))
+    chosen: list[int] = []
+    for i in order:
+        if grid.cols[i].rank == 0 or sum(least[j] for j in [*chosen, i]) + _overhead(len(chosen) + 1, boxed) <= width:
+            chosen.append(i)
+    widths = {i: least[i] for i in chosen}
+    spare = width - sum(widths.values()) - _overhead(len(chosen), boxed)
+    for i in chosen:  # the most important first get their full width back
+        grow = max(0, min(spare, natural[i] - widths[i]))
+        widths[i] += grow
+        spare -= grow
+    return dict(sorted(widths.items()))
+
+
+def console_for(layout: Layout) -> tuple[Console, int | None]:
+    """The console to print on and the width to fit; a pipe gets every column unless a width is given."""
+    console = Console(highlight=False, emoji=False)
+    if layout.wide:
+        return console, None
+    if layout.width is not None:
+        return console, layout.width
+    if console.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        return console, console.width
+    return console, None
+
+
+def draw(grid: Grid, layout: Layout, footer: str | None = None) -> None:
+    console, width = console_for(layout)
+    boxed = console.is_terminal
+    widths = fit(grid, width, boxed)
+    table = Table(
+        title=grid.title,
+        box=box.HEAVY_HEAD if boxed else None,
+        show_edge=boxed,
+        pad_edge=boxed,
+        title_justify="center" if boxed else "left",
+        header_style="bold" if boxed else "",
+        title_style="italic" if boxed else "",
+    )
+    for i, w in widths.items():
+        col = grid.cols[i]
+        table.add_column(col.name, justify="right" if col.right else "left", width=w, overflow="fold")
+    for n_row, (cells, style) in enumerate(grid.rows):
+        if n_row in grid.sections:
+            table.add_section()
+        table.add_row(*(cells[i] for i in widths), style=style)
+    needed = sum(widths.values()) + _overhead(len(widths), boxed)
+    # Never cut: when even the essential columns are wider than asked, the lines run longer instead.
+    # Both, or a dumb terminal's console stays 80 wide (rich).
+    console.width, console.height = max(needed, width or 0, 20), console.height
+    if width is None and footer is not None:
+        console.width = max(console.width, *(cell_len(line) for line in Text.from_markup(footer).plain.split("\n")))
+    if boxed:
+        console.print(table)
+        if footer is not None:
+            console.print(footer)
+        return
+    # Plain text for a pipe or a file: no colour, and no padding at the ends of lines for a script to trip on.
+    plain = Console(file=io.StringIO(), width=console.width, color_system=None, highlight=False, emoji=False)
+    plain.print(table)
+    if footer is not None:
+        plain.print(footer)
+    text = plain.file.getvalue()  # type: ignore[attr-defined]
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in text.splitlines()))
+    sys.stdout.flush()
 
 
 def n(value: int) -> str:
@@ -26,79 +170,50 @@ def _tokens(row: dict[str, Any]) -> tuple[int, int, int, int]:
     return row["inputTokens"], row["outputTokens"], row["cacheCreationTokens"], row["cacheReadTokens"]
 
 
-def print_report(kind: str, data: dict[str, Any], by: str, breakdown: bool) -> None:
-    console = Console()
+def _report_cols(kind: str) -> list[Col]:
+    title = {"session": "Session", "blocks": "Block start"}.get(kind, _KEYS[kind].capitalize())
+    return [
+        Col(title),
+        Col("Models", rank=2),
+        Col("Input", rank=5, right=True),
+        Col("Output", rank=4, right=True),
+        Col("Cache create", rank=7, right=True),
+        Col("Cache read", rank=6, right=True),
+        Col("Total tokens", rank=1, right=True),
+        Col("Requests", rank=3, right=True),
+        Col("Cost (USD)", right=True),
+    ]
+
+
+def print_report(kind: str, data: dict[str, Any], by: str, breakdown: bool, layout: Layout = Layout()) -> None:
     rows = data[_ROWS[kind]]
     if not rows:
-        console.print("No usage in this range.")
+        Console(highlight=False).print("No usage in this range.")
         return
-    title = {"session": "Session", "blocks": "Block start"}.get(kind, _KEYS[kind].capitalize())
-    table = Table(title=f"Claude Code usage — {kind}", show_footer=False)
-    for name in (
-        title,
-        "Models",
-        "Input",
-        "Output",
-        "Cache create",
-        "Cache read",
-        "Total tokens",
-        "Requests",
-        "Cost (USD)",
-    ):
-        table.add_column(name, justify="left" if name in (title, "Models") else "right")
+    grid = Grid(f"Claude Code usage — {kind}", _report_cols(kind), [], set())
     for row in rows:
         if row.get("isGap"):
-            table.add_row(f"[dim]gap until {row['endTime'][:16]}[/dim]", *[""] * 8)
+            grid.add([f"[dim]gap until {row['endTime']}[/dim]", *[""] * 8])
             continue
         i, o, cc, cr = _tokens(row)
         label = row[_KEYS[kind]]
         if kind == "blocks" and row.get("isActive"):
             label += " (active)"
         models = row.get("modelsUsed") or row.get("models") or []
-        table.add_row(
-            label,
-            "\n".join(models),
-            n(i),
-            n(o),
-            n(cc),
-            n(cr),
-            n(i + o + cc + cr),
-            n(row.get("requests", 0)),
-            money(row.get("totalCost", row.get("costUSD", 0.0))),
-        )
+        cost = money(row.get("totalCost", row.get("costUSD", 0.0)))
+        requests = n(row.get("requests", 0))
+        grid.add([Text(label), Text("\n".join(models)), n(i), n(o), n(cc), n(cr), n(i + o + cc + cr), requests, cost])
         if breakdown:
             for part in _breakdown(row, by):
-                table.add_row(
-                    f"  └ {part['name']}",
-                    "",
-                    n(part["inputTokens"]),
-                    n(part["outputTokens"]),
-                    n(part["cacheCreationTokens"]),
-                    n(part["cacheReadTokens"]),
-                    "",
-                    "",
-                    money(part["cost"]),
-                    style="dim",
-                )
+                tokens = [part[k] for k in ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")]
+                grid.add([Text(f"  └ {part['name']}"), "", *map(n, tokens), "", "", money(part["cost"])], style="dim")
     totals = data.get("totals")
     if totals:
         i, o, cc, cr = _tokens(totals)
-        table.add_section()
-        table.add_row(
-            "Total",
-            "",
-            n(i),
-            n(o),
-            n(cc),
-            n(cr),
-            n(totals["totalTokens"]),
-            n(totals["requests"]),
-            money(totals["totalCost"]),
-            style="bold",
-        )
-    console.print(table)
-    if totals:
-        console.print(category_line(totals))
+        grid.sections.add(len(grid.rows))
+        cells = [n(i), n(o), n(cc), n(cr), n(totals["totalTokens"]), n(totals["requests"]), money(totals["totalCost"])]
+        grid.add(["Total", "", *cells], style="bold")
+    draw(grid, layout, category_line(totals) if totals else None)
 
 
 def _breakdown(row: dict[str, Any], by: str) -> list[dict[str, Any]]:
@@ -120,47 +235,38 @@ def category_line(totals: dict[str, Any]) -> str:
     return line
 
 
-def print_explain(rows: list[dict[str, Any]]) -> None:
-    table = Table(title="Requests in this transcript")
-    for name in (
-        "Line",
-        "Time (UTC)",
-        "Model",
-        "Agent",
-        "Input",
-        "Output",
-        "Cache read",
-        "Write 5m",
-        "Write 1h",
-        "Cost",
-        "Interaction",
-        "Category",
-        "Copies / duplicate of",
-    ):
-        table.add_column(name, justify="right" if name in ("Input", "Output", "Cost") else "left")
+EXPLAIN_COLS = [
+    Col("Line", rank=2, right=True),
+    Col("Time (UTC)", prose=True),
+    Col("Model", prose=True),
+    Col("Agent", rank=10),
+    Col("Input", rank=5, right=True),
+    Col("Output", rank=4, right=True),
+    Col("Cache read", rank=7, right=True),
+    Col("Write 5m", rank=9, right=True),
+    Col("Write 1h", rank=8, right=True),
+    Col("Cost", right=True, prose=True),
+    Col("Interaction", rank=6),
+    Col("Category", rank=3),
+    Col("Copies / duplicate of", rank=1, prose=True),
+]
+
+
+def print_explain(rows: list[dict[str, Any]], layout: Layout = Layout()) -> None:
+    grid = Grid("Requests in this transcript", EXPLAIN_COLS, [], set())
     for r in rows:
         t = r["tokens"]
         cost = "unpriced" if r["cost"] is None else f"${r['cost']:.6f}"
         if r.get("reportedCost") is not None:  # a line's own costUSD, which `auto` reports
             cost += f"\n(line says ${r['reportedCost']:.6f})"
-        model = r["model"] + (" [bold](fast)[/bold]" if r.get("speed") == "fast" else "")
+        model = escape(r["model"]) + (" [bold](fast)[/bold]" if r.get("speed") == "fast" else "")
         model += f"\n[yellow]switch {r['modelSwitch']}[/yellow]" if r.get("modelSwitch") else ""
-        table.add_row(
-            str(r["line"]),
-            r["timestamp"][:19],
-            model,
-            r["agent"],
-            n(t["input"]),
-            n(t["output"]),
-            n(t["cache_read"]),
-            n(t["cache_write_5m"]),
-            n(t["cache_write_1h"]),
-            cost,
-            r["interaction"],
-            r["category"],
-            r["duplicate"],
-        )
-    Console().print(table)
+        tokens = [t[k] for k in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")]
+        # A space, not the ISO `T`, so that a narrow column wraps between the date and the time.
+        when = r["timestamp"][:19].replace("T", " ")
+        cells = [str(r["line"]), when, model, Text(r["agent"]), *map(n, tokens), cost]
+        grid.add([*cells, Text(r["interaction"]), Text(r["category"]), Text(r["duplicate"])])
+    draw(grid, layout)
 
 
 def quote_json(quote: Any, fast: Any = None) -> dict[str, Any]:
@@ -181,26 +287,28 @@ def quote_json(quote: Any, fast: Any = None) -> dict[str, Any]:
     return {"model": quote.model, "name": quote.name, **tiers(quote), "fast": None if fast is None else tiers(fast)}
 
 
-def print_pricing(pairs: list[tuple[Any, Any]]) -> None:
-    table = Table(title="Prices in use — USD per million tokens (web search per 1,000)")
-    for name in ("Model", "Input", "Output", "Cache read", "Write 5m", "Write 1h", "Web search", "Source"):
-        table.add_column(name, justify="left" if name in ("Model", "Source") else "right")
+PRICING_COLS = [
+    Col("Model"),
+    Col("Input", rank=1, right=True),
+    Col("Output", rank=2, right=True),
+    Col("Cache read", rank=3, right=True),
+    Col("Write 5m", rank=4, right=True),
+    Col("Write 1h", rank=5, right=True),
+    Col("Web search", rank=7, right=True),
+    Col("Source", rank=6, prose=True),
+]
+
+
+def print_pricing(pairs: list[tuple[Any, Any]], layout: Layout = Layout()) -> None:
+    grid = Grid("Prices in use — USD per million tokens (web search per 1,000)", PRICING_COLS, [], set())
     for standard, fast in pairs:
         rows = _price_rows(standard.model, "  ", standard)
         if fast is not None:
             rows += _price_rows("  fast mode", "  fast mode ", fast)
         for label, r, source in rows:
-            table.add_row(
-                label,
-                str(r.input),
-                str(r.output),
-                str(r.cache_read),
-                str(r.cache_write_5m),
-                str(r.cache_write_1h),
-                str(r.web_search_per_1k),
-                source,
-            )
-    Console().print(table)
+            prices = [r.input, r.output, r.cache_read, r.cache_write_5m, r.cache_write_1h, r.web_search_per_1k]
+            grid.add([Text(label), *map(str, prices), Text(source)])
+    draw(grid, layout)
 
 
 def _price_rows(label: str, tier_prefix: str, quote: Any) -> list[tuple[str, Any, str]]:
@@ -210,24 +318,28 @@ def _price_rows(label: str, tier_prefix: str, quote: Any) -> list[tuple[str, Any
     return rows
 
 
-def print_budgets(states: list[Any], zone: str) -> None:
+BUDGET_COLS = [
+    Col("Budget"),
+    Col("Window", rank=4),
+    Col("Filter", rank=6, prose=True),
+    Col("Spent", right=True),
+    Col("Limit", rank=1, right=True),
+    Col("Used", rank=2, right=True),
+    Col("Projected", rank=5, right=True),
+    Col("Window ends (UTC)", rank=7, prose=True),
+    Col("Status", rank=3),
+]
+
+
+def print_budgets(states: list[Any], zone: str, layout: Layout = Layout()) -> None:
     from exporter.reports.periods import iso
 
-    table = Table(title=f"Budgets — windows in {zone}")
-    for name in ("Budget", "Window", "Filter", "Spent", "Limit", "Used", "Projected", "Window ends (UTC)", "Status"):
-        table.add_column(name, justify="right" if name in ("Spent", "Limit", "Used", "Projected") else "left")
+    grid = Grid(f"Budgets — windows in {zone}", BUDGET_COLS, [], set())
     colour = {"ok": "green", "warning": "yellow", "exceeded": "bold red"}
     for s in states:
         where = ", ".join(f"{k}={v}" for k, v in s.spec.filter) or "-"
-        table.add_row(
-            s.spec.name,
-            s.spec.window,
-            where,
-            money(s.spend),
-            money(s.limit),
-            f"{s.spend / s.limit:.0%}",
-            money(s.projected),
-            iso(s.end_ms)[:16],
-            f"[{colour[s.status]}]{s.status}[/]",
-        )
-    Console().print(table)
+        ends = iso(s.end_ms)[:16].replace("T", " ")
+        used = f"{s.spend / s.limit:.0%}"
+        cells = [money(s.spend), money(s.limit), used, money(s.projected), ends, f"[{colour[s.status]}]{s.status}[/]"]
+        grid.add([Text(s.spec.name), s.spec.window, Text(where), *cells])
+    draw(grid, layout)
