@@ -101,7 +101,9 @@ def diff(path: Path, old: str | None, new: str | None) -> str:
     lines = difflib.unified_diff(
         (old or "").splitlines(keepends=True), (new or "").splitlines(keepends=True), f"{path}", f"{path} (new)"
     )
-    return "".join(lines) or f"{path}: no change\n"
+    # as diff(1) marks a last line without its newline, so the output stays a valid patch
+    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    return text or f"{path}: no change\n"
 
 
 Change = Callable[[Settings], Settings]
@@ -201,8 +203,7 @@ def read_token(path: Path) -> str:
 
 def _unit_text(manager: str) -> str:
     """The unit from deploy/, with ExecStart pointed at this installation's script when it is elsewhere."""
-    source = DEPLOY / ("systemd" if manager == "systemd" else "launchd") / (UNIT if manager == "systemd" else AGENT)
-    source = source if manager == "systemd" else source.with_suffix(".plist")
+    source = DEPLOY / "systemd" / UNIT if manager == "systemd" else DEPLOY / "launchd" / f"{AGENT}.plist"
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as err:
