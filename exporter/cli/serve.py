@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.daemon.loop import Daemon, Options, options_from
@@ -65,12 +67,12 @@ def _answers(stats: dict[str, Any]) -> dict[str, int]:
     return {"200": stats["requests"] - sum(refused.values()), **{str(code): n for code, n in refused.items()}}
 
 
-def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = False) -> int:
+def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = False, output: Path | None = None) -> int:
     """Runs the daemon until SIGTERM or SIGINT (exit 0; a second one ends it at once, see `stop_now`);
     SIGHUP reloads the configuration.
 
     `load` gives the settings (flags > environment > file), again at each reload. With `once`, one
-    ingest to the end of the files, the exposition on stdout, and exit.
+    ingest to the end of the files, the exposition on stdout (or in `output`, replaced atomically), and exit.
     """
     from exporter.config import ConfigError, split_host_port
     from exporter.metrics.exposition import TEXT
@@ -84,9 +86,15 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
     method = "fork" if once else "spawn"
     daemon = Daemon(Setup.from_settings(settings, env), options_from(settings), start_method=method)
     if once:
-        daemon.step()
-        sys.stdout.buffer.write(daemon.exposition.render(TEXT, process=False))
-        daemon.close()
+        try:
+            daemon.step()
+            text = daemon.exposition.render(TEXT, process=False)
+            if output is None:
+                sys.stdout.buffer.write(text)
+            else:
+                write_atomically(output, text)
+        finally:
+            daemon.close()
         return 0 if daemon.status.ready else 1
     web = load_web_config(settings.web.config_file) if settings.web.config_file else None
     try:
@@ -152,6 +160,32 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         daemon.close()
         log.info("stopped")
     return 0
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replaces `path` with `data` in one step, so node_exporter's textfile collector never reads half a
+    file: a temporary file in the same folder (a rename does not cross file systems), then a rename. Its
+    name does not end in `.prom`, so the collector skips it while it is written."""
+    import tempfile
+
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OSError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes it 0600: node_exporter usually runs as another user, who must read it
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(err, OSError):
+            raise OSError(f"cannot write {path}: {err.strerror or err}") from None
+        raise
 
 
 def stop_now(signum: int) -> None:
