@@ -109,7 +109,7 @@ def parse_chunk(
                 except orjson.JSONDecodeError:
                     counts[Outcome.MALFORMED] += 1
         for record, raw in records:
-            message = record.get("message") if type(record) is dict else None
+            message = _message_of(record) if type(record) is dict else None
             if (
                 type(message) is dict
                 and last_id is not None
@@ -197,8 +197,21 @@ def parse_line(line: bytes, now: datetime | None = None) -> UsageEvent | Outcome
 
 def from_record(record: object, line: bytes, until: datetime | None = None) -> UsageEvent | Outcome:
     """The event of a parsed line, or its outcome; `line` keys a request that has no id. A time later
-    than `until` (by default a day after the wall clock) is malformed."""
-    if not isinstance(record, dict) or record.get("type") != "assistant":
+    than `until` (by default a day after the wall clock) is malformed.
+
+    A subagent's assistant record nested in a `progress` line (`agent_progress`, Claude Code 2.1.x) is a
+    copy of that request: it merges with the subagent transcript's copy under the same message id, and
+    stands alone when that transcript is missing (copied histories, partial backups).
+    """
+    if not isinstance(record, dict):
+        return Outcome.SKIPPED
+    subagent = False
+    if record.get("type") == "progress":
+        nested = _nested(record)
+        if nested is None:
+            return Outcome.SKIPPED
+        record, subagent = nested, True
+    if record.get("type") != "assistant":
         return Outcome.SKIPPED
     message = record.get("message")
     if not isinstance(message, dict) or "usage" not in message:
@@ -206,12 +219,37 @@ def from_record(record: object, line: bytes, until: datetime | None = None) -> U
     if message.get("model") == "<synthetic>":  # a locally generated API-error line, zero usage
         return Outcome.SKIPPED
     try:
-        return _event(record, message, line, latest() if until is None else until)
+        return _event(record, message, line, latest() if until is None else until, subagent)
     except Malformed:
         return Outcome.MALFORMED
 
 
-def _event(record: dict[str, Any], message: dict[str, Any], line: bytes, until: datetime) -> UsageEvent:
+def _nested(progress: dict[str, Any]) -> dict[str, Any] | None:
+    """The subagent record an `agent_progress` line carries in `data.message`, with the progress line's
+    session, working directory and time filled in where the nested record lacks them; else None."""
+    data = progress.get("data")
+    if not isinstance(data, dict) or data.get("type") != "agent_progress":
+        return None
+    nested = data.get("message")
+    if not isinstance(nested, dict) or not isinstance(nested.get("message"), dict):
+        return None
+    # The nested record holds the response and its own time; the session (the parent's, as on the
+    # subagent transcript's lines) and the working directory are on the progress line.
+    context: dict[str, Any] = {name: progress[name] for name in ("sessionId", "cwd", "timestamp") if name in progress}
+    return context | nested
+
+
+def _message_of(record: dict[str, Any]) -> object:
+    """A record's `message`, or for a progress line the nested subagent record's."""
+    if record.get("type") == "progress":
+        nested = _nested(record)
+        return None if nested is None else nested.get("message")
+    return record.get("message")
+
+
+def _event(
+    record: dict[str, Any], message: dict[str, Any], line: bytes, until: datetime, subagent: bool = False
+) -> UsageEvent:
     usage = message["usage"]
     model = message.get("model")
     if not isinstance(usage, dict) or not isinstance(model, str) or not model or len(model) > MAX_CHARS:
@@ -226,7 +264,7 @@ def _event(record: dict[str, Any], message: dict[str, Any], line: bytes, until: 
         _id(record.get("sessionId")) or "unknown",
         project_name(_str(record.get("cwd"))),
         model,
-        _SUBAGENT if record.get("isSidechain") is True or "agentId" in record else _MAIN,
+        _SUBAGENT if subagent or record.get("isSidechain") is True or "agentId" in record else _MAIN,
         _tokens(usage),
         web_searches,
         _tools(message),

@@ -174,3 +174,69 @@ def test_an_assistant_line_whose_tool_input_looks_like_a_user_record_still_count
     user = orjson.dumps({"type": "user", "message": {"role": "user", "content": "usage"}, "toolUseResult": USAGE})
     assert parse_chunk(user + b"\n", counts) == []
     assert counts == Counter({"skipped": 1})
+
+
+# A progress line as Claude Code 2.1.x writes it while a subagent runs: the subagent's assistant record
+# (one content block, usage included) nested in `data.message`; session and cwd only on the outer line.
+PROGRESS = (
+    b'{"parentUuid":"5d1c","isSidechain":false,"userType":"external","cwd":"/home/dev/notes-app",'
+    b'"sessionId":"52cfe79f","version":"2.1.19","gitBranch":"main","type":"progress",'
+    b'"data":{"message":{"type":"assistant","timestamp":"2026-02-09T03:18:49.880Z",'
+    b'"message":{"model":"claude-haiku-4-5-20251001","id":"msg_01Sub","type":"message","role":"assistant",'
+    b'"content":[{"type":"tool_use","id":"toolu_01R","name":"Read","input":{"file_path":"notes.txt"}}],'
+    b'"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"cache_creation_input_tokens":1200,'
+    b'"cache_read_input_tokens":9000,"cache_creation":{"ephemeral_5m_input_tokens":1200,'
+    b'"ephemeral_1h_input_tokens":0},"output_tokens":57,"service_tier":"standard"}},'
+    b'"requestId":"req_01Sub","uuid":"ddf80b77"},"normalizedMessages":[],"type":"agent_progress",'
+    b'"prompt":"Summarise notes.txt","agentId":"a46e908f"},"toolUseID":"agent_msg_01Task",'
+    b'"parentToolUseID":"toolu_01Task","uuid":"c4a6829e","timestamp":"2026-02-09T03:18:50.118Z"}'
+)
+
+
+def test_a_subagent_request_nested_in_a_progress_line_is_a_subagent_event() -> None:
+    event = parse_line(PROGRESS)
+    assert event == UsageEvent(
+        key="msg_01Sub",  # the message id: it merges with the subagent transcript's copy
+        request_id="req_01Sub",
+        timestamp=datetime(2026, 2, 9, 3, 18, 49, 880000, tzinfo=UTC),  # the nested record's own time
+        session_id="52cfe79f",  # the progress line's session: the parent's, as on subagent lines
+        project="notes-app",
+        model="claude-haiku-4-5-20251001",
+        agent="subagent",
+        tokens=Tokens(input=3, output=57, cache_read=9000, cache_write_5m=1200, cache_write_1h=0),
+        tools=frozenset({"Read"}),
+    )
+
+
+def test_a_progress_line_without_its_own_time_in_the_nested_record_takes_the_lines() -> None:
+    event = parse_line(PROGRESS.replace(b'"timestamp":"2026-02-09T03:18:49.880Z",', b""))
+    assert isinstance(event, UsageEvent)
+    assert event.timestamp == datetime(2026, 2, 9, 3, 18, 50, 118000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "outcome"),
+    [
+        # Progress of other kinds, and agent progress whose nested record is not an assistant response.
+        (PROGRESS.replace(b'"type":"agent_progress"', b'"type":"bash_progress"'), "skipped"),
+        (PROGRESS.replace(b'"message":{"type":"assistant"', b'"message":{"type":"user"'), "skipped"),
+        (PROGRESS.replace(b'"data":{"message":{', b'"data":{"m":{'), "skipped"),
+        (b'{"type":"progress","data":"usage assistant"}', "skipped"),
+        (b'{"type":"progress","data":{"type":"agent_progress","message":"assistant usage"}}', "skipped"),
+        # A nested response with bad usage is as malformed as a top-level one.
+        (PROGRESS.replace(b'"output_tokens":57', b'"output_tokens":-57'), "malformed"),
+        (PROGRESS.replace(b'"timestamp":"2026-02-09T03:18:49.880Z"', b'"timestamp":"soon"'), "malformed"),
+    ],
+)
+def test_progress_lines_without_a_usable_nested_response_get_an_outcome(raw: bytes, outcome: str) -> None:
+    assert parse_line(raw) == outcome
+
+
+def test_consecutive_progress_lines_of_one_response_are_one_event_with_every_tool() -> None:
+    text = PROGRESS.replace(b'"name":"Read"', b'"name":"Grep"')
+    counts: Counter[str] = Counter()
+    events = parse_chunk(PROGRESS + b"\n" + text + b"\n", counts)
+    assert [(e.key, e.agent, e.lines, e.tools) for e in events] == [
+        ("msg_01Sub", "subagent", 2, frozenset({"Read", "Grep"}))
+    ]
+    assert counts == Counter()
