@@ -95,8 +95,10 @@ def transcripts(app: Pipeline, paths: list[str], errors: list[str], ledger: Ledg
             "point CLAUDE_CONFIG_DIR or --claude-dir at the folder Claude Code writes (the one with projects/)",
         )
     unreadable = [p for p in paths if not os.access(p, os.R_OK)]
-    requests = f", {ledger.db.execute('SELECT count(*) FROM requests').fetchone()[0]} requests" if ledger else ""
-    detail = f"{len(paths)} files{requests} in {looked}"
+    requests = (
+        f", {_count(ledger.db.execute('SELECT count(*) FROM requests').fetchone()[0], 'request')}" if ledger else ""
+    )
+    detail = f"{_count(len(paths), 'file')}{requests} in {looked}"
     if unreadable or errors:
         first = unreadable[0] if unreadable else errors[0]
         problems = len(unreadable) + len(errors)
@@ -133,6 +135,10 @@ def claude_version(found: list[Found]) -> Check:
         "no version in the transcripts and no `claude` on PATH",
         "install Claude Code, or point --claude-dir at the folder it writes",
     )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _numbers(version: str) -> tuple[int, ...]:
@@ -215,6 +221,6 @@ _SYNC = "set the clock right (e.g. timedatectl set-ntp true)"
 def clock_of_files(found: list[Found], now: float) -> Check:
     ahead = [f for f in found if f.mtime / 1e9 > now + CLOCK_SLACK_S]
     if ahead:
-        return Check("clock", "fail", f"{len(ahead)} transcripts were written in the future ({ahead[0].path})", _SYNC)
-    at = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
-    return Check("clock", "ok", f"{at}, nothing seen in the future")
+        written = f"{_count(len(ahead), 'transcript')} written in the future ({ahead[0].path})"
+        return Check("clock", "fail", written, _SYNC)
+    return Check("clock", "ok", "no request or transcript is dated in the future")
