@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from exporter.events import Outcome
 from exporter.ledger.store import Ledger
 from exporter.metrics.exposition import Snapshot
 from exporter.metrics.points import Labels, Points
@@ -26,7 +28,7 @@ from exporter.reports.budgets import (
     spend_nanos,
     window_bounds,
 )
-from exporter.reports.periods import usd
+from exporter.reports.periods import local_midnight_ms, usd
 from exporter.sources.statusline import SNAPSHOT, load_json, number
 from exporter.web.page import PageData
 
@@ -186,6 +188,40 @@ _PLAN_GAUGES = (
 
 
 TOP = 5  # models and categories the page lists
+DAYS = 30  # days of spend the page draws, today included
+Daily = Sequence[tuple[str, dict[str, int]]]  # (local day, family -> nano-USD), oldest first
+
+
+def read_daily(ledger: Ledger, now_ms: int, zone: ZoneInfo, cost: str = "cost", days: int = DAYS) -> Daily:
+    """Spend per local day and model family over the last `days` days, oldest first, in nano-USD. One
+    range scan of the ts index per day (the zone's midnights are computed here, where DST is known),
+    so the loop's windows pass stays cheap; unpriced requests add nothing."""
+    today = datetime.fromtimestamp(now_ms / 1000, zone).date()
+    dates = [today - timedelta(days=days - 1 - i) for i in range(days + 1)]
+    edges = [local_midnight_ms(d, zone) for d in dates]
+    values = ", ".join("(?, ?, ?)" for _ in range(days))
+    rows = ledger.db.execute(
+        f"WITH days(i, lo, hi) AS (VALUES {values})"
+        f" SELECT i, model_family, coalesce(sum({cost}), 0) FROM days JOIN requests ON ts >= lo AND ts < hi"
+        " GROUP BY i, model_family",
+        [v for i in range(days) for v in (i, edges[i], edges[i + 1])],
+    ).fetchall()
+    spend: list[dict[str, int]] = [{} for _ in range(days)]
+    for i, family, nanos in rows:
+        if nanos:
+            spend[i][family] = int(nanos)
+    return [(dates[i].isoformat(), spend[i]) for i in range(days)]
+
+
+def malformed_lines(counters: dict[str, int]) -> int:
+    """Malformed lines and records of every source, from the ledger's counters (`lines.SOURCE.OUTCOME`)."""
+    suffix = f".{Outcome.MALFORMED}"
+    return sum(v for name, v in counters.items() if name.startswith("lines.") and name.endswith(suffix))
+
+
+def _malformed_shown(snapshot: Snapshot) -> int:
+    lines = snapshot.points.get("claude_usage_exporter_lines_total", {})
+    return int(sum(v for labels, v in lines.items() if dict(labels).get("outcome") == Outcome.MALFORMED))
 
 
 def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
@@ -195,12 +231,22 @@ def _top(snapshot: Snapshot, label: str) -> list[tuple[str, float]]:
     return sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:TOP]
 
 
-def read_page(snapshot: Snapshot, zone: ZoneInfo, windows: Windows) -> PageData:
-    """The page's figures: all-time ones from the metrics' snapshot, today's and this month's from the
-    windows the loop computes (so a page costs no scan of the ledger)."""
+def read_page(
+    snapshot: Snapshot,
+    zone: ZoneInfo,
+    windows: Windows,
+    daily: Daily = (),
+    down: tuple[str, ...] = (),
+    malformed_before: int = 0,
+) -> PageData:
+    """The page's figures: all-time ones from the metrics' snapshot, today's, this month's and the last
+    30 days' from the windows pass the loop runs (so a page costs no scan of the ledger). `down`: the
+    sources whose last ingest failed; `malformed_before`: the malformed lines counted before the daemon
+    started (the page says how many came since)."""
     now = datetime.now(zone)
     costs = snapshot.points.get("claude_usage_cost_usd_total", {})
     requests = snapshot.points.get("claude_usage_requests_total", {})
+    last = snapshot.points.get("claude_usage_last_request_timestamp_seconds", {}).get(())
     return PageData(
         today=windows.today[2] / 1e9,
         month=windows.month / 1e9,
@@ -211,4 +257,9 @@ def read_page(snapshot: Snapshot, zone: ZoneInfo, windows: Windows) -> PageData:
         as_of=now.strftime("%Y-%m-%d %H:%M:%S %Z"),
         zone=str(zone),
         budgets=windows.budgets,
+        last_request=None if last is None else datetime.fromtimestamp(last, zone),
+        now=now,
+        down=down,
+        malformed=_malformed_shown(snapshot) - malformed_before,
+        daily=[(day, {family: usd(nanos) for family, nanos in spend.items()}) for day, spend in daily],
     )

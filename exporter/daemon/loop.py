@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from exporter import __version__
-from exporter.daemon.gauges import Windows, plan_points, read_page, read_windows
+from exporter.daemon.gauges import Daily, Windows, malformed_lines, plan_points, read_daily, read_page, read_windows
 from exporter.daemon.team import Inbox, Team
 from exporter.daemon.watch import Hot
 from exporter.events import Outcome, Source
@@ -108,6 +108,8 @@ class Daemon:
         self._windows_at: float | None = None  # when the budgets and block were last computed
         self._windows_stale = False  # the ledger changed since
         self.windows = Windows(0)
+        self.daily: Daily = ()  # the page's last 30 days, from the windows pass
+        self._malformed_before: int | None = None  # malformed lines the ledger had counted when we started
         self._summary = b""  # the summary file's content last written
         self.health.plan = lambda: plan_points(self.core.state_dir, time.time())
         self._published: tuple[int, tuple[tuple[str, int], ...]] | None = None  # the ledger's version last shown
@@ -133,6 +135,8 @@ class Daemon:
         try:
             # Once the backlog is read, one fast-growing file must not hold up the others' new requests.
             share = SHARE if self.status.started else None
+            if self._malformed_before is None:
+                self._malformed_before = malformed_lines(self.app.ledger.counters())
             result = self.app.refresh(stop=lambda: self.stopping, share=share)
         except (LedgerError, OSError, sqlite3.Error) as err:
             self._failed(f"cannot update the ledger in {self.core.state_dir}: {err}")
@@ -184,6 +188,7 @@ class Daemon:
             self.health.pending_since = self.clock()
         if not self.exposition.snapshot.points:  # nothing shown yet: show the last good state, if any
             self._publish_last_good()
+        self.page = self._page()  # says which source is down
         if not repeated:  # logged last: whoever reacts to the line sees the state it describes
             log.error("%s", message)
 
@@ -210,8 +215,13 @@ class Daemon:
         pricer = self.app.pricer
         self.build.update(pricing_source=pricer.source, pricing_version=pricer.version)
         self.exposition.update(read_snapshot(ledger, self.options.policy, self.build, self.options.sources))
-        self.page = read_page(self.exposition.snapshot, self.core.zone, self.windows)
+        self.page = self._page()
         self._windows_stale = True
+
+    def _page(self) -> PageData:
+        down = tuple(source for source, up in self.health.source_up.items() if not up)
+        before = self._malformed_before or 0
+        return read_page(self.exposition.snapshot, self.core.zone, self.windows, self.daily, down, before)
 
     def _windows_due(self) -> bool:
         """At most every WINDOWS_SOON seconds after a change (a busy team exporter commits many times a
@@ -230,7 +240,8 @@ class Daemon:
         now_ms = int(time.time() * 1000)
         self.windows = windows = read_windows(ledger, c.budgets, now_ms, c.zone, c.week_start, cost, blocks)
         self.health.windows = windows.points()
-        self.page = read_page(self.exposition.snapshot, c.zone, windows)
+        self.daily = read_daily(ledger, now_ms, c.zone, cost)
+        self.page = self._page()
         summary = orjson.dumps(windows.summary(c.zone))
         if summary != self._summary:
             try:
@@ -353,6 +364,7 @@ class Daemon:
         if core != self.core:
             self.app.ledger.close()
             self.core, self.app = core, Pipeline(core, self.app.start_method)
+            self._malformed_before = None  # perhaps another ledger
         if options.poll != self.options.poll:  # the watcher thread runs or not from the start
             log.warning("sources.transcripts.poll changed: it takes effect on restart")
             options = replace(options, poll=self.options.poll)
