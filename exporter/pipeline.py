@@ -115,7 +115,8 @@ class Pipeline:
         share: int | None = None,
     ) -> IngestResult:
         """Brings the ledger up to date with the transcripts, and with price or rule changes; then
-        closes the prompts that are over (`now_ms`, default the clock, decides which are idle).
+        closes the prompts that are over (`now_ms`, default the clock, decides which are idle, and which
+        files have stopped growing).
         `share` bounds what one file with new bytes may add to the pass while others have new bytes too."""
         self.ledger.reprice(self.fingerprint, self.enrich)
         # Price look-ups are kept in the ledger: a later run prices the same models without loading
@@ -124,7 +125,14 @@ class Pipeline:
         if saved.get("fingerprint") == self.fingerprint:
             self.remember(saved["lookups"])
         result = ingest(
-            self.ledger, list(self.core.roots), self, progress, stop=stop, start_method=self.start_method, share=share
+            self.ledger,
+            list(self.core.roots),
+            self,
+            progress,
+            stop=stop,
+            start_method=self.start_method,
+            share=share,
+            now_ns=None if now_ms is None else now_ms * 1_000_000,
         )
         self.ledger.close_prompts(int(time.time() * 1000) if now_ms is None else now_ms)
         lookups = self.remembered()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ from exporter.sources import files as fs
 from exporter.sources.transcripts import parse_chunk
 
 BATCH_BYTES = 64 << 20
+# A file untouched this long has stopped growing: a last line without its newline that is a whole JSON
+# object is then read (Claude Code appends a line and its newline in one write, so this is rare).
+QUIET_NS = 2_000_000_000
 UNIT_BYTES = 16 << 20  # a worker's share: bounds the memory one result takes
 PARALLEL_BYTES = 32 << 20  # below this a pool costs more than it saves
 
@@ -146,11 +150,13 @@ def ingest(
     stop: Callable[[], bool] | None = None,
     start_method: str = "fork",
     share: int | None = None,
+    now_ns: int | None = None,
 ) -> IngestResult:
     """Reads every new byte under the roots into the ledger; one bad file never stops the rest.
 
     `stop`, checked after each unit, ends the ingest early: what was read so far is committed.
     `share` (see `plan`) leaves part of a large backlog to the next pass; `result.more` says so.
+    `now_ns` (default the clock) tells which files have stopped growing (see `plan`).
     """
     result = IngestResult()
     with ingest_lock(ledger.path.parent):
@@ -158,7 +164,7 @@ def ingest(
         result.found = found
         states = ledger.file_states()
         deferred: list[str] = []
-        units = plan(found, states, result.errors, share, deferred)
+        units = plan(found, states, result.errors, share, deferred, time.time_ns() if now_ns is None else now_ns)
         result.more = bool(deferred)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
         batch = _Batch(ledger, pricing.enrich, result, batch_bytes)
@@ -184,6 +190,7 @@ def plan(
     errors: list[str],
     share: int | None = None,
     deferred: list[str] | None = None,
+    now_ns: int | None = None,
 ) -> list[Unit]:
     """The units to read: about UNIT_BYTES each, oldest file first, large files cut at line starts.
 
@@ -191,7 +198,10 @@ def plan(
     while it is read (the growth wakes the next pass). With `share`, when several files have new
     bytes, each gives this pass about `share` of them at most, so one fast-growing file cannot hold
     back the others' new requests; the paths of the files left behind go to `deferred`.
+    A last line without its newline is read once the file has stopped growing (unmodified for
+    QUIET_NS before `now_ns`, default the clock) if it is a whole JSON object.
     """
+    now = time.time_ns() if now_ns is None else now_ns
     spans: list[tuple[fs.Found, int, int | None]] = []  # a file, and where its new lines start and end
     # Oldest first: a fork copies its parent's requests with the same times, and on a tie the
     # copy read first keeps the request, so the parent session (usually written first) wins.
@@ -199,6 +209,8 @@ def plan(
         try:
             start = fs.start_offset(f, states.get((f.dev, f.ino)))
             end = fs.complete_end(f.path, start, f.size) if f.size > start else start
+            if end is not None and end < f.size and now - f.mtime >= QUIET_NS and fs.finished_tail(f.path, end, f.size):
+                end = f.size
         except OSError as err:
             errors.append(f"{f.path}: {err.strerror or err}")
             continue

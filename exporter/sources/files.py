@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
+
 CHUNK = 1 << 20  # above ~1 MiB, fresh buffers cost more in page faults than the reads
 # No usage line comes near this; longer lines (file snapshots can be hundreds of MB) are skipped
 # without ever being held in memory whole.
@@ -150,7 +152,9 @@ def read_lines(
 
     Reads the lines that start before `stop` (all lines when None). A trailing partial line is held
     back: the last offset yielded is the start of that line, so the next read picks it up once its
-    newline has been written. A line longer than `max_line` (default MAX_LINE) is not held back: it
+    newline has been written; unless it ends exactly at `stop`, which says it is a finished last line
+    (see `finished_tail`): then it is read, and the newline written after it later is passed over.
+    A line longer than `max_line` (default MAX_LINE) is not held back: it
     is counted once, and passed over up to its newline or, unfinished, up to the end of the file,
     where the next read resumes passing over it; so its bytes are read once, however long it grows.
     """
@@ -158,6 +162,9 @@ def read_lines(
     with open(path, "rb", buffering=0) as f:  # whole chunks are read: Python's buffer only copies
         # inside a line longer than the limit: drop bytes up to its newline; `counted` once it was
         skipping = counted = _inside_long_line(f, offset, limit, chunk)
+        if not skipping and _after_finished_tail(f, offset):
+            offset += 1  # the newline of a last line read without it: that line was counted
+            yield b"", offset, 0
         f.seek(offset)
         carry = b""
         while (stop is None or offset < stop) and (block := f.read(chunk)):
@@ -180,6 +187,35 @@ def read_lines(
                 carry, skipping = b"", True
         if skipping and f.tell() > offset:  # the end of the file, inside a long line
             yield b"", f.tell(), 0 if counted else 1
+        elif carry and stop is not None and offset + len(carry) == stop:  # a finished last line
+            yield carry, stop, 0
+
+
+def _after_finished_tail(f: BinaryIO, offset: int) -> bool:
+    """Whether `offset` ends a last line read without its newline and that newline has come since:
+    the only offset ingest stores that neither starts a line nor lies in a long one."""
+    if offset == 0:
+        return False
+    f.seek(offset - 1)
+    around = f.read(2)
+    return len(around) == 2 and around[0:1] != b"\n" and around[1:2] == b"\n"
+
+
+def finished_tail(path: str, start: int, size: int, max_line: int | None = None) -> bool:
+    """Whether [start, size), bytes after the last newline, is one whole JSON object: a last line
+    written without its newline (ccusage counts it), not one still being written. The caller
+    decides whether the file has stopped growing."""
+    if size - start > (MAX_LINE if max_line is None else max_line):
+        return False
+    with open(path, "rb") as f:
+        f.seek(start)
+        tail = f.read(size - start)
+    if len(tail) != size - start or not tail.rstrip(b"\x00\r\t ").endswith(b"}"):
+        return False  # the cheap test first: most partial lines fail it
+    try:
+        return isinstance(orjson.loads(tail), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _inside_long_line(f: BinaryIO, offset: int, limit: int, chunk: int) -> bool:

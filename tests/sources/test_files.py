@@ -288,6 +288,22 @@ def test_a_trailing_partial_line_is_held_back_until_its_newline_arrives(tmp_path
     assert read_all(path, 16) == [(b'{"c":3}\n', 24, 0)]
 
 
+def test_a_last_line_ending_at_stop_is_read_and_its_late_newline_passed_over(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.jsonl", b'{"a":1}\n{"b":2}')
+    assert files.finished_tail(str(path), 8, 15)
+    assert read_all(path, 0, stop=15) == [(b'{"a":1}\n', 8, 0), (b'{"b":2}', 15, 0)]
+    assert read_all(path, 15) == []
+    with path.open("ab") as f:
+        f.write(b'\n{"c":3}\n')
+    assert read_all(path, 15) == [(b"", 16, 0), (b'{"c":3}\n', 24, 0)]
+
+
+@pytest.mark.parametrize("tail", [b'{"b":', b'{"b":2', b"[1, 2]", b'"text}"', b"x}", b'{"b":2}}'])
+def test_a_tail_that_is_not_one_whole_json_object_is_not_a_finished_line(tmp_path: Path, tail: bytes) -> None:
+    path = write(tmp_path / "s.jsonl", b'{"a":1}\n' + tail)
+    assert not files.finished_tail(str(path), 8, 8 + len(tail))
+
+
 def test_a_file_without_any_newline_yields_nothing(tmp_path: Path) -> None:
     assert read_all(write(tmp_path / "s.jsonl", b'{"a":1}')) == []
 
@@ -300,10 +316,10 @@ CONTENT = b"".join(b"line %d " % i + b"x" * (i * 5 % 23) + b"\n" for i in range(
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 16, 64, 1 << 20])
-@pytest.mark.parametrize("start", [0, 7, 8, 300])
+@pytest.mark.parametrize("start", [0, 5, 8, 300])
 def test_offsets_are_exact_whatever_the_chunk_size(tmp_path: Path, chunk: int, start: int) -> None:
     path = write(tmp_path / "s.jsonl", CONTENT)
-    # `start` 7 is mid-line: reading from an offset takes it as a line start, as ingest stores them.
+    # `start` 5 is mid-line: reading from an offset takes it as a line start, as ingest stores them.
     got = read_all(path, start, chunk)
     position = start
     for lines, offset, too_long in got:
