@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import Run, cli
+from tests.support.daemon import REPO
+from tests.support.waiting import WAIT
 
 SETTINGS = Path(__file__).parent / "fixtures" / "settings"
 
@@ -183,8 +187,6 @@ def test_without_our_script_on_path_the_command_runs_this_python(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     path = user_settings(home)
     run("setup", "statusline")
-    import sys
-
     assert json.loads(path.read_text())["statusLine"]["command"] == f"{sys.executable} -m exporter statusline"
 
 
@@ -362,7 +364,10 @@ def test_a_failing_systemctl_is_reported_with_what_it_said(run: Run, bin_dir: Pa
     tool.write_text('#!/bin/sh\necho "Failed to connect to bus: No medium found" >&2\nexit 1\n')
     tool.chmod(0o755)
     out = run("setup", "service", "--manager", "systemd", code=1)
-    assert out.endswith("Error: systemctl --user daemon-reload exited 1: Failed to connect to bus: No medium found\n")
+    assert out.endswith(
+        "Error: systemctl --user daemon-reload exited 1: Failed to connect to bus: No medium found (no systemd user"
+        " manager for this session: log in normally, or `loginctl enable-linger`)\n"
+    )
 
 
 def test_service_on_macos_loads_the_launch_agent(run: Run, home: Path, bin_dir: Path, tmp_path: Path) -> None:
@@ -376,3 +381,24 @@ def test_service_on_macos_loads_the_launch_agent(run: Run, home: Path, bin_dir: 
         f"bootstrap gui/{uid} {agent}\nbootout gui/{uid}/io.github.claude-usage-exporter\n"
     )
     assert not agent.exists()
+
+
+def test_the_script_run_by_its_path_writes_that_path_and_the_written_command_runs(tmp_path: Path) -> None:
+    """The README's `.venv/bin/claude-usage-exporter setup statusline`, with .venv/bin not on PATH."""
+    script = tmp_path / "venv" / "bin" / "claude-usage-exporter"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"#!{sys.executable}\nfrom exporter.cli.entry import main\nmain()\n")
+    script.chmod(0o755)
+    env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    subprocess.run([str(script), "setup", "statusline"], env=env, check=True, capture_output=True, timeout=WAIT)
+    settings = json.loads((tmp_path / "home" / ".claude" / "settings.json").read_text())
+    assert settings == {"statusLine": {"type": "command", "command": f"{script} statusline", "padding": 0}}
+    # as Claude Code runs it: through a shell, its JSON on stdin
+    shown = subprocess.run(
+        ["/bin/sh", "-c", settings["statusLine"]["command"]],
+        input=b'{"model": {"display_name": "Opus 4.5"}, "cost": {"total_cost_usd": 0.87}}',
+        env=env,
+        capture_output=True,
+        timeout=WAIT,
+    )
+    assert (shown.returncode, shown.stdout) == (0, "Opus 4.5 · session $0.87\n".encode())

@@ -153,10 +153,20 @@ def undo(path: Path, kind: str, revert: Callable[[Settings, Settings], Settings]
 # --- the status line ---------------------------------------------------------------------------
 
 
+def our_script() -> Path | None:
+    """The console script that runs now (the README's `.venv/bin/…` need not be on PATH), else the one
+    on PATH. Not resolved: pipx's ~/.local/bin link outlives the venv path it points to."""
+    ran = Path(sys.argv[0])
+    if ran.name == NAME and ran.is_file():
+        return ran.absolute()
+    found = shutil.which(NAME)
+    return Path(found).absolute() if found else None
+
+
 def statusline_command(state_dir: Path | None) -> str:
     """Our script by full path (Claude Code's shell may not have the venv on PATH), else `python -m`."""
-    script = shutil.which(NAME)
-    base = f"{shlex.quote(str(Path(script).resolve()))}" if script else f"{shlex.quote(sys.executable)} -m exporter"
+    script = our_script()
+    base = shlex.quote(str(script)) if script else f"{shlex.quote(sys.executable)} -m exporter"
     extra = f" --state-dir {shlex.quote(str(state_dir))}" if state_dir else ""
     return f"{base} statusline{extra}"
 
@@ -208,11 +218,11 @@ def _unit_text(manager: str) -> str:
         text = source.read_text(encoding="utf-8")
     except OSError as err:
         raise click.ClickException(f"cannot read the unit {source}: {err} (run setup from a source checkout)") from None
-    script = shutil.which(NAME)
-    if script and manager == "systemd" and Path(script).resolve() != (Path.home() / ".local/bin" / NAME).resolve():
-        text = text.replace(f"ExecStart=%h/.local/bin/{NAME} ", f"ExecStart={Path(script).resolve()} ")
+    script = our_script()
+    if script and manager == "systemd" and script != Path.home() / ".local/bin" / NAME:
+        text = text.replace(f"ExecStart=%h/.local/bin/{NAME} ", f"ExecStart={script} ")
     elif script and manager == "launchd":
-        text = text.replace(f'"$HOME/.local/bin/{NAME}"', shlex.quote(str(Path(script).resolve())))
+        text = text.replace(f'"$HOME/.local/bin/{NAME}"', shlex.quote(str(script)))
     return text
 
 
@@ -240,7 +250,10 @@ def run_step(argv: list[str], dry_run: bool) -> None:
     except (OSError, subprocess.TimeoutExpired) as err:
         raise click.ClickException(f"{argv[0]} failed: {err}") from None
     if done.returncode != 0:
-        raise click.ClickException(f"{shlex.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+        hint = ""
+        if argv[:2] == ["systemctl", "--user"] and "bus" in done.stderr:
+            hint = " (no systemd user manager for this session: log in normally, or `loginctl enable-linger`)"
+        raise click.ClickException(f"{shlex.join(argv)} exited {done.returncode}: {done.stderr.strip()}{hint}")
 
 
 # --- the commands --------------------------------------------------------------------------------
@@ -383,7 +396,8 @@ def service(manager: str, force: bool, dry_run: bool, undo_: bool) -> None:
             raise click.ClickException(f"{path} is not there: no service to remove")
         run_step(steps[0], dry_run)
         saved = read(backup)
-        click.echo(f"{'would restore' if saved else 'would remove'} {path}" if dry_run else f"removed {path}")
+        done = f"restored the earlier {path}" if saved else f"removed {path}"
+        click.echo(f"would have {done}" if dry_run else done)
         if not dry_run:
             write_atomically(path, saved)
             backup.unlink(missing_ok=True)
