@@ -2,9 +2,11 @@
 
     python -m bench.statusline --runs 200
 
-Runs the console script next to this interpreter (`statusline < input.json`, a Claude Code 2.1.x input, with a
-state dir holding a current summary.json) and `python -c pass`, alternately, and reports the median and p90 wall
-time of each. Exits 1 when the median ratio is above 2. Never part of the test suite.
+Runs the console script's code from this checkout (`statusline < input.json`, a Claude Code 2.1.x input with the
+plan windows and the context window, and a state dir holding a current summary.json, so every part of the line is
+rendered) and `python -c pass`, alternately, and reports the median and p90 wall time of each. Exits 1 when the
+median ratio is above 2. Never part of the test suite. `--script PATH` runs an installed console script instead
+(the one next to the interpreter may be another checkout's install).
 
 By default both run with bytecode caching on, into a temporary PYTHONPYCACHEPREFIX (as an installed package would
 run, without writing into the source tree); `--as-is` keeps the environment untouched, so that with
@@ -67,7 +69,7 @@ def check_output(command: Sequence[str], env: dict[str, str]) -> str:
     """One run whose line must show the summary: a fallback line would be measuring the wrong path."""
     with INPUT.open("rb") as stdin:
         line = subprocess.run(command, stdin=stdin, capture_output=True, env=env, check=True).stdout.decode().strip()
-    if "today $4.56 / $20.00" not in line or "block $3.21" not in line:
+    if any(part not in line for part in ("today $4.56 / $20.00", "block $3.21", "5h 29%", "7d 18%", "ctx 8%")):
         sys.exit(f"unexpected status line: {line!r}")
     return line
 
@@ -81,12 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200, help="runs of each command (default 200)")
     parser.add_argument("--as-is", action="store_true", help="keep the environment's bytecode settings")
+    parser.add_argument("--script", type=Path, help="an installed claude-usage-exporter to run instead")
     args = parser.parse_args(argv)
     if args.runs < 2:
         parser.error("--runs must be at least 2")
-    script = Path(sys.executable).parent / "claude-usage-exporter"
+    # What the console script runs, from this checkout: the same imports, one `-c` line instead of a file.
+    here = [
+        sys.executable,
+        "-c",
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); from exporter.cli.entry import main; main()",
+        str(REPO),
+    ]
     commands = {
-        "claude-usage-exporter statusline": [str(script), "statusline"],
+        "claude-usage-exporter statusline": [str(args.script), "statusline"] if args.script else [*here, "statusline"],
         "python -c pass": [sys.executable, "-c", "pass"],
     }
     with tempfile.TemporaryDirectory(prefix="bench-statusline-") as tmp:

@@ -33,6 +33,8 @@ NOW = 1767264360.0
 FIVE_HOUR_RESET = 1767272400.0  # 2026-01-01T13:00:00Z
 SEVEN_DAY_RESET = 1767744000.0  # 2026-01-07T00:00:00Z
 SPEND = "today $4.56 / $20.00 · block $3.21 (2h 14m left)"
+WEEK = "7d 18% (5d 13h left)"  # 17.5% of the seven-day window, which resets 5 days 13 hours 14 minutes after NOW
+CONTEXT = "ctx 8%"
 
 
 def sample(name: str) -> bytes:
@@ -88,8 +90,10 @@ def run_script(stdin: bytes, *args: str, env: dict[str, str]) -> subprocess.Comp
         ("1.0.x-minimal.json", f"claude-sonnet-4-20250514 · {SPEND}"),
         ("1.0.x.json", f"Sonnet 4 · {SPEND}"),
         ("2.0.x.json", f"Sonnet 4.5 · session $1.23 · {SPEND}"),
-        ("2.1.x.json", f"Opus 4.5 · session $0.87 · {SPEND} · 5h 29%"),
-        ("2.1.x-strings.json", f"Opus 4.5 · session $0.87 · {SPEND} · 5h 63%"),
+        ("2.1.x.json", f"Opus 4.5 · session $0.87 · {SPEND} · 5h 29% · {WEEK} · {CONTEXT}"),
+        ("2.1.x-strings.json", f"Opus 4.5 · session $0.87 · {SPEND} · 5h 63% · 7d 21% (5d 13h left) · {CONTEXT}"),
+        ("2.1.x-new-session.json", f"Opus 4.5 · session $0.00 · {SPEND} · 5h 29% · {WEEK}"),
+        ("2.0.x-context.json", f"Sonnet 4.5 · session $1.23 · {SPEND} · ctx 40%"),
     ],
 )
 def test_each_claude_code_version_renders_its_line_with_the_daemons_summary(
@@ -104,7 +108,7 @@ def test_each_claude_code_version_renders_its_line_with_the_daemons_summary(
         ("1.0.x-minimal.json", "claude-sonnet-4-20250514"),
         ("1.0.x.json", "Sonnet 4"),
         ("2.0.x.json", "Sonnet 4.5 · session $1.23"),
-        ("2.1.x.json", "Opus 4.5 · session $0.87 · 5h 29%"),
+        ("2.1.x.json", f"Opus 4.5 · session $0.87 · 5h 29% · {WEEK} · {CONTEXT}"),
     ],
 )
 def test_without_a_summary_the_line_comes_from_stdin_alone(state: Path, name: str, line: str) -> None:
@@ -172,9 +176,65 @@ def test_an_input_with_nothing_to_show_prints_the_fallback_line(state: Path) -> 
     assert render(b"{}", str(state), NOW) == FALLBACK
 
 
+@pytest.mark.parametrize(
+    ("context", "shown"),
+    [
+        ({"used_percentage": 73.4, "current_usage": None, "context_window_size": 200000}, "ctx 73%"),
+        ({"used_percentage": "12", "context_window_size": 200000}, "ctx 12%"),
+        # Only the last request's input counts: the session totals and output are not what the window holds.
+        (
+            {
+                "total_input_tokens": 900000,
+                "context_window_size": 1000000,
+                "current_usage": {"input_tokens": 5, "output_tokens": 99999, "cache_read_input_tokens": 249995},
+            },
+            "ctx 25%",
+        ),
+        ({"used_percentage": None, "current_usage": {"input_tokens": 10}, "context_window_size": 0}, None),
+        ({"used_percentage": -3, "current_usage": None}, None),
+        ({"used_percentage": "full"}, None),
+        ({"current_usage": {"input_tokens": -5}, "context_window_size": 200000}, None),
+        ({"current_usage": {"input_tokens": True}, "context_window_size": 200000}, None),
+        ("80%", None),
+    ],
+)
+def test_the_context_window_fill_comes_from_its_percentage_else_the_last_requests_tokens(
+    state: Path, context: object, shown: str | None
+) -> None:
+    raw = edited("2.0.x.json", context_window=context)
+    line = "Sonnet 4.5 · session $1.23"
+    assert render(raw, str(state), NOW) == (f"{line} · {shown}" if shown else line)
+
+
+@pytest.mark.parametrize(
+    ("template", "line"),
+    [
+        ("{model} · {today} · {block} · {5h} · {7d} · {context}", f"Opus 4.5 · {SPEND} · 5h 29% · {WEEK} · {CONTEXT}"),
+        ("{context} | {7d}", f"{CONTEXT} | {WEEK}"),
+        ("[{model}] {session}", "[Opus 4.5] session $0.87"),
+        # An unknown field is empty, and so is the separator that would be left dangling by it.
+        ("{model} · {weather} · {5h}", "Opus 4.5 · 5h 29%"),
+        ("{weather} · {model}", "Opus 4.5"),
+        ("{model} ctx: {context}", f"Opus 4.5 ctx: {CONTEXT}"),
+        ("{model}\n·{5h} {", "Opus 4.5·5h 29% {"),  # no newline reaches the status bar; a lone brace is text
+        ("{weather}", FALLBACK),
+    ],
+)
+def test_a_format_template_gives_the_line_its_own_shape(with_summary: Path, template: str, line: str) -> None:
+    assert render(sample("2.1.x.json"), str(with_summary), NOW, template) == line
+
+
+def test_a_missing_part_in_a_template_leaves_no_doubled_separator(state: Path) -> None:
+    template = "{model} · {today} · {block} · {5h} · {7d} · {context}"
+    assert render(sample("2.0.x.json"), str(state), NOW, template) == "Sonnet 4.5"
+
+
 def test_a_plan_window_already_reset_is_not_shown_from_the_recorded_file(state: Path) -> None:
     render(sample("2.1.x.json"), str(state), NOW)
-    assert render(sample("2.0.x.json"), str(state), FIVE_HOUR_RESET) == "Sonnet 4.5 · session $1.23"
+    assert (
+        render(sample("2.0.x.json"), str(state), FIVE_HOUR_RESET) == "Sonnet 4.5 · session $1.23 · 7d 18% (5d 11h left)"
+    )
+    assert render(sample("2.0.x.json"), str(state), SEVEN_DAY_RESET) == "Sonnet 4.5 · session $1.23"
     assert recorded(state)["rate_limits"]["five_hour"]["resets_at"] == FIVE_HOUR_RESET
 
 
@@ -221,7 +281,7 @@ def test_an_old_input_records_nulls_for_what_it_does_not_send(state: Path) -> No
 def test_a_later_input_without_rate_limits_keeps_the_recorded_windows(state: Path) -> None:
     render(sample("2.1.x.json"), str(state), NOW)
     line = render(sample("2.0.x.json"), str(state), NOW + 60)
-    assert line == "Sonnet 4.5 · session $1.23 · 5h 29%"
+    assert line == f"Sonnet 4.5 · session $1.23 · 5h 29% · {WEEK}"
     snapshot = recorded(state)
     assert (snapshot["recorded_at"], snapshot["claude_code_version"], snapshot["session_cost_usd"]) == (
         NOW + 60,
@@ -237,7 +297,7 @@ def test_a_later_input_without_rate_limits_keeps_the_recorded_windows(state: Pat
 def test_each_window_missing_from_a_later_input_keeps_its_own_recorded_at(state: Path) -> None:
     render(sample("2.1.x.json"), str(state), NOW)
     later = edited("2.1.x.json", rate_limits={"five_hour": {"used_percentage": 50, "resets_at": FIVE_HOUR_RESET}})
-    assert render(later, str(state), NOW + 120) == "Opus 4.5 · session $0.87 · 5h 50%"
+    assert render(later, str(state), NOW + 120) == f"Opus 4.5 · session $0.87 · 5h 50% · {WEEK} · {CONTEXT}"
     assert recorded(state)["rate_limits"] == {
         "five_hour": {"used_percentage": 50.0, "resets_at": FIVE_HOUR_RESET, "recorded_at": NOW + 120},
         "seven_day": {"used_percentage": 17.5, "resets_at": SEVEN_DAY_RESET, "recorded_at": NOW},
@@ -266,7 +326,7 @@ def test_each_window_missing_from_a_later_input_keeps_its_own_recorded_at(state:
 def test_an_invalid_window_is_dropped_and_the_recorded_one_kept(state: Path, window: object) -> None:
     render(sample("2.1.x.json"), str(state), NOW)
     raw = edited("2.1.x.json", rate_limits={"five_hour": window})
-    assert render(raw, str(state), NOW + 60) == "Opus 4.5 · session $0.87 · 5h 29%"
+    assert render(raw, str(state), NOW + 60) == f"Opus 4.5 · session $0.87 · 5h 29% · {WEEK} · {CONTEXT}"
     assert recorded(state)["rate_limits"]["five_hour"] == {
         "used_percentage": 28.999999999999996,
         "resets_at": FIVE_HOUR_RESET,
@@ -312,7 +372,8 @@ def test_the_recorded_file_is_private_to_its_owner(state: Path) -> None:
 
 def test_an_unwritable_state_dir_still_gives_the_line(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
-    assert render(sample("2.1.x.json"), str(tmp_path / "a-file" / "state"), NOW) == "Opus 4.5 · session $0.87 · 5h 29%"
+    line = render(sample("2.1.x.json"), str(tmp_path / "a-file" / "state"), NOW)
+    assert line == f"Opus 4.5 · session $0.87 · 5h 29% · {WEEK} · {CONTEXT}"
 
 
 # --- the helpers the daemon imports ---------------------------------------------------------------
@@ -400,6 +461,20 @@ def test_the_console_script_prints_the_line_for_an_unwritable_state_dir(tmp_path
     assert (result.returncode, result.stdout.decode(), result.stderr) == (0, "Sonnet 4.5 · session $1.23\n", b"")
 
 
+def test_the_console_scripts_code_takes_a_format_template(tmp_path: Path) -> None:
+    # The console script's own code from this tree (the script on PATH may be another checkout's install).
+    launch = [sys.executable, "-c", "from exporter.cli.entry import main; main()", "statusline"]
+    result = subprocess.run(
+        [*launch, "--format", "{model} | {context}"],
+        input=sample("2.1.x.json"),
+        capture_output=True,
+        env=clean_env(tmp_path),
+        cwd=Path(__file__).parent.parent,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout.decode(), result.stderr) == (0, f"Opus 4.5 | {CONTEXT}\n", b"")
+
+
 def test_the_console_script_records_in_the_default_state_dir(tmp_path: Path) -> None:
     result = run_script(sample("2.1.x.json"), env=clean_env(tmp_path))
     assert result.returncode == 0
@@ -440,7 +515,8 @@ def test_the_statusline_path_imports_only_json_beyond_a_bare_python(tmp_path: Pa
         [sys.executable, "-c", PROBE], input=sample("2.1.x.json"), capture_output=True, env=env, timeout=30
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.decode() == "Opus 4.5 · session $0.87 · 5h 29%\n"
+    # The fixture's seven-day window reset long before this clock, so it shows no time left.
+    assert result.stdout.decode() == f"Opus 4.5 · session $0.87 · 5h 29% · 7d 18% · {CONTEXT}\n"
     added = set(result.stderr.decode().split())
     # So no click, pydantic, opentelemetry, yaml, datetime or typing either.
     assert added <= ALLOWED_IMPORTS, added - ALLOWED_IMPORTS

@@ -414,14 +414,21 @@ def metrics_contract(as_json: bool) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Where `serve` keeps the ledger and summary.")
-def statusline(state_dir: Path | None) -> None:
+@click.option(
+    "--format",
+    "template",
+    help="The line as a template of {model}, {session}, {today}, {block}, {5h}, {7d} and {context};"
+    " a field with nothing to show is empty. Default: all of them, joined by ' · '.",
+)
+def statusline(state_dir: Path | None, template: str | None) -> None:
     """For Claude Code's statusLine.command: reads its JSON on stdin, records the plan usage and prints one line.
 
     Runs without importing the rest of the package (see exporter/cli/entry.py); this command is the same code,
     for `--help` and `python -m exporter`."""
     from exporter.sources.statusline import main as run
 
-    sys.exit(run(["--state-dir", str(state_dir)] if state_dir else []))
+    args = ["--state-dir", str(state_dir)] if state_dir else []
+    sys.exit(run([*args, "--format", template] if template else args))
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""The `statusline` command: Claude Code's JSON on stdin in, one line of spend and plan usage out.
+"""The `statusline` command: Claude Code's JSON on stdin in, one line of spend, plan usage and context out.
 
 It records the plan's rate-limit windows for the daemon and reads the daemon's summary. Claude Code runs it on every
 message, so it imports only what a bare Python has already loaded (see bench/statusline.py): no pathlib, no datetime.
@@ -28,13 +28,16 @@ SEPARATOR = " · "
 RATE_LIMIT_WINDOWS = ("five_hour", "seven_day")
 MAX_PERCENTAGE = 1000.0
 STATE_DIR_ENV = "CLAUDE_USAGE_EXPORTER_STATE_DIR"
+# `--format`: each `{field}` is one part of the line; a field with nothing to show (or an unknown one) is empty.
+DEFAULT_FORMAT = "{model} · {session} · {today} · {block} · {5h} · {7d} · {context}"
 APP = "claude-usage-exporter"
 
 
 def main(argv: list[str]) -> int:
     """Print the status line; whatever goes wrong, print a fallback line and still exit 0."""
     try:
-        text = render(sys.stdin.buffer.read(), state_dir_from(argv, os.environ), time.time())
+        template = _flag_value(argv, "--format") or DEFAULT_FORMAT
+        text = render(sys.stdin.buffer.read(), state_dir_from(argv, os.environ), time.time(), template)
     except Exception:
         # A traceback would land in Claude Code's status bar; a short line is all the user should see.
         text = FALLBACK
@@ -52,7 +55,7 @@ def _emit(text: str) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def render(raw: bytes, state_dir: str, now: float) -> str:
+def render(raw: bytes, state_dir: str, now: float, template: str = DEFAULT_FORMAT) -> str:
     """Parse Claude Code's stdin, record it in `state_dir` (best effort) and build the line."""
     payload = parse_stdin(raw)
     snapshot_path = os.path.join(state_dir, SNAPSHOT)
@@ -61,7 +64,7 @@ def render(raw: bytes, state_dir: str, now: float) -> str:
     with contextlib.suppress(OSError):  # a read-only state dir costs the daemon a sample, never the user their line
         record(state_dir, snapshot)
     summary = load_json(os.path.join(state_dir, SUMMARY)) or {}
-    return compose(payload, fresh, snapshot["rate_limits"], summary, now)
+    return compose(payload, fresh, snapshot["rate_limits"], summary, now, template)
 
 
 def parse_stdin(raw: bytes) -> Json:
@@ -224,16 +227,42 @@ def load_json(path: str) -> Json | None:
 # --- the line -------------------------------------------------------------------------------------
 
 
-def compose(payload: Json, fresh: Windows, windows: Windows, summary: Json, now: float) -> str:
-    """model · session $ · today $ / budget · block $ (time left) · 5h %, each part left out when unknown."""
-    parts = [
-        model_part(payload),
-        session_part(payload),
-        today_part(summary, now),
-        block_part(summary, now),
-        plan_part(fresh, windows, now),
-    ]
-    return SEPARATOR.join(part for part in parts if part) or FALLBACK
+def compose(payload: Json, fresh: Windows, windows: Windows, summary: Json, now: float, template: str) -> str:
+    """The template filled with the parts that are known; the fallback line when none is."""
+    parts = {
+        "model": model_part(payload),
+        "session": session_part(payload),
+        "today": today_part(summary, now),
+        "block": block_part(summary, now),
+        "5h": plan_part("five_hour", "5h", fresh, windows, now),
+        "7d": plan_part("seven_day", "7d", fresh, windows, now),
+        "context": context_part(payload),
+    }
+    return fill(template, parts) or FALLBACK
+
+
+def fill(template: str, parts: Mapping[str, str | None]) -> str:
+    """`{name}` becomes its part. Between two fields, text of only spaces and punctuation (` · `, ` | `) is a
+    separator: shown only between two parts that are shown, so a missing part leaves no doubled separator."""
+    pieces: list[tuple[str, str | None]] = []  # each field with the text before it; the last text has no field
+    rest = "".join(c for c in template if c.isprintable())
+    while (start := rest.find("{")) >= 0 and (end := rest.find("}", start)) >= 0:
+        pieces.append((rest[:start], rest[start + 1 : end]))
+        rest = rest[end + 1 :]
+    pieces.append((rest, None))
+    out, pending, shown = [], "", False
+    for i, (text, name) in enumerate(pieces):
+        if 0 < i < len(pieces) - 1 and not any(c.isalnum() for c in text):
+            pending = text
+        else:
+            out.append(text)
+        value = parts.get(name) if name is not None else None
+        if value:
+            if shown:
+                out.append(pending)
+            out.append(value)
+            pending, shown = "", True
+    return "".join(out).strip()
 
 
 def model_part(payload: Json) -> str | None:
@@ -288,13 +317,41 @@ def block_part(summary: Json, now: float) -> str | None:
     return f"block {money(spent)} ({duration(end - now)} left)"
 
 
-def plan_part(fresh: Windows, windows: Windows, now: float) -> str | None:
-    """The five-hour window's usage: from this input, else a recorded one that has not reset yet."""
-    window = fresh.get("five_hour")
+def plan_part(name: str, label: str, fresh: Windows, windows: Windows, now: float) -> str | None:
+    """A plan window's usage: from this input, else a recorded one that has not reset yet; the weekly one with the
+    time to its reset, which is days away and worth knowing."""
+    window = fresh.get(name)
     if window is None:
-        recorded = windows.get("five_hour")
+        recorded = windows.get(name)
         window = recorded if recorded is not None and recorded["resets_at"] > now else None
-    return f"5h {window['used_percentage']:.0f}%" if window is not None else None
+    if window is None:
+        return None
+    used = f"{label} {window['used_percentage']:.0f}%"
+    left = window["resets_at"] - now
+    return f"{used} ({duration(left)} left)" if name == "seven_day" and left > 0 else used
+
+
+def context_part(payload: Json) -> str | None:
+    """How full the context window is: Claude Code's `used_percentage`, else the last request's input tokens
+    (`current_usage`, the `total_*` fields are session sums) over the window's size; null before the first request."""
+    context = payload.get("context_window")
+    if not isinstance(context, dict):
+        return None
+    used = number(context.get("used_percentage"))
+    if used is None:
+        used = _context_fill(context.get("current_usage"), number(context.get("context_window_size")))
+    return f"ctx {used:.0f}%" if used is not None and 0 <= used <= MAX_PERCENTAGE else None
+
+
+def _context_fill(usage: object, size: float | None) -> float | None:
+    if not isinstance(usage, dict) or size is None or size <= 0:
+        return None
+    counts = [
+        number(usage.get(k, 0)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    ]
+    if any(count is None or count < 0 for count in counts):
+        return None
+    return 100 * sum(count for count in counts if count is not None) / size
 
 
 def _covers(start: object, end: object, now: float) -> bool:
@@ -312,7 +369,10 @@ def money(amount: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """`2h 14m` or `14m`, rounding up so a block never shows `0m` before it ends."""
+    """`3d 4h`, `2h 14m` or `14m`, rounding up so a block never shows `0m` before it ends."""
     minutes = -int(-seconds // 60)
     hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
     return f"{hours}h {minutes}m" if hours else f"{minutes}m"
