@@ -402,3 +402,12 @@ def test_the_script_run_by_its_path_writes_that_path_and_the_written_command_run
         timeout=WAIT,
     )
     assert (shown.returncode, shown.stdout) == (0, "Opus 4.5 · session $0.87\n".encode())
+
+
+def test_undo_after_our_status_line_was_removed_by_hand_leaves_the_file_as_it_is(run: Run, home: Path) -> None:
+    path = user_settings(home, "other-statusline.json")
+    run("setup", "statusline", "--force")
+    edited = '{"model": "opus", "permissions": {"allow": ["WebSearch"]}}'
+    path.write_text(edited)
+    assert run("setup", "statusline", "--undo") == f"{path}: nothing of ours to undo\n"
+    assert path.read_text() == edited

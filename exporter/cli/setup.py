@@ -135,10 +135,13 @@ def undo(path: Path, kind: str, revert: Callable[[Settings, Settings], Settings]
     old = read(path)
     saved = read(backup)
     earlier = parse(saved, backup)
-    reverted = revert(parse(old, path), earlier)
+    current = parse(old, path)
+    reverted = revert(json.loads(json.dumps(current)), earlier)
     new: str | None = render(reverted)
     if saved is not None and new == render(earlier):
         new = saved if saved else None
+    elif reverted == current:
+        new = old  # only a different layout: nothing of ours is there
     if new == old:
         click.echo(f"{path}: nothing of ours to undo")
         return
