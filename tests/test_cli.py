@@ -285,6 +285,7 @@ def test_serve_logs_json_lines_when_the_environment_asks(
 def test_serve_on_a_port_in_use_says_which_address_and_exits_1(run: Run, tmp_path: Path) -> None:
     import socket
 
+    (tmp_path / "claude").mkdir()  # a Claude Code dir given by name must exist
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -296,6 +297,7 @@ def test_serve_on_a_port_in_use_says_which_address_and_exits_1(run: Run, tmp_pat
 def test_serve_with_a_missing_bearer_tokens_file_names_the_file_and_exits_1(run: Run, tmp_path: Path) -> None:
     config = tmp_path / "team.yaml"
     missing = tmp_path / "tokens"
+    (tmp_path / "claude").mkdir()  # a Claude Code dir given by name must exist
     config.write_text(f"sources:\n  otlp: {{enabled: true, listen: 127.0.0.1:0, bearer_tokens_file: {missing}}}\n")
     out = run("serve", "--config", str(config), *folders(tmp_path), code=1)
     assert out == f"Error: cannot read sources.otlp.bearer_tokens_file {missing}: No such file or directory\n"
