@@ -411,3 +411,19 @@ def test_undo_after_our_status_line_was_removed_by_hand_leaves_the_file_as_it_is
     path.write_text(edited)
     assert run("setup", "statusline", "--undo") == f"{path}: nothing of ours to undo\n"
     assert path.read_text() == edited
+
+
+def test_telemetry_run_again_without_a_token_file_drops_the_header_it_wrote(
+    run: Run, home: Path, tmp_path: Path
+) -> None:
+    path = user_settings(home, "compact.json")
+    (tmp_path / "token").write_text("s3cr3t-token\n")
+    run("setup", "telemetry", "--endpoint", "http://exporter.example:4318", "--token-file", str(tmp_path / "token"))
+    run("setup", "telemetry", "--endpoint", "http://exporter.example:4318")
+    assert json.loads(path.read_text())["env"] == {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://exporter.example:4318",
+    }

@@ -370,6 +370,11 @@ def telemetry(
         if clash and not (force or set_up_before):
             raise click.ClickException(f"{path} already sets {', '.join(clash)}: --force replaces them")
         env.update(wanted)
+        if set_up_before and "OTEL_EXPORTER_OTLP_HEADERS" not in wanted:
+            # a header we wrote earlier would send the old token on; a header of the user's own stays
+            was = parse(read(backup), backup).get("env")
+            if not (isinstance(was, dict) and "OTEL_EXPORTER_OTLP_HEADERS" in was):
+                env.pop("OTEL_EXPORTER_OTLP_HEADERS", None)
         return data
 
     def is_ours(data: Settings) -> bool:
