@@ -34,11 +34,28 @@ def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None =
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+def build(out: Path) -> Path:
+    """The sdist and the wheel built from the checkout, in `out`."""
     run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, ROOT, cwd=ROOT)
     return out
+
+
+def install(wheel: Path, venv: Path) -> Path:
+    """A fresh venv with only `wheel` installed in it; the dependencies are this environment's. Its
+    site-packages."""
+    run(sys.executable, "-m", "venv", venv)
+    python = venv / "bin" / "python"
+    run(python, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", wheel)
+    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    # Appended after the venv's own site-packages: the wheel's `exporter` comes first.
+    (site / "zz_dependencies.pth").write_text("".join(f"{p}\n" for p in sorted(ours)), encoding="utf-8")
+    return site
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("dist"))
 
 
 def test_the_build_makes_an_sdist_and_a_wheel_that_twine_accepts(dist: Path) -> None:
@@ -57,14 +74,8 @@ def test_the_distribution_is_not_named_like_the_other_project_on_pypi() -> None:
 
 def test_the_installed_wheel_serves_once_and_counts_a_transcripts_request(dist: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
+    site = install(next(dist.glob("*.whl")), venv)
     python = venv / "bin" / "python"
-    wheel = next(dist.glob("*.whl"))
-    run(python, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", wheel)
-    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    # Appended after the venv's own site-packages: the wheel's `exporter` comes first.
-    (site / "zz_dependencies.pth").write_text("".join(f"{p}\n" for p in sorted(ours)), encoding="utf-8")
 
     home, claude = tmp_path / "home", tmp_path / "claude"
     write(claude / "projects" / "-home-dev-notes-app" / "s1.jsonl", line())
