@@ -6,6 +6,8 @@ histories, partial backups) those copies are all there is: each counts once, as 
 parent's session. When the subagent transcript is there too, a nested copy merges with its copy of the
 same message: nothing counts twice, and a nested copy's provisional usage never raises the final figure.
 The fixtures are shaped like the lines Claude Code writes; nothing is read from real histories.
+
+Also here: lines with no "type" at all (issue 16, item 4), counted as ccusage counts them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 from tests.support.cli import Run
 from tests.support.cli import cli as run_in
+from tests.test_ccusage_parity import ccusage_report, find_ccusage
 
 SESSION = "7d3a0c1e-5b2f-4e8a-9c61-2f0d4b8e7a15"
 AGENT = "a46e908f1c2d3b4e5"
@@ -204,3 +207,56 @@ def test_a_nested_copy_read_after_the_subagent_transcript_changes_nothing(cli: R
     parent(tmp_path)
     assert before["agents"] == {"subagent": EXPECTED["agents"]["subagent"]}
     assert totals(cli) == EXPECTED
+
+
+# --- lines without "type" (issue 16, item 4) ------------------------------------------------------------
+# Other tools write usage lines with no "type"; ccusage counts any line whose message carries usage, so
+# they are counted here too (before, they were skipped and the report said "No usage in this range").
+TYPELESS = [
+    # (line, tokens it counts: input, output, cache read)
+    (
+        {
+            "sessionId": "typeless",
+            "timestamp": "2026-03-01T09:00:00.000Z",
+            "requestId": "req_01T1",
+            "cwd": CWD,
+            "message": {"id": "msg_01T1", "role": "assistant", "model": MODEL, "usage": usage(100, 40, 3_000, 0)},
+        },
+        (100, 40, 3_000),
+    ),
+    (  # the barest: no role, no ids, no session (ccusage's own fixtures look like this)
+        {"timestamp": "2026-03-01T09:05:00.000Z", "message": {"model": MODEL, "usage": usage(20, 10, 0, 0)}},
+        (20, 10, 0),
+    ),
+]
+
+
+def typeless(tmp_path: Path) -> Path:
+    return write(
+        tmp_path / "claude/projects" / PROJECT / "typeless.jsonl", *(orjson.dumps(r) + b"\n" for r, _ in TYPELESS)
+    )
+
+
+def test_lines_without_a_type_count_in_the_daily_and_session_reports(cli: Run, tmp_path: Path) -> None:
+    typeless(tmp_path)
+    [day] = orjson.loads(cli("report", "daily", "--json"))["daily"]
+    want = [sum(t[i] for _, t in TYPELESS) for i in range(3)]
+    assert [day[f] for f in ("inputTokens", "outputTokens", "cacheReadTokens", "requests")] == [*want, 2]
+    assert day["totalCost"] == pytest.approx((want[0] * 1 + want[1] * 5 + want[2] * 0.1) / 1_000_000, abs=1e-12)
+    sessions = orjson.loads(cli("report", "session", "--json"))["sessions"]
+    # A line with no session is the "unknown" session's.
+    assert sorted((s["sessionId"], s["requests"], s["outputTokens"]) for s in sessions) == [
+        ("typeless", 1, 40),
+        ("unknown", 1, 10),
+    ]
+    assert "No usage in this range" not in cli("report", "daily")
+
+
+def test_lines_without_a_type_give_the_tokens_ccusage_gives(tmp_path: Path) -> None:
+    found = find_ccusage()
+    if found is None:
+        pytest.skip("ccusage is not installed: see tests/test_ccusage_parity.py")
+    typeless(tmp_path)
+    theirs = ccusage_report(found, "daily", tmp_path / "claude", tmp_path / "home")["totals"]
+    want = [sum(t[i] for _, t in TYPELESS) for i in range(3)]
+    assert [theirs[f] for f in ("inputTokens", "outputTokens", "cacheReadTokens")] == want

@@ -34,9 +34,12 @@ from exporter.events import (
     to_ms,
 )
 
-# Most bytes are tool results and file snapshots; only lines holding both can carry usage.
+# Most bytes are tool results and file snapshots; only lines holding both marks can carry usage, or
+# lines holding a message with usage and no "type" at all (other tools write those; ccusage counts them).
 USAGE_MARK = b'"usage"'
 ASSISTANT_MARK = b'"assistant"'
+TYPE_MARK = b'"type"'
+MESSAGE_MARK = b'"message"'
 USER_HEAD = b'"type":"user"'
 # A typed prompt's content is a string or starts with a text or image block; a tool result's with
 # {"tool_use_id" or {"type":"tool_result". Claude Code writes "message" near the start of the line,
@@ -67,7 +70,14 @@ def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[by
         lines += 1
         head = min(start + LINE_HEAD_BYTES, end)
         user = find(USER_HEAD, start, head) != -1 and find(ASSISTANT_MARK, start, head) == -1
-        if not user and find(USAGE_MARK, start, end) != -1 and find(ASSISTANT_MARK, start, end) != -1:
+        if (
+            not user
+            and find(USAGE_MARK, start, end) != -1
+            and (
+                find(ASSISTANT_MARK, start, end) != -1
+                or (find(TYPE_MARK, start, end) == -1 and find(MESSAGE_MARK, start, end) != -1)
+            )
+        ):
             found.append(data[start:end])
         elif user and prompts is not None:
             at = find(USER_CONTENT, start, min(start + 2 * LINE_HEAD_BYTES, end))
@@ -191,7 +201,8 @@ def parse_line(line: bytes, now: datetime | None = None) -> UsageEvent | Outcome
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return Outcome.MALFORMED if ASSISTANT_MARK in line else Outcome.SKIPPED
+        typeless = TYPE_MARK not in line and MESSAGE_MARK in line and USAGE_MARK in line
+        return Outcome.MALFORMED if ASSISTANT_MARK in line or typeless else Outcome.SKIPPED
     return from_record(record, line, latest(now))
 
 
@@ -202,6 +213,9 @@ def from_record(record: object, line: bytes, until: datetime | None = None) -> U
     A subagent's assistant record nested in a `progress` line (`agent_progress`, Claude Code 2.1.x) is a
     copy of that request: it merges with the subagent transcript's copy under the same message id, and
     stands alone when that transcript is missing (copied histories, partial backups).
+
+    A record with no `type` whose message carries usage is read as an assistant line, as ccusage reads
+    it (it looks at neither `type` nor `role`); without a model it is malformed, never skipped unsaid.
     """
     if not isinstance(record, dict):
         return Outcome.SKIPPED
@@ -211,7 +225,8 @@ def from_record(record: object, line: bytes, until: datetime | None = None) -> U
         if nested is None:
             return Outcome.SKIPPED
         record, subagent = nested, True
-    if record.get("type") != "assistant":
+    kind = record.get("type")
+    if kind != "assistant" and kind is not None:
         return Outcome.SKIPPED
     message = record.get("message")
     if not isinstance(message, dict) or "usage" not in message:

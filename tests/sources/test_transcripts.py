@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from exporter.events import Tokens, UsageEvent
-from exporter.sources.transcripts import parse_chunk, parse_line, split_merged
+from exporter.sources.transcripts import candidates, parse_chunk, parse_line, split_merged
 from tests.support.lines import USAGE, line
 
 
@@ -240,3 +240,73 @@ def test_consecutive_progress_lines_of_one_response_are_one_event_with_every_too
         ("msg_01Sub", "subagent", 2, frozenset({"Read", "Grep"}))
     ]
     assert counts == Counter()
+
+
+# Lines with no "type", as other tools write them; ccusage counts any line whose message carries usage.
+TYPELESS = (
+    b'{"sessionId":"9c42ba52","timestamp":"2026-08-20T10:21:56.612Z","requestId":"req_01T","cwd":"/home/dev/acme-api",'
+    b'"message":{"id":"msg_01T","role":"assistant","model":"claude-sonnet-4-5-20250929",'
+    b'"usage":{"input_tokens":100,"output_tokens":50,"cache_read_input_tokens":2000}}}'
+)
+BARE = (
+    b'{"timestamp":"2026-08-20T11:00:00Z","message":{"model":"claude-sonnet-4-5-20250929","usage":{"input_tokens":7}}}'
+)
+
+
+def test_a_line_without_a_type_whose_assistant_message_has_usage_and_a_model_is_a_usage_event() -> None:
+    event = parse_line(TYPELESS)
+    assert event == UsageEvent(
+        key="msg_01T",
+        request_id="req_01T",
+        timestamp=datetime(2026, 8, 20, 10, 21, 56, 612000, tzinfo=UTC),
+        session_id="9c42ba52",
+        project="acme-api",
+        model="claude-sonnet-4-5-20250929",
+        agent="main",
+        tokens=Tokens(input=100, output=50, cache_read=2000),
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "outcome"),
+    [
+        # No role and not a word of "assistant" (ccusage's own fixtures look like this): still usage.
+        (BARE, "usage"),
+        (TYPELESS.replace(b'"role":"assistant",', b""), "usage"),
+        (TYPELESS.replace(b'{"sessionId"', b'{"type":null,"sessionId"'), "usage"),
+        # Usage without a model cannot be priced or told apart: malformed, counted, never silent.
+        (TYPELESS.replace(b'"model":"claude-sonnet-4-5-20250929",', b""), "malformed"),
+        (BARE.replace(b'"model":"claude-sonnet-4-5-20250929",', b""), "malformed"),
+        (TYPELESS.replace(b'"output_tokens":50', b'"output_tokens":"50"'), "malformed"),
+        # Without usage, or with a type other than assistant, it is no request.
+        (TYPELESS.replace(b'"usage"', b'"stats"'), "skipped"),
+        (TYPELESS.replace(b'{"sessionId"', b'{"type":"system","sessionId"'), "skipped"),
+        # Cut short by a crash it is broken usage; garbage that merely says "usage" is not.
+        (TYPELESS[:-12], "malformed"),
+        (b'\xff"usage"\x80{}{', "skipped"),
+    ],
+    ids=[
+        "bare",
+        "no role",
+        "null type",
+        "no model",
+        "bare no model",
+        "bad tokens",
+        "no usage",
+        "system",
+        "cut short",
+        "garbage",
+    ],
+)
+def test_lines_without_a_type_are_read_like_assistant_lines(raw: bytes, outcome: str) -> None:
+    counts: Counter[str] = Counter()
+    events = parse_chunk(raw + b"\n", counts)
+    assert (Counter({"usage": len(events)}) + counts) == Counter({outcome: 1})
+    single = parse_line(raw)
+    assert (single if isinstance(single, str) else "usage") == outcome
+
+
+def test_a_line_with_usage_but_neither_a_type_nor_assistant_reaches_the_parser() -> None:
+    snapshot = b'{"type":"file-history-snapshot","snapshot":{"notes.txt":"usage: run it"}}'
+    found, lines = candidates(BARE + b"\n" + snapshot + b"\n")
+    assert (found, lines) == ([BARE], 2)
