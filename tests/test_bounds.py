@@ -205,6 +205,7 @@ def test_metric_attributes_and_names_are_shortened(content_type: str) -> None:
     assert dict(points[0].attributes)["session.id"] == shorten("s" * 300)
 
 
+@pytest.mark.slow
 def test_a_served_ten_megabyte_model_is_answered_as_a_partial_success_and_never_exposed(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("sources: {transcripts: {enabled: false}}\n")
@@ -325,6 +326,7 @@ def old_ledger(state: Path, events: list[UsageEvent], enrich: Callable[[Request]
     return {"totals": totals, "calls": calls}
 
 
+@pytest.mark.slow
 def test_opening_an_older_ledger_shortens_every_long_value_and_keeps_every_total(
     make_app: Callable[..., Pipeline], tmp_path: Path
 ) -> None:

@@ -103,6 +103,7 @@ def publish_steps(tmp_path: Path, distinct: int) -> tuple[int, Points]:
         ledger.close()
 
 
+@pytest.mark.slow
 def test_publishing_one_event_costs_the_same_with_100k_distinct_hostile_values_as_with_10(tmp_path: Path) -> None:
     few, few_points = publish_steps(tmp_path, 10)
     many, many_points = publish_steps(tmp_path, 100_000)

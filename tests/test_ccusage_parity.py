@@ -25,6 +25,8 @@ from exporter.events import Request, Tokens
 from exporter.ledger.store import Ledger
 from tests.support.corpus import LONG_CONTEXT_MODELS, Truth, generate
 
+pytestmark = pytest.mark.slow  # ccusage under node
+
 CCUSAGE_VERSION = "20.0.24"
 FIELDS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")
 Breakdown = dict[tuple[str, str], dict[str, int]]  # (date, model) -> field -> tokens

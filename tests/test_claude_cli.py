@@ -29,6 +29,8 @@ from tests.support.claude_cli import (
 from tests.support.fakeapi import SUBAGENT_MARKER, FakeApi, Usage
 from tests.support.netns import ROOT, FakeSettings, Plan, Process, Result, Step, run_plan
 
+pytestmark = pytest.mark.slow  # the Claude Code CLI in a namespace
+
 # Sonnet 4.5 list prices, USD per million tokens.
 SONNET_45 = {"input": 3.0, "5m": 3.75, "1h": 6.0, "read": 0.30, "output": 15.0}
 PROMPT = "Look at notes.txt and append a line to it."

@@ -21,6 +21,8 @@ import yaml
 from tests.support.tools import require
 from tests.test_deploy_docker import DOCKERFILE, STATE, image_env, parse
 
+pytestmark = pytest.mark.slow  # docker-compose
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = ROOT / "deploy/compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"

@@ -34,6 +34,8 @@ from tests.support.loopback import basic, free_port
 from tests.support.tools import require
 from tests.support.waiting import eventually
 
+pytestmark = pytest.mark.slow  # the image's command as a process
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy/docker/Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

@@ -30,6 +30,8 @@ from tests.support.tools import require
 from tests.support.waiting import eventually
 from tests.test_deploy_docker import DOCKERFILE, Container, parse, secure_web_config
 
+pytestmark = pytest.mark.slow  # kubectl, and the manifests' commands as processes
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy/kubernetes"
 GENERATE = KUBERNETES / "prometheusrule.py"

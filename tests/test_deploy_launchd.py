@@ -19,9 +19,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.lines import line, write
 from tests.support.loopback import answers_ok, free_port
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow  # the agent's command as a process
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "deploy/launchd/io.github.claude-usage-exporter.plist"

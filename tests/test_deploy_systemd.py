@@ -23,6 +23,8 @@ from tests.support.daemon import serving
 from tests.support.lines import line, write
 from tests.support.tools import require
 
+pytestmark = pytest.mark.slow  # systemd's tools and the unit's command
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy/systemd/claude-usage-exporter.service"
 ANALYZE = "/usr/bin/systemd-analyze"

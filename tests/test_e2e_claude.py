@@ -34,6 +34,8 @@ from tests.support.netns import ROOT, FakeSettings, Plan, Process, Result, Step,
 from tests.support.waiting import POLL
 from tests.test_claude_cli import PROMPT, list_price, succeeded
 
+pytestmark = pytest.mark.slow  # the Claude Code CLI in a namespace, and `serve`
+
 TRANSCRIPTS_ONLY = "sources: {transcripts: {enabled: true}}\n"
 OTLP_ONLY = "sources: {transcripts: {enabled: false}}\n"  # a central exporter: events are stored at once
 # An event waits up to 2 s for its transcript line (30 s by default): inotify sees a line within ~0.5 s.

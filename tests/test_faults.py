@@ -32,6 +32,8 @@ from tests.support.exposition import by_label, samples
 from tests.support.lines import USAGE, line, request, write
 from tests.support.tools import require
 
+pytestmark = pytest.mark.slow  # a real `serve` per test
+
 LINES = "claude_usage_exporter_lines_total"
 READ_ERRORS = "claude_usage_exporter_read_errors_total"
 BYTES_READ = "claude_usage_exporter_bytes_read_total"

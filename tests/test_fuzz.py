@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +24,8 @@ from exporter.events import FUTURE_TOLERANCE, MAX_CHARS, SHORTENED_CHARS, Prompt
 from exporter.sources.otlp import JSON, PROTOBUF, Logs, OtlpError, Point, ToolResult, decode_logs, decode_metrics
 from exporter.sources.transcripts import parse_chunk
 from tests.support import otlpgen
+
+pytestmark = pytest.mark.slow  # hundreds of generated inputs a test: a few seconds each
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 LATEST = NOW + FUTURE_TOLERANCE

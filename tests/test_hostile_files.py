@@ -10,11 +10,15 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from exporter.daemon.watch import watch_targets
 from exporter.sources.files import discover, read_lines
 from tests.support.daemon import Serve, serving
 from tests.support.exposition import by_label, samples
 from tests.support.lines import request, write
+
+pytestmark = pytest.mark.slow  # a real `serve` per test
 
 LINES = "claude_usage_exporter_lines_total"
 REQUESTS = "claude_usage_requests_total"

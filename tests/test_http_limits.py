@@ -27,6 +27,8 @@ from tests.support.daemon import Serve, serving
 from tests.support.lines import assistant_line, write
 from tests.test_http import daemon  # noqa: F401 (a fixture)
 
+pytestmark = pytest.mark.slow  # a real `serve`, and deadlines that must pass
+
 WAIT = 30.0  # seconds a read waits for the server before the test fails (a limit, never a pause)
 SHORT = 1.0  # a deadline short enough to wait for, long enough for a request sent in one write
 Address = tuple[str, int]

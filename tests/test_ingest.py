@@ -433,6 +433,7 @@ def child_env(home: Path) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "LANG": "C.UTF-8", "PYTHONPATH": source}
 
 
+@pytest.mark.slow
 def test_processes_ingesting_the_same_roots_at_once_count_everything_once(tmp_path: Path, root: Path) -> None:
     write_corpus(root)
     env = child_env(tmp_path)
@@ -448,6 +449,7 @@ def test_processes_ingesting_the_same_roots_at_once_count_everything_once(tmp_pa
     assert shared.counters() == alone.counters()
 
 
+@pytest.mark.slow
 def test_processes_opening_a_fresh_state_dir_at_once_all_get_a_ledger(tmp_path: Path) -> None:
     # Hold the migration lock so both children queue on it, then let them go together: each must
     # see the schema the other created instead of migrating twice.
@@ -560,6 +562,7 @@ I.ingest(app.ledger, [Path(sys.argv[2])], app.enrich, batch_bytes=1)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lines_before_kill", [1, 300, 700])
 def test_a_run_killed_at_an_arbitrary_moment_and_run_again_counts_everything_once(
     tmp_path: Path, root: Path, lines_before_kill: int
@@ -675,6 +678,7 @@ def ingest_in_pieces(state: Path, root: Path, pieces: list[dict[str, bytes]]) ->
     return app.ledger
 
 
+@pytest.mark.slow
 @given(corpus=corpora(), data=st.data(), unit=st.sampled_from([None, 1, 700, 5000]), parallel=st.booleans())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_appending_in_arbitrary_pieces_and_ingesting_between_gives_the_same_ledger(

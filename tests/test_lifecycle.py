@@ -31,6 +31,8 @@ from tests.support.prometheus import PROMTOOL
 from tests.support.tools import require
 from tests.support.waiting import WAIT
 
+pytestmark = pytest.mark.slow  # a real `serve` per test
+
 REQUESTS = "claude_usage_requests_total"
 TOKENS = "claude_usage_tokens_total"
 COST = "claude_usage_cost_usd_total"

@@ -27,6 +27,8 @@ from tests.support.lines import assistant_line, write
 from tests.support.prometheus import JOB, Prometheus, prometheus
 from tests.support.waiting import eventually
 
+pytestmark = pytest.mark.slow  # Prometheus scraping a real `serve`
+
 ROOT = Path(__file__).parent.parent
 RULES = (ROOT / "deploy" / "prometheus" / "recording.yml", ROOT / "deploy" / "prometheus" / "alerts.yml")
 GENERATOR = runpy.run_path(str(ROOT / "dashboards" / "generate.py"))

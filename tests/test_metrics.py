@@ -93,6 +93,7 @@ def test_serve_once_prints_the_golden_exposition(claude_dir: Path, tmp_path: Pat
     assert text == GOLDEN.read_text()
 
 
+@pytest.mark.slow
 def test_the_golden_exposition_passes_promtool() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -26,6 +26,8 @@ from tests.support.exposition import labelled
 from tests.support.prometheus import JOB, PROMTOOL, Prometheus, prometheus, promtool_check_metrics
 from tests.support.tools import require
 
+pytestmark = pytest.mark.slow  # Prometheus scraping a real `serve`
+
 SEED = 31
 APPENDED_AT = datetime(2026, 9, 6, 12, tzinfo=UTC)  # after the corpus' four days
 # What Prometheus 2.x sends: OpenMetrics first, the classic text format as a fallback.

@@ -137,6 +137,7 @@ def test_a_base_url_gets_otlps_metrics_path(given: str, used: str) -> None:
     assert metrics_url(given) == used
 
 
+@pytest.mark.slow
 def test_serve_pushes_every_interval_and_once_more_when_it_stops(
     capture: Capture, tmp_path: Path, claude_dir: Path
 ) -> None:

@@ -27,6 +27,8 @@ from tests.support.prometheus import PROMTOOL
 from tests.support.tools import require
 from tests.support.waiting import eventually
 
+pytestmark = pytest.mark.slow  # promtool, Prometheus and Alertmanager
+
 ROOT = Path(__file__).parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"

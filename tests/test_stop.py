@@ -28,6 +28,8 @@ from tests.support.exposition import samples
 from tests.support.lines import line, write
 from tests.support.waiting import WAIT
 
+pytestmark = pytest.mark.slow  # a real `serve` per test
+
 ROUNDS = int(os.environ.get("STOP_ROUNDS", "1"))
 STOP_WITHIN = 5.0  # seconds from SIGTERM or SIGINT to the exit
 CHILDREN_WITHIN = 2.0  # seconds from the daemon's end to its children's

@@ -8,11 +8,15 @@ import http.client
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import otlpgen
 from tests.support.daemon import Serve, serving
 from tests.support.exposition import samples
 from tests.support.lines import assistant_line, write
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow  # a real `serve` per test
 
 CENTRAL = "sources: {transcripts: {enabled: false}}\n"
 JSON, PROTOBUF = "application/json", "application/x-protobuf"

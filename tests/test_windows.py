@@ -106,6 +106,7 @@ def console_script() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "exporter"]
 
 
+@pytest.mark.slow
 def test_statusline_records_and_serve_exposes_and_the_line_shows_the_summary(tmp_path: Path, claude_dir: Path) -> None:
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - 1))
