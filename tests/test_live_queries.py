@@ -12,6 +12,8 @@ import re
 import runpy
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import yaml
 
 from exporter.reports.periods import iso
 from tests.support.corpus import append_activity, generate
-from tests.support.daemon import serving
+from tests.support.daemon import Serve, serving
 from tests.support.lines import assistant_line, write
 from tests.support.prometheus import JOB, Prometheus, prometheus
 from tests.support.waiting import eventually
@@ -77,8 +79,19 @@ def stamp(moment: datetime) -> str:
     return iso(int(moment.timestamp() * 1000))
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+@dataclass(frozen=True)
+class Exporter:
+    """A running `serve` over the generated history, and what `report` needs to read the same ledger."""
+
+    daemon: Serve
+    state: Path
+    root: Path
+    config: Path
+
+
+@contextmanager
+def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
+    """`serve` over a generated history with something for every panel; test_remote_write uses it too."""
     now = datetime.now(UTC)
     midnight = datetime.combine(now.date(), datetime.min.time(), UTC)  # today's, so near midnight too
     root = tmp_path_factory.mktemp("claude")
@@ -121,12 +134,23 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
         )
     )
     with serving(state, [root], "--config", str(config)) as daemon:
-        workdir = tmp_path_factory.mktemp("prometheus")
-        with prometheus(workdir, daemon.url.removeprefix("http://"), rule_files=RULES) as server:
-            # Two scrapes after the first make every rate() over the substituted interval defined.
-            first = server.wait_scraped(time.time())
-            server.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)
-            yield server
+        yield Exporter(daemon, state, root, config)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
+    with exporter(tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def live(setup: Exporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    workdir = tmp_path_factory.mktemp("prometheus")
+    with prometheus(workdir, setup.daemon.url.removeprefix("http://"), rule_files=RULES) as server:
+        # Two scrapes after the first make every rate() over the substituted interval defined.
+        first = server.wait_scraped(time.time())
+        server.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)
+        yield server
 
 
 # The team row's panels need OTLP from Claude Code (commits, lines, users): a single machine has none.
@@ -211,3 +235,4 @@ def test_a_plan_window_at_95_percent_and_a_model_with_no_price_raise_their_alert
     unpriced = alert(live, "ClaudeUsageUnpricedModel", model="claude-future-9")
     assert "instance" not in unpriced["labels"], "keyed on the model, not on the pod"
     assert unpriced["annotations"]["summary"] == "Model claude-future-9 has no known price."
+
