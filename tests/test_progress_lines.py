@@ -209,6 +209,17 @@ def test_a_nested_copy_read_after_the_subagent_transcript_changes_nothing(cli: R
     assert totals(cli) == EXPECTED
 
 
+def test_progress_only_requests_give_the_daily_tokens_ccusage_gives(tmp_path: Path) -> None:
+    # ccusage 20.0.24's daily report counts nested copies too (its session report does not).
+    found = find_ccusage()
+    if found is None:
+        pytest.skip("ccusage is not installed: see tests/test_ccusage_parity.py")
+    parent(tmp_path, provisional=True)
+    theirs = ccusage_report(found, "daily", tmp_path / "claude", tmp_path / "home")["totals"]
+    fields = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens", "totalTokens")
+    assert {f: theirs[f] for f in fields} == {f: EXPECTED[f] for f in fields}
+
+
 # --- lines without "type" (issue 16, item 4) ------------------------------------------------------------
 # Other tools write usage lines with no "type"; ccusage counts any line whose message carries usage, so
 # they are counted here too (before, they were skipped and the report said "No usage in this range").
