@@ -242,6 +242,10 @@ class Request(NamedTuple):
     reported_cost: int | None
     user: str = ""  # team mode's user label, as `labels.user` shaped it; "" when unknown or off
     copies: int = 1
+    # Epoch ms of the first time the file this copy was read from records: a fork's file starts when the
+    # fork was made, so of two copies with the same time the one from the earlier-started file owns the
+    # request. None: not read from a transcript, or no time near the file's start.
+    origin: int | None = None
     interaction: str = ""
     category: str = ""
     cost: int | None = None
@@ -252,7 +256,7 @@ class Request(NamedTuple):
         return model_family(self.model)
 
     @classmethod
-    def from_event(cls, e: UsageEvent) -> Request:
+    def from_event(cls, e: UsageEvent, origin: int | None = None) -> Request:
         return cls(  # positional, in field order: this runs once per parsed event
             e.key,
             e.request_id,
@@ -270,10 +274,11 @@ class Request(NamedTuple):
             to_nanos(e.reported_cost),
             e.user,
             e.lines,
+            origin,
         )
 
     def merge(self, other: Request) -> Request:
-        """Both copies of one request: token maxima, tool union, identity of the earliest copy.
+        """Both copies of one request: token maxima, tool union, identity of the earliest copy (see `origin`).
 
         Across sources the transcript copy gives the identity and the cache TTL split, and every token
         field is the larger of the two (see `_across_sources`); the row keeps the key it is stored under."""
@@ -291,7 +296,9 @@ class Request(NamedTuple):
                 cost=None,
                 uncached_cost=None,
             )
-        first, later = (other, self) if other.ts < self.ts else (self, other)
+        # The earliest copy gives the identity; of copies at one time (a fork copies its parent's lines
+        # unchanged but for the session id), the one whose file started first: never the order read in.
+        first, later = (other, self) if (other.ts, _origin(other)) < (self.ts, _origin(self)) else (self, other)
         return first._replace(
             tokens=self.tokens.merge(other.tokens),
             web_search=max(self.web_search, other.web_search),
@@ -305,6 +312,13 @@ class Request(NamedTuple):
             cost=None,
             uncached_cost=None,
         )
+
+
+def _origin(r: Request) -> int:
+    return _UNKNOWN if r.origin is None else r.origin
+
+
+_UNKNOWN = 1 << 62  # an unknown origin (OTLP, an old ledger's row) yields to any known one
 
 
 def _across_sources(transcript: Tokens, event: Tokens) -> Tokens:

@@ -46,11 +46,14 @@ class Pricing(Protocol):
 
 @dataclass(frozen=True)
 class Part:
-    """Lines of one file that start in [start, stop); stop None means to the end."""
+    """Lines of one file that start in [start, stop); stop None means to the end. `counted`: the end of
+    the file's bytes already counted, when the part lies in them (see `files.counted_until`): its lines
+    are merged as copies of nothing, so only what they decide (a request's owner) is re-derived."""
 
     found: fs.Found
     start: int
     stop: int | None
+    counted: int = 0
 
 
 Unit = tuple[Part, ...]  # a worker's share: whole small files, or a slice of a large one
@@ -87,11 +90,15 @@ def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
     merged: dict[str, Request] = {}
     for part in unit:
         end = part.start
+        counts: Counter[str] = Counter() if part.counted else parsed.counts  # counted before: not again
         try:
+            origin = fs.origin_of(part.found.path)
             for lines, offset, too_long in fs.read_lines(part.found.path, part.start, part.stop):
                 end = offset
-                parsed.counts[Outcome.SKIPPED] += too_long
-                merge_all(map(Request.from_event, parse_chunk(lines, parsed.counts, parsed.prompts)), merged)
+                counts[Outcome.SKIPPED] += too_long
+                events = parse_chunk(lines, counts, parsed.prompts)
+                requests = (Request.from_event(e, origin) for e in events)
+                merge_all((r._replace(copies=0) for r in requests) if part.counted else requests, merged)
             parsed.ends.append((end, fs.head_of(part.found.path, end) if end > part.start else ""))
         except OSError as err:
             parsed.errors.append(f"{part.found.path}: {err.strerror or err}")
@@ -202,24 +209,34 @@ def plan(
     QUIET_NS before `now_ns`, default the clock) if it is a whole JSON object.
     """
     now = time.time_ns() if now_ns is None else now_ns
-    spans: list[tuple[fs.Found, int, int | None]] = []  # a file, and where its new lines start and end
-    # Oldest first: a fork copies its parent's requests with the same times, and on a tie the
-    # copy read first keeps the request, so the parent session (usually written first) wins.
+    # a file, where its new lines start and end, and how much of it was counted already
+    spans: list[tuple[fs.Found, int, int | None, int]] = []
+    # Oldest first, for a stable order; who owns a request a fork copied does not depend on it (see
+    # `Request.origin`).
     for f in sorted(found, key=lambda f: f.mtime):
         try:
-            start = fs.start_offset(f, states.get((f.dev, f.ino)))
+            state = states.get((f.dev, f.ino))
+            start = fs.start_offset(f, state)
+            counted = fs.counted_until(f, state)
             end = fs.complete_end(f.path, start, f.size) if f.size > start else start
             if end is not None and end < f.size and now - f.mtime >= QUIET_NS and fs.finished_tail(f.path, end, f.size):
                 end = f.size
+            if counted and end is not None:
+                end = max(end, counted)  # what was counted is read again, a last line without newline too
         except OSError as err:
             errors.append(f"{f.path}: {err.strerror or err}")
             continue
         if end != start:
-            spans.append((f, start, end))
+            spans.append((f, start, end, counted))
     parts: list[Part] = []
-    for f, start, end in spans:
+    for f, start, end, counted in spans:
         try:
-            if share is not None and len(spans) > 1:
+            if counted:
+                parts += _parts(f, 0, counted, counted)
+                start = counted
+                if end is not None and end <= counted:
+                    continue
+            elif share is not None and len(spans) > 1:
                 end = _shared_end(f, start, end, share, deferred)
             parts += _parts(f, start, end)
         except OSError as err:
@@ -246,7 +263,7 @@ def _shared_end(f: fs.Found, start: int, end: int | None, share: int, deferred: 
     return cut
 
 
-def _parts(f: fs.Found, start: int, end: int | None) -> list[Part]:
+def _parts(f: fs.Found, start: int, end: int | None, counted: int = 0) -> list[Part]:
     """[start, end) cut at the first line start after every UNIT_BYTES; end None: to the end of the
     file. Each cut is searched from past the previous one: one line spanning many units (hundreds
     of MB without a newline) is read once, not once per unit."""
@@ -258,7 +275,7 @@ def _parts(f: fs.Found, start: int, end: int | None) -> list[Part]:
             break
         bounds.append(cut)
         at += UNIT_BYTES * ((cut - at) // UNIT_BYTES + 1)  # the first of the old cut points past `cut`
-    return [*(Part(f, a, b) for a, b in pairwise(bounds)), Part(f, bounds[-1], end)]
+    return [*(Part(f, a, b, counted) for a, b in pairwise(bounds)), Part(f, bounds[-1], end, counted)]
 
 
 def _parse_all(
@@ -306,8 +323,9 @@ class _Batch:
                 self.failed.add((f.dev, f.ino))
             elif done[0] > part.start and (f.dev, f.ino) not in self.failed:
                 end, head = done
-                self.size += end - part.start
-                self.files[(f.dev, f.ino)] = fs.FileState(f.dev, f.ino, end, head, f.mtime)
+                self.size += 0 if part.counted else end - part.start
+                if end >= part.counted:  # inside the counted bytes the negative offset stays until their end
+                    self.files[(f.dev, f.ino)] = fs.FileState(f.dev, f.ino, end, head, f.mtime)
         if self.size >= self.limit:
             self.flush()
 

@@ -191,6 +191,19 @@ DELETE FROM meta WHERE key = 'prices';
 """
 
 
+# Migration 6: a request's owner among copies at one time is the copy whose file started first (a fork's
+# file starts when the fork was made), no longer the copy read first (files were read oldest-mtime first,
+# so continuing a session after forking it handed its requests to the fork). A negative offset has every
+# transcript read again up to where it was read (see `files.counted_until`) to re-derive that, without
+# counting a line or a copy twice: the merge keeps token maxima, so only the sessions' split changes and
+# the durable counters only grow. Pending OTLP rows gain the new column.
+SCHEMA_6 = """
+ALTER TABLE requests ADD COLUMN origin INTEGER;  -- epoch ms: when the owning copy's file starts
+UPDATE pending SET request = with_origin(request);
+UPDATE files SET offset = -offset WHERE offset > 0;
+"""
+
+
 # Each entry migrates the schema from version i to i + 1; released entries never change.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -231,17 +244,18 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_3,
     SCHEMA_4,
     SCHEMA_5,
+    SCHEMA_6,
 )
 
 
 COLUMNS = (
     "key, request_id, ts, session_id, project, model, model_family, agent, input, output, cache_read,"
     " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction,"
-    " category, cost, reported_cost, copies, user, uncached_cost"
+    " category, cost, reported_cost, copies, user, uncached_cost, origin"
 )
 
 
-MARKS = ",".join("?" * 25)
+MARKS = ",".join("?" * 26)
 
 
 _Sql = str | bytes | int | float | None  # a value SQLite hands a function and takes back
@@ -266,8 +280,17 @@ def _bounded_row(value: _Sql) -> _Sql:
     return orjson.dumps([_bounded_tools(v) if i == _TOOLS else _bounded(v) for i, v in enumerate(row)])
 
 
+def _with_origin(value: _Sql) -> _Sql:
+    """A pending request (a JSON row) of migration 5's 25 columns with migration 6's `origin` added."""
+    if not isinstance(value, bytes | str):
+        return value
+    row = orjson.loads(value)
+    return orjson.dumps([*row, None]) if len(row) == 25 else value
+
+
 def register_functions(db: sqlite3.Connection) -> None:
-    """The SQL functions migration 5 shortens stored strings with (see `SCHEMA_5`)."""
+    """The SQL functions migrations 5 (shortening stored strings, see `SCHEMA_5`) and 6 use."""
+    db.create_function("with_origin", 1, _with_origin, deterministic=True)
     db.create_function("bounded", 1, _bounded, deterministic=True)
     db.create_function("bounded_tools", 1, _bounded_tools, deterministic=True)
     db.create_function("bounded_row", 1, _bounded_row, deterministic=True)

@@ -50,6 +50,7 @@ def _row(r: Request) -> tuple[object, ...]:
         r.copies,
         r.user,
         r.uncached_cost,
+        r.origin,
     )
 
 
@@ -80,6 +81,7 @@ def _request(row: Any) -> Request:
         copies,
         user,
         uncached,
+        origin,
     ) = row
     return Request(
         key=key,
@@ -102,6 +104,7 @@ def _request(row: Any) -> Request:
         cost=cost,
         user=user,
         uncached_cost=uncached,
+        origin=origin,
     )
 
 
@@ -260,7 +263,8 @@ class Ledger:
             for key, request in merged.items():
                 old = stored.get(key) or stored.get(request.request_id or key) or joined.get(request.request_id or key)
                 outcomes[Outcome.USAGE] += old is None
-                outcomes[Outcome.DUPLICATE] += request.copies - (old is None)
+                # A copy re-read to re-derive its owner stands for no line (copies 0, see `Part.counted`).
+                outcomes[Outcome.DUPLICATE] += max(0, request.copies - (old is None))
                 if old is not None:
                     request = old.merge(request)
                 request = request if request.interaction else enrich(request)

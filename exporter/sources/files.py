@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import orjson
+
+from exporter.events import to_ms
 
 CHUNK = 1 << 20  # above ~1 MiB, fresh buffers cost more in page faults than the reads
 # No usage line comes near this; longer lines (file snapshots can be hundreds of MB) are skipped
@@ -134,15 +138,49 @@ def head_of(path: str, length: int) -> str:
         return hashlib.blake2b(f.read(min(length, FINGERPRINT_BYTES)), digest_size=8).hexdigest()
 
 
+ORIGIN_BYTES = 1 << 16  # a file's first time is looked for this far: it is on its first lines
+_TIMESTAMP = re.compile(rb'"timestamp":"([0-9T:.+Z-]{10,40})"')
+
+
+def origin_of(path: str) -> int | None:
+    """The first time a transcript records (epoch ms), or None when none is near its start.
+
+    A fork's file starts with its own first lines (2.1.x: the queue operation of the fork's prompt) and
+    only then holds the copied conversation with its old times; so of two files holding one request,
+    the one that started first is where it was made. A string value's quotes are escaped in JSON, so
+    the pattern only finds a key's value."""
+    with open(path, "rb") as f:
+        head = f.read(ORIGIN_BYTES)
+    found = _TIMESTAMP.search(head)
+    if found is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(found.group(1).decode())
+    except ValueError:
+        return None
+    return to_ms(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
 def start_offset(found: Found, state: FileState | None) -> int:
-    """Where to resume: 0 for a new, replaced or truncated file, else the stored offset."""
+    """Where to resume: 0 for a new, replaced or truncated file, or one to read again (see
+    `counted_until`), else the stored offset."""
     if state is None or (state.dev, state.ino) != (found.dev, found.ino):
         return 0
-    if found.size < state.offset or state.offset == 0:
+    if found.size < state.offset or state.offset <= 0:
         return 0
     if found.size == state.offset and found.mtime == state.mtime:
         return state.offset  # untouched since it was read: nothing to check, nothing to read
     return state.offset if head_of(found.path, state.offset) == state.head else 0
+
+
+def counted_until(found: Found, state: FileState | None) -> int:
+    """How many of the file's first bytes were counted already, when its stored offset is negative: a
+    ledger migration asks for them to be read again (to re-derive what the lines decide) without
+    counting them twice. 0 when there is no such offset, or the file was replaced or truncated since."""
+    if state is None or state.offset >= 0 or (state.dev, state.ino) != (found.dev, found.ino):
+        return 0
+    end = -state.offset
+    return end if found.size >= end and head_of(found.path, end) == state.head else 0
 
 
 def read_lines(
