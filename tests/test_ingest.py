@@ -729,3 +729,24 @@ def test_price_look_ups_made_in_parse_workers_are_kept_for_the_next_run(
     assert app.pricer._provider is None  # every unit was priced in a worker process ...
     kept = orjson.loads(app.ledger.meta("prices") or "{}")  # ... and its look-ups came back
     assert (kept["fingerprint"], list(kept["lookups"])) == (app.fingerprint, ["claude-sonnet-4-5-20250929\tstandard"])
+
+
+def test_a_re_read_asked_by_a_migration_counts_nothing_twice_and_survives_being_stopped_midway(
+    app: Pipeline, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = append(root / "projects/p/s1.jsonl", A, B, C)
+    app.refresh()
+    before = (totals(app.ledger), app.ledger.counters())
+    # What migration 6 leaves: every offset negative, the bytes before it to be read again, not counted.
+    app.ledger.db.execute("UPDATE files SET offset = -offset WHERE offset > 0")
+    append(path, D)  # and a line that is new
+    monkeypatch.setattr(ingest_module, "UNIT_BYTES", len(A))  # one unit per line
+    app.refresh(stop=lambda: True)  # stopped after the first unit
+    assert (totals(app.ledger), app.ledger.counters()) == before
+    assert [offset for (offset,) in app.ledger.db.execute("SELECT offset FROM files")] == [-len(A + B + C)]
+    result = app.refresh()
+    assert outcomes(result) == {"usage": 1}
+    assert totals(app.ledger)[0] == 4 and totals(app.ledger)[-1] == 4  # four requests, one line each
+    assert line_counters(app.ledger) == {"lines.transcripts.usage": 4}
+    assert app.ledger.counters()["bytes.transcripts"] == before[1]["bytes.transcripts"] + len(D)
+    assert [offset for (offset,) in app.ledger.db.execute("SELECT offset FROM files")] == [path.stat().st_size]
