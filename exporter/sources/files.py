@@ -149,9 +149,11 @@ def origin_of(path: str) -> int | None:
     only then holds the copied conversation with its old times; so of two files holding one request,
     the one that started first is where it was made. A string value's quotes are escaped in JSON, so
     the pattern only finds a key's value."""
+    head, found = b"", None
     with open(path, "rb") as f:
-        head = f.read(ORIGIN_BYTES)
-    found = _TIMESTAMP.search(head)
+        while found is None and len(head) < ORIGIN_BYTES and (block := f.read(4096)):
+            head += block  # usually the first block: the time is on the first lines
+            found = _TIMESTAMP.search(head)
     if found is None:
         return None
     try:

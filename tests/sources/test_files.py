@@ -512,3 +512,13 @@ def test_a_file_replaced_by_a_new_inode_with_the_same_first_bytes_is_reread_from
 def test_a_projects_folder_given_as_the_root_is_read_as_ccusage_reads_it(tmp_path: Path) -> None:
     write(tmp_path / "claude/projects/p/s1.jsonl", b"")
     assert listed([tmp_path / "claude/projects"], tmp_path) == ["claude/projects/p/s1.jsonl"]
+
+
+def test_a_files_origin_is_its_first_recorded_time_wherever_the_key_sits(tmp_path: Path) -> None:
+    fork = b'{"type":"mode","mode":"normal"}\n{"type":"queue-operation","timestamp":"2026-11-25T21:15:40.741Z"}\n'
+    copied = b'{"type":"user","message":{"content":"say \\"timestamp\\":\\"2020-01-01T00:00:00Z\\""}'
+    path = write(tmp_path / "fork.jsonl", b'{"type":"ai-title","title":"' + b"x" * 9000 + b'"}\n' + fork + copied)
+    assert files.origin_of(str(path)) == 1_795_641_340_741
+    quoted = write(tmp_path / "quoted.jsonl", copied + b',"timestamp":"2026-11-25T21:14:55.743Z"}\n')
+    assert files.origin_of(str(quoted)) == 1_795_641_295_743  # a quoted key inside a string is not one
+    assert files.origin_of(str(write(tmp_path / "none.jsonl", b'{"type":"mode"}\n'))) is None
