@@ -19,7 +19,7 @@ import pytest
 
 from exporter.daemon.team import Team
 from exporter.events import MAX_CHARS, SHORTENED_CHARS, Request, UsageEvent, project_name, shorten
-from exporter.ledger.schema import MIGRATIONS
+from exporter.ledger.schema import MIGRATIONS, SCHEMA_5
 from exporter.ledger.store import Ledger
 from exporter.metrics.exposition import TEXT, Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
@@ -321,7 +321,8 @@ def old_ledger(state: Path, events: list[UsageEvent], enrich: Callable[[Request]
     calls = ledger.db.execute("SELECT sum(calls) FROM tool_series").fetchone()
     ledger.close()
     db = sqlite3.connect(state / Ledger.FILE)
-    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    db.execute("ALTER TABLE requests DROP COLUMN origin")  # migration 6's
+    db.execute(f"PRAGMA user_version = {MIGRATIONS.index(SCHEMA_5)}")
     db.close()
     return {"totals": totals, "calls": calls}
 
