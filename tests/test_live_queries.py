@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import runpy
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +238,45 @@ def test_a_plan_window_at_95_percent_and_a_model_with_no_price_raise_their_alert
     assert "instance" not in unpriced["labels"], "keyed on the model, not on the pod"
     assert unpriced["annotations"]["summary"] == "Model claude-future-9 has no known price."
 
+
+WEEK_START = date(2026, 1, 5)  # a Monday: serve's weeks (config week_start) start on Mondays
+
+
+def week(today: date) -> tuple[date, date]:
+    first = today - timedelta(days=(today - WEEK_START).days % 7)
+    return first, first + timedelta(days=6)
+
+
+def month(today: date) -> tuple[date, date]:
+    first = today.replace(day=1)
+    return first, (first + timedelta(days=31)).replace(day=1) - timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("title", "kind", "days"),
+    [
+        ("Spend today", "daily", lambda today: (today, today)),
+        ("Spend this week", "weekly", week),
+        ("Spend this month", "monthly", month),
+    ],
+)
+def test_the_headline_calendar_spend_equals_report_to_the_cent(
+    live: Prometheus, setup: Exporter, title: str, kind: str, days: Callable[[date], tuple[date, date]]
+) -> None:
+    """The overview's first panels against the CLI's `report` on the same ledger and the same whole window:
+    money in a series' first scrape interval (the future model's, the Haiku request's) is in both. The
+    generated activity runs hours past now, often into tomorrow (as a machine with a fast clock would):
+    the gauge counts it in its week and month, so `report` is asked for the whole window, not up to today."""
+    (expr,) = [e for t, e in GENERATOR["queries"](DASHBOARDS["claude-usage-overview.json"]) if t == title]
+    first, last = days(datetime.now(UTC).date())
+    command = [
+        *(sys.executable, "-m", "exporter", "report", kind, "--json", "--since", first.isoformat()),
+        *("--until", last.isoformat(), "--start-of-week", "monday", "-z", "UTC", "--config", str(setup.config)),
+        *("--state-dir", str(setup.state), "--claude-dir", str(setup.root)),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    reported = orjson.loads(done.stdout)["totals"]["totalCost"]
+    # serve was ready (its first ingest done, the windows computed after it) before Prometheus started.
+    (sample,) = eventually(lambda: live.query(substitute(expr)), what=expr)
+    assert (round(sample[1], 2), reported >= 2.0) == (round(reported, 2), True)
