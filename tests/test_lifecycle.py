@@ -229,12 +229,13 @@ def test_serve_once_prints_an_exposition_promtool_accepts_and_exits_0(tmp_path: 
 
 
 def test_on_a_fresh_machine_it_starts_ready_and_counts_the_first_transcript_once_it_appears(tmp_path: Path) -> None:
-    roots = [tmp_path / "home/.config/claude", tmp_path / "home/.claude"]
-    with serving(tmp_path / "state", roots) as daemon:
+    home = tmp_path / "home"  # no Claude Code dir yet: serve follows the default ones, as it would there
+    home.mkdir()
+    with serving(tmp_path / "state", [], env={"HOME": str(home), "CLAUDE_CONFIG_DIR": ""}) as daemon:
         assert daemon.get("/readyz")[::2] == (200, b"ready\n")
         exposition = daemon.metrics()
         assert (samples(exposition, FILES), samples(exposition, REQUESTS)) == ({"": 0.0}, {})
-        write(roots[1] / "projects/p/s.jsonl", line())  # Claude Code's first session
+        write(home / ".claude/projects/p/s.jsonl", line())  # Claude Code's first session
         daemon.wait_for_requests(1, PROMPTLY)
         exposition = daemon.metrics()
         assert (samples(exposition, FILES), sum(samples(exposition, REQUESTS).values())) == ({"": 1.0}, 1)
