@@ -25,7 +25,7 @@ Settings = dict[str, Any]
 NAME = "claude-usage-exporter"
 UNIT = f"{NAME}.service"
 AGENT = "io.github.claude-usage-exporter"
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"  # a source checkout's; see `_unit_text`
+UNITS = Path(__file__).resolve().parent / "units"  # package data; deploy/systemd and deploy/launchd link here
 # The team-mode environment docs/team-mode.md gives each developer's Claude Code.
 TELEMETRY_KEYS = (
     "CLAUDE_CODE_ENABLE_TELEMETRY",
@@ -215,12 +215,12 @@ def read_token(path: Path) -> str:
 
 
 def _unit_text(manager: str) -> str:
-    """The unit from deploy/, with ExecStart pointed at this installation's script when it is elsewhere."""
-    source = DEPLOY / "systemd" / UNIT if manager == "systemd" else DEPLOY / "launchd" / f"{AGENT}.plist"
+    """The unit this package ships, with ExecStart pointed at this installation's script when it is elsewhere."""
+    source = UNITS / (UNIT if manager == "systemd" else f"{AGENT}.plist")
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as err:
-        raise click.ClickException(f"cannot read the unit {source}: {err} (run setup from a source checkout)") from None
+        raise click.ClickException(f"cannot read the unit {source}: {err}") from None
     script = our_script()
     if script and manager == "systemd" and script != Path.home() / ".local/bin" / NAME:
         text = text.replace(f"ExecStart=%h/.local/bin/{NAME} ", f"ExecStart={script} ")
