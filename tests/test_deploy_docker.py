@@ -176,7 +176,7 @@ def test_the_image_carries_oci_labels_with_the_project_version_and_license(docke
     labels = {k: expand(v, arg_defaults) for k, v in labels.items()}
     assert labels["org.opencontainers.image.title"] == project["name"]
     assert labels["org.opencontainers.image.version"] == project["version"]
-    assert labels["org.opencontainers.image.licenses"] == project["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
     assert {"description", "revision", "created"} <= {k.rpartition(".")[2] for k in labels}
 
 
