@@ -217,7 +217,7 @@ CONTRACT: tuple[Spec, ...] = (
         "gauge",
         "usd",
         (),
-        "Cost the block in progress reaches at its end at the current burn rate.",
+        "Cost the block in progress reaches at its end at the current burn rate (over at least its first 30 minutes).",
         live=True,
     ),
     Spec(
