@@ -105,6 +105,36 @@ def load(
         raise click.ClickException(str(err)) from None
 
 
+def check_claude_dirs(roots: tuple[Path, ...], env: dict[str, str], projects: bool = True) -> None:
+    """A Claude Code dir given by name (--claude-dir, CLAUDE_CONFIG_DIR, the config file) that does not
+    exist is a mistake to name, not a folder to wait for; for `report` (`projects`) so is one without
+    `projects/`, or old ledger data would pass for a report of it. The defaults may be missing: on a
+    fresh machine Claude Code has not run yet."""
+    from exporter.defaults import default_roots
+
+    if roots == default_roots({k: v for k, v in env.items() if k != "CLAUDE_CONFIG_DIR"}):
+        return
+    for root in roots:
+        if not root.is_dir():
+            raise click.ClickException(
+                f"the Claude Code dir {root} does not exist (given by --claude-dir, CLAUDE_CONFIG_DIR or the"
+                " config file)"
+            )
+        if projects and not (root / "projects").is_dir():
+            raise click.ClickException(
+                f"the Claude Code dir {root} has no projects/ folder: give the folder Claude Code writes its"
+                " transcripts under (e.g. ~/.claude)"
+            )
+
+
+def not_counted(malformed: int, since: str) -> str:
+    """The one line `report` and `serve` say about lines they could not use."""
+    return (
+        f"{malformed:,} line(s) malformed or unrecognised {since}, not counted;"
+        " `claude-usage-exporter explain TRANSCRIPT` shows what became of each line"
+    )
+
+
 def refreshed(app: Pipeline) -> tuple[Ledger, IngestResult]:
     """Ingests what is new (with a progress bar on a long first ingest) and returns the ledger."""
     from exporter.ledger.store import LedgerError
@@ -202,13 +232,17 @@ def report(
     **opts: Any,
 ) -> None:
     """Usage and cost per day, week, month, session or 5-hour block; or where each budget stands."""
+    from exporter.events import Outcome
     from exporter.reports import blocks
     from exporter.reports import periods as reports
 
     if since and until and since > until:
         raise click.BadParameter("--since is after --until")
     app = load(**opts, mode=mode)
+    check_claude_dirs(app.core.roots, dict(os.environ))
     ledger, result = refreshed(app)
+    if malformed := result.outcomes.get(Outcome.MALFORMED, 0):  # on stderr: stdout may carry JSON
+        click.echo(f"note: {not_counted(malformed, 'since the last run')}", err=True)
     if result.files == 0 and ledger.empty():
         looked = ", ".join(str(r / "projects") for r in app.core.roots)
         raise click.ClickException(
@@ -389,6 +423,9 @@ def serve(
         return load_settings(config_file_from(config_file, env), env, flags)
 
     try:
+        from exporter.config import claude_roots
+
+        check_claude_dirs(claude_roots(settings(), env), env, projects=False)  # the daemon waits for projects/
         code = run(settings, env, once, output)
     except (ConfigError, LedgerError, OSError) as err:  # WebConfigError is a ConfigError
         raise click.ClickException(str(err)) from None

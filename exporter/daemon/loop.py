@@ -174,11 +174,22 @@ class Daemon:
                     result.bytes_read,
                     self.clock() - started,
                 )
+        if malformed := result.outcomes[Outcome.MALFORMED]:
+            log.warning(
+                "%d line(s) malformed or unrecognised since the last pass (%d since start), not counted;"
+                " `claude-usage-exporter explain TRANSCRIPT` shows what became of each line",
+                malformed,
+                self.page.malformed,
+            )
         if self._windows_due():
             self._windows(self.app.ledger)
         if not self.status.ingested and not self.stopping:  # a stopped ingest did not reach the end
             self.status.started = self.status.ingested = True
-            log.info("ready: %d transcript file(s) found", result.files)
+            if result.files or Source.TRANSCRIPTS not in self.options.sources:
+                log.info("ready: %d transcript file(s) found", result.files)
+            else:  # not watching nothing in silence: where Claude Code's first session will appear
+                where = ", ".join(str(root / "projects") for root in self.core.roots)
+                log.info("ready: 0 transcript file(s) found; watching %s for Claude Code's first session", where)
 
     def _failed(self, message: str) -> None:
         repeated, self.status.error = self.status.error == message, message
