@@ -13,21 +13,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter.daemon.gauges import DAYS, TOP
+from exporter.daemon.gauges import DAYS, TOP, read_daily
 from exporter.metrics.exposition import TEXT
 from exporter.web.page import PageData, render_page
 from tests.support.corpus import generate
 from tests.support.daemon import Serve, serving
 from tests.support.exposition import by_label, labelled, samples
+from tests.support.lines import at, ms
 from tests.support.tools import require
 
 pytestmark = pytest.mark.slow  # Chromium and a real `serve`
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from playwright.sync_api import Browser, Page, Response
+
+    from exporter.ledger.store import Ledger
 
 CHROMIUM = "/usr/bin/chromium"
 TITLE = "Claude Code usage"
@@ -255,3 +261,25 @@ def test_a_source_down_is_said_first_and_an_empty_ledger_shows_no_last_request(b
         assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
     finally:
         page.close()
+
+
+def test_the_charts_days_are_the_configured_zones_local_days_across_a_dst_change(
+    ledger: Callable[..., Ledger],
+) -> None:
+    sonnet = "claude-sonnet-4-5-20250929"  # $6 for 1 M input tokens (over 200k: long context); Haiku 4.5 $1
+    db = ledger(
+        at("2026-10-06T03:59:00+00:00"),  # 2026-10-05 23:59 in New York: 31 days ago, left out
+        at("2026-11-01T03:30:00+00:00"),  # 2026-10-31 23:30 EDT
+        at("2026-11-01T04:30:00+00:00"),  # 2026-11-01 00:30 EDT
+        at("2026-11-02T04:30:00+00:00", model=sonnet),  # 2026-11-01 23:30 EST: the day had 25 hours
+        at("2026-11-02T05:30:00+00:00"),  # 2026-11-02 00:30 EST
+    )
+    now = ms("2026-11-05T17:00:00+00:00")
+    days = dict(read_daily(db, now, ZoneInfo("America/New_York")))
+    assert len(days) == DAYS and min(days) == "2026-10-07" and max(days) == "2026-11-05"
+    spent = {day: spend for day, spend in days.items() if spend}
+    assert spent == {
+        "2026-10-31": {"haiku": 10**9},
+        "2026-11-01": {"haiku": 10**9, "sonnet": 6 * 10**9},
+        "2026-11-02": {"haiku": 10**9},
+    }
