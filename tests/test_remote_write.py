@@ -9,7 +9,6 @@ package `prometheus`.
 from __future__ import annotations
 
 import re
-import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.loopback import answers_ok, free_port
 from tests.support.prometheus import JOB, PROMETHEUS, Prometheus
 from tests.support.tools import require
 from tests.support.waiting import eventually
@@ -37,32 +35,6 @@ def recipe() -> dict[str, Any]:
     (found,) = [textwrap.dedent(body) for _, body in blocks if textwrap.dedent(body).startswith("remote_write:")]
     parsed: dict[str, Any] = yaml.safe_load(found)
     return parsed
-
-
-class Configured(Prometheus):
-    """`prometheus` in `workdir` with the configuration `config` and extra `flags`; the rest as Prometheus."""
-
-    def __init__(self, workdir: Path, target: str, config: dict[str, Any], flags: tuple[str, ...] = ()) -> None:
-        self.workdir, self.target = workdir, target
-        path = workdir / "prometheus.yml"
-        path.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / "prometheus.log"
-        self.url = f"http://127.0.0.1:{free_port()}"
-        command = [
-            PROMETHEUS,
-            f"--config.file={path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address={self.url.removeprefix('http://')}",
-            "--log.level=info",
-            *flags,
-        ]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=workdir, start_new_session=True
-            )
-        eventually(
-            lambda: answers_ok(f"{self.url}/-/ready", self.process, self.log), what=f"{self.url}/-/ready answers 200"
-        )
 
 
 def sender_config(target: str, receiver: str, password_file: Path) -> dict[str, Any]:
@@ -86,12 +58,12 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     with exporter(tmp_path_factory) as running:
         config = {"global": {"evaluation_interval": "1s"}, "rule_files": [str(path) for path in RULES]}
         flags = ("--web.enable-remote-write-receiver",)
-        far = Configured(tmp_path_factory.mktemp("receiver"), "", config, flags)
+        far = Prometheus(tmp_path_factory.mktemp("receiver"), "", config=config, flags=flags)
         try:
             workdir = tmp_path_factory.mktemp("sender")
             (workdir / "password").write_text("unused")
             target = running.daemon.url.removeprefix("http://")
-            near = Configured(workdir, target, sender_config(target, far.url, workdir / "password"))
+            near = Prometheus(workdir, target, config=sender_config(target, far.url, workdir / "password"))
             try:
                 first = near.wait_scraped(time.time())
                 near.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from tests.support.loopback import answers_ok, free_port
 from tests.support.tools import require
@@ -37,23 +38,35 @@ class Prometheus:
     """`prometheus` in `workdir`, scraping `target` (host:port) every second as job `claude-usage`,
     and evaluating `rule_files` every second."""
 
-    def __init__(self, workdir: Path, target: str, binary: str = PROMETHEUS, rule_files: tuple[Path, ...] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        target: str,
+        binary: str = PROMETHEUS,
+        rule_files: tuple[Path, ...] = (),
+        config: dict[str, Any] | None = None,
+        flags: tuple[str, ...] = (),
+    ) -> None:
+        """`config`, when given, replaces the configuration described above; `flags` are added."""
         self.workdir = workdir
         self.target = target
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-            f"rule_files: {[str(path) for path in rule_files]}\n"
-            f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n"
-        )
+        if config is None:
+            config = {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(path) for path in rule_files],
+                "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+            }
+        path = workdir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "prometheus.log"
         self.url = f"http://127.0.0.1:{free_port()}"
         command = [
             binary,
-            f"--config.file={config}",
+            f"--config.file={path}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address={self.url.removeprefix('http://')}",
             "--log.level=info",
+            *flags,
         ]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
