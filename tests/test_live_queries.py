@@ -8,6 +8,7 @@ loads the shipped rule files and evaluates them every second. Needs the Debian p
 
 from __future__ import annotations
 
+import math
 import re
 import runpy
 import subprocess
@@ -280,3 +281,35 @@ def test_the_headline_calendar_spend_equals_report_to_the_cent(
     # serve was ready (its first ingest done, the windows computed after it) before Prometheus started.
     (sample,) = eventually(lambda: live.query(substitute(expr)), what=expr)
     assert (round(sample[1], 2), reported >= 2.0) == (round(reported, 2), True)
+
+
+# --- a fresh history ------------------------------------------------------------------------------
+
+
+def shown_as_a_number() -> list[Any]:
+    """The queries of every panel that shows one number (stat, gauge, bar gauge), as test cases."""
+    return [
+        pytest.param(target["expr"], id=f"{board['uid']}: {panel['title']}")
+        for board in DASHBOARDS.values()
+        for panel, target in GENERATOR["targets"](board)
+        if panel["type"] in ("stat", "gauge", "bargauge")
+    ]
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """Prometheus scraping a `serve` on a machine where Claude Code has not run yet."""
+    root = tmp_path_factory.mktemp("fresh-claude")
+    (root / "projects").mkdir()
+    with serving(tmp_path_factory.mktemp("fresh-state"), [root]) as daemon:
+        target = daemon.url.removeprefix("http://")
+        with prometheus(tmp_path_factory.mktemp("fresh-prometheus"), target, rule_files=RULES) as server:
+            first = server.wait_scraped(time.time())
+            server.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)
+            yield server
+
+
+@pytest.mark.parametrize("expr", shown_as_a_number())
+def test_no_single_number_panel_reads_nan_on_a_fresh_history(fresh: Prometheus, expr: str) -> None:
+    """No data shows the panel's `–`; a NaN (0/0 in a ratio, say) would show as NaN."""
+    assert [labels for labels, value in fresh.query(substitute(expr)) if math.isnan(value)] == []
