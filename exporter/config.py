@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from exporter.configfile import Loader, validation_message, yaml_problem
@@ -87,6 +87,13 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
+def _at_least_a_minute(value: timedelta) -> timedelta:
+    # the Admin API's reports change by the minute at most; a tighter poll only spends its rate limit
+    if value < timedelta(minutes=1):
+        raise PydanticCustomError("duration", "duration should be at least 1m")
+    return value
+
+
 def _zone_name(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -144,9 +151,27 @@ class OtlpSettings(_Strict):
     grace: Duration = timedelta(seconds=30)  # how long an api_request waits for its transcript line
 
 
+class AnthropicAdminSettings(_Strict):
+    """Anthropic's Admin API as a billing source; the key itself is only ever read from `key_file`."""
+
+    enabled: bool = False
+    key_file: UserPath | None = None
+    base_url: Annotated[str, AfterValidator(_url)] = "https://api.anthropic.com"  # a proxy or a test server
+    interval: Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_at_least_a_minute)] = timedelta(
+        minutes=15
+    )
+
+    @model_validator(mode="after")
+    def _key_when_enabled(self) -> AnthropicAdminSettings:
+        if self.enabled and self.key_file is None:
+            raise PydanticCustomError("missing_key_file", "key_file is needed when the Admin API source is enabled")
+        return self
+
+
 class Sources(_Strict):
     transcripts: TranscriptsSettings = Field(default_factory=TranscriptsSettings)
     otlp: OtlpSettings = Field(default_factory=OtlpSettings)
+    anthropic_admin: AnthropicAdminSettings = Field(default_factory=AnthropicAdminSettings)
 
 
 class WebSettings(_Strict):
@@ -363,6 +388,8 @@ def check_config(path: Path) -> str:
     s = _validate(_read_yaml(path), str(path), {})
     t, o, push = s.sources.transcripts, s.sources.otlp, s.export.otlp_push.endpoint
     inputs = [*(["transcripts"] if t.enabled else []), *([f"OTLP on {o.listen}"] if o.enabled else [])]
+    if s.sources.anthropic_admin.enabled:
+        inputs.append(f"Admin API at {s.sources.anthropic_admin.base_url}")
     return (
         f"{path}: OK (timezone {s.timezone}; sources: {', '.join(inputs) or 'none'}; "
         f"web {s.web.listen}; pricing {s.pricing.mode}, {len(s.pricing.overrides)} override(s); "

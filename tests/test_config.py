@@ -7,6 +7,7 @@ import pytest
 
 from exporter.config import (
     ENV_VARS,
+    AnthropicAdminSettings,
     Budget,
     BudgetFilter,
     ClassifySettings,
@@ -61,6 +62,9 @@ def test_defaults_follow_the_product_contract():
                 bearer_tokens_file=None,
                 max_body_bytes=16777216,
                 grace=timedelta(seconds=30),
+            ),
+            anthropic_admin=AnthropicAdminSettings(
+                enabled=False, key_file=None, base_url="https://api.anthropic.com", interval=timedelta(minutes=15)
             ),
         ),
         web=WebSettings(listen="127.0.0.1:9477", config_file=None),
@@ -575,3 +579,30 @@ def test_a_config_error_lists_its_source_then_each_error():
         "c.yaml: invalid configuration\n  a.b: broken\n  c: unknown key",
         error.errors,
     )
+
+
+def test_the_admin_api_source_is_read_with_its_key_file_expanded_and_named_by_check_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(HOME))
+    admin = "{enabled: true, key_file: ~/admin.key, base_url: 'http://127.0.0.1:8080', interval: 1h}"
+    path = write(tmp_path, f"sources:\n  anthropic_admin: {admin}\n")
+
+    assert load_settings(path, ENV, {}).sources.anthropic_admin == AnthropicAdminSettings(
+        enabled=True, key_file=HOME / "admin.key", base_url="http://127.0.0.1:8080", interval=timedelta(hours=1)
+    )
+    assert "sources: transcripts, Admin API at http://127.0.0.1:8080;" in check_config(path)
+
+
+def test_the_admin_api_source_is_strict_and_needs_a_key_file_once_enabled(tmp_path):
+    path = write(
+        tmp_path, "sources: {anthropic_admin: {enabled: true, interval: 10s, base_url: 'ftp://x', key: abc}}\n"
+    )
+
+    assert error_text(path, ENV, {}).splitlines()[1:] == [
+        "  sources.anthropic_admin.base_url: invalid URL 'ftp://x': use http(s)://HOST:PORT/PATH",
+        "  sources.anthropic_admin.interval: duration should be at least 1m",
+        "  sources.anthropic_admin.key: unknown key",
+    ]
+    path = write(tmp_path, "sources: {anthropic_admin: {enabled: true}}\n")
+    assert error_text(path, ENV, {}).splitlines()[1:] == [
+        "  sources.anthropic_admin: key_file is needed when the Admin API source is enabled"
+    ]
