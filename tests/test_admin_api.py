@@ -122,14 +122,19 @@ def test_a_429_waits_as_long_as_retry_after_says_then_reads_the_report(fake, key
     assert row.output_tokens == 6
 
 
-def test_server_errors_back_off_longer_each_time_and_end_in_an_error_naming_the_endpoint(fake, key_file) -> None:
+def test_server_errors_back_off_longer_each_time_and_end_in_an_error_naming_the_endpoint(
+    fake, key_file, caplog
+) -> None:
     base, state = fake
     state.faults = [Fault(503), Fault(500), Fault(529), Fault(502), Fault(500)]
+    caplog.set_level(logging.DEBUG)
     waits: list[float] = []
     with pytest.raises(AdminApiError) as caught:
         client(base, key_file, waits).costs(DAY, DAY + 24 * HOUR)
     assert waits == [1.0, 2.0, 4.0, 8.0]
     assert COST in str(caught.value) and "HTTP 500" in str(caught.value)
+    assert caplog.text.count("trying again") == 4 and "HTTP 529" in caplog.text
+    assert KEY not in caplog.text and KEY[-12:] not in caplog.text
 
 
 def test_a_server_error_once_is_survived(fake, key_file) -> None:
@@ -139,6 +144,15 @@ def test_a_server_error_once_is_survived(fake, key_file) -> None:
     waits: list[float] = []
     (row,) = client(base, key_file, waits).costs(DAY, DAY + 24 * HOUR).rows
     assert waits == [1.0] and row.cost_nano_usd == 1_000_000_000
+
+
+def test_an_answer_cut_short_is_tried_again_like_a_server_error(fake, key_file) -> None:
+    base, state = fake
+    state.costs = [message_bucket(DAY, 24 * HOUR, cost_result("250"))]
+    state.faults = [Fault(200, body=b'{"data": [', cut=True)]
+    waits: list[float] = []
+    (row,) = client(base, key_file, waits).costs(DAY, DAY + 24 * HOUR).rows
+    assert waits == [1.0] and row.cost_nano_usd == 2_500_000_000
 
 
 @pytest.mark.parametrize("status", [401, 403])

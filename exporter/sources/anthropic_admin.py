@@ -43,6 +43,7 @@ documented fractional cents stay exact.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
@@ -424,7 +425,7 @@ class AdminClient:
                     raise AdminApiError(f"{endpoint}: HTTP {status}") from None
                 wait = _retry_after(retry_after) if status == 429 else None
                 what = f"HTTP {status}"
-            except (OSError, TimeoutError) as err:  # refused, reset, timed out: worth another try like a 5xx
+            except (OSError, http.client.HTTPException) as err:  # refused, reset, cut short: worth another try
                 wait, what = None, type(err).__name__
             if attempt == self._attempts:
                 raise AdminApiError(f"{endpoint}: {what}, {self._attempts} attempts made") from None

@@ -29,6 +29,7 @@ class Fault:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b'{"type": "error", "error": {"type": "api_error", "message": "fake"}}'
+    cut: bool = False  # promise more bytes than are sent, then close: the client reads an incomplete body
 
 
 @dataclass
@@ -148,7 +149,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
             fault = state.faults.pop(0) if state.faults else None
         if fault is not None:
-            return self._answer(fault.status, fault.body, fault.headers)
+            return self._answer(fault.status, fault.body, fault.headers, cut=fault.cut)
         if self.headers.get("x-api-key") != KEY:
             error = {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
             return self._answer(401, json.dumps(error).encode())
@@ -184,10 +185,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not isinstance(b, dict) or (start <= b.get("starting_at", start) and b.get("ending_at", end) <= end)
         ]
 
-    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None, cut: bool = False) -> None:
         self.send_response(status)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
+        self.send_header("content-length", str(len(body) + (100 if cut else 0)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -207,7 +208,8 @@ def fake_admin() -> Iterator[tuple[str, AdminState]]:
     """A running fake on 127.0.0.1: its base URL and its state; shut down and closed on leaving."""
     state = AdminState()
     server = _Server(state)
-    thread = threading.Thread(target=server.serve_forever, name="fake-admin", daemon=True)
+    # a short poll so shutdown() returns at once; the standard 0.5 s would be most of a test's time
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="fake-admin", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", state
