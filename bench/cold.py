@@ -6,8 +6,9 @@ The corpus is bench/run.py's (generated once into bench/.cache/, keyed by size, 
 Each round runs, on the same CPUs (`taskset -c 0,1`): ccusage's native binary, ours cold (`report daily
 --json` on a fresh state dir) and ours warm (the same again on the state dir the cold run left). Each run:
 wall time, CPU seconds (user + system of the command and every descendant it reaped, from wait4) and the
-peak of the tree's summed RSS (every descendant's resident pages, polled from /proc). Both tools' daily
-tokens must be equal; their costs are compared per day. Never part of the test suite.
+peak of the tree's summed RSS (every descendant's resident pages, polled from /proc). Every report's grand
+total tokens must equal the generator's truth and ours warm must equal ours cold; the days and costs that
+differ from ccusage's are shown (see `check`). Never part of the test suite.
 """
 
 from __future__ import annotations
