@@ -1,0 +1,113 @@
+"""What the Admin API billed, kept per UTC day: each read replaces the days it covered, whole.
+
+A day's figures can change for a while after it ends (late usage, corrections), so a read never merges into a
+stored day; it deletes the day's rows and inserts what it read, in one transaction. Days older than `OPEN_DAYS`
+are taken as final: a restart reads from `first_unfinished_day` on, never a final day it already has.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from typing import Literal
+
+from exporter.sources.anthropic_admin import ClaudeCodeDay, CostDay, MessagesDay
+
+Kind = Literal["usage", "cost", "claude_code"]
+Row = MessagesDay | CostDay | ClaudeCodeDay
+OPEN_DAYS = 3  # today and the two days before it may still change
+TABLES: dict[Kind, str] = {"usage": "billing_usage_day", "cost": "billing_cost_day", "claude_code": "claude_code_day"}
+_INSERT: dict[Kind, str] = {
+    "usage": "INSERT INTO billing_usage_day VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT DO UPDATE SET uncached_input = uncached_input + excluded.uncached_input,"
+    " cache_write_5m = cache_write_5m + excluded.cache_write_5m,"
+    " cache_write_1h = cache_write_1h + excluded.cache_write_1h,"
+    " cache_read = cache_read + excluded.cache_read, output = output + excluded.output,"
+    " web_search = web_search + excluded.web_search",
+    "cost": "INSERT INTO billing_cost_day VALUES (?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT DO UPDATE SET cost_nanos = cost_nanos + excluded.cost_nanos",
+    "claude_code": "INSERT INTO claude_code_day VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions,"
+    " lines_added = lines_added + excluded.lines_added, lines_removed = lines_removed + excluded.lines_removed,"
+    " commits = commits + excluded.commits, pull_requests = pull_requests + excluded.pull_requests,"
+    " est_cost_nanos = est_cost_nanos + excluded.est_cost_nanos",
+}
+
+
+def _values(row: Row) -> tuple[str | int, ...]:
+    # Null dimensions become '' (SQLite's primary keys treat NULLs as distinct); two rows that differ only in a
+    # null and a '' are summed by the insert's ON CONFLICT rather than one of them lost.
+    d = row.day.isoformat()
+    if isinstance(row, MessagesDay):
+        dims = (row.model, row.workspace_id, row.api_key_id, row.account_id, row.service_tier, row.context_window)
+        counts = (
+            row.uncached_input_tokens,
+            row.cache_write_5m_tokens,
+            row.cache_write_1h_tokens,
+            row.cache_read_tokens,
+            row.output_tokens,
+            row.web_search_requests,
+        )
+        return (d, *(v or "" for v in dims), *counts)
+    if isinstance(row, CostDay):
+        cost_dims = (
+            row.workspace_id,
+            row.description,
+            row.model,
+            row.cost_type,
+            row.token_type,
+            row.service_tier,
+            row.context_window,
+        )
+        return (d, *(v or "" for v in cost_dims), row.cost_nano_usd)
+    return (
+        d,
+        row.actor_type,
+        row.actor,
+        row.customer_type or "",
+        row.terminal_type or "",
+        row.sessions,
+        row.lines_added,
+        row.lines_removed,
+        row.commits,
+        row.pull_requests,
+        sum(m.estimated_cost_nano_usd for m in row.models),
+    )
+
+
+def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows: Sequence[Row]) -> None:
+    """Replace each of `days` with the `rows` read for it (none: the day is emptied), in one transaction.
+
+    `days` are the days the read covered; a row outside them is an error, since it would be added to a day
+    that is not cleared first. `db` is in autocommit mode (isolation_level=None), as the ledger's connection is.
+    """
+    covered = {day.isoformat() for day in days}
+    values = [_values(row) for row in rows]
+    stray = sorted({str(v[0]) for v in values} - covered)
+    if stray:
+        raise ValueError(f"rows for days the read did not cover: {', '.join(stray)}")
+    table = TABLES[kind]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany(f"DELETE FROM {table} WHERE day = ?", [(day,) for day in sorted(covered)])
+        db.executemany(_INSERT[kind], values)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def newest_day(db: sqlite3.Connection, kind: Kind) -> date | None:
+    (day,) = db.execute(f"SELECT max(day) FROM {TABLES[kind]}").fetchone()
+    return date.fromisoformat(day) if day else None
+
+
+def first_unfinished_day(db: sqlite3.Connection, kind: Kind, today: date, backfill_days: int = 31) -> date:
+    """The first day a read must cover: the earliest day still open (the last `OPEN_DAYS`, today included) or
+    the day after the newest stored one, whichever comes first; with nothing stored, `backfill_days` back."""
+    open_from = today - timedelta(days=OPEN_DAYS - 1)
+    newest = newest_day(db, kind)
+    if newest is None:
+        return min(open_from, today - timedelta(days=backfill_days - 1))
+    return min(open_from, newest + timedelta(days=1))
