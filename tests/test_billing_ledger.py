@@ -129,3 +129,9 @@ def test_the_migration_on_an_existing_ledger_adds_the_tables_and_keeps_every_oth
         assert ledger.counters()["kept"] == 42
     finally:
         ledger.close()
+
+
+def test_days_read_empty_are_not_read_again_after_a_restart(ledger: Ledger) -> None:
+    days = [TODAY - timedelta(days=n) for n in range(10, 20)]
+    replace_days(ledger.db, "claude_code", days, [])
+    assert first_unfinished_day(ledger.db, "claude_code", TODAY) == TODAY - timedelta(days=9)

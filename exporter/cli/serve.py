@@ -62,6 +62,32 @@ def receiver(settings: Settings, daemon: Daemon) -> OtlpServer | None:
     return server
 
 
+def billing_poller(settings: Settings, daemon: Daemon, stop: threading.Event) -> threading.Thread | None:
+    """The Admin API poller's thread, when `sources.anthropic_admin` is enabled; a key file that cannot be read
+    is one error line and the source down, not a daemon that will not start."""
+    from exporter.daemon import billing
+    from exporter.sources.anthropic_admin import AdminApiError, AdminClient
+
+    admin = settings.sources.anthropic_admin
+    if not admin.enabled or admin.key_file is None:
+        return None
+    try:
+        client = AdminClient(admin.key_file, admin.base_url)
+    except AdminApiError as err:
+        log.error("Admin API source not started: %s", err)
+        daemon.health.source_up[billing.SOURCE] = 0
+        return None
+    kwargs = {
+        "interval": admin.interval.total_seconds(),
+        "stop": stop,
+        "source_up": daemon.health.source_up,
+        "changed": daemon.waker.wake,
+    }
+    return threading.Thread(
+        target=billing.run, args=(client, daemon.core.state_dir), kwargs=kwargs, name="billing", daemon=True
+    )
+
+
 def _answers(stats: dict[str, Any]) -> dict[str, int]:
     refused: dict[int, int] = stats["refused"]
     return {"200": stats["requests"] - sum(refused.values()), **{str(code): n for code, n in refused.items()}}
@@ -143,6 +169,14 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         pushing = threading.Thread(target=push.run, args=(stop_watching,), name="push")
         pushing.start()
         log.info("pushing metrics to %s every %g s", push.url, push.interval)
+    polling_bill = billing_poller(settings, daemon, stop_watching)
+    if polling_bill is not None:
+        polling_bill.start()
+        log.info(
+            "reading the Admin API at %s every %s",
+            settings.sources.anthropic_admin.base_url,
+            settings.sources.anthropic_admin.interval,
+        )
     if not daemon.options.poll:
         args = (daemon, stop_watching, daemon.options.poll_interval, daemon.options.rescan)
         threading.Thread(target=watch, args=args, name="watch", daemon=True).start()
@@ -152,6 +186,8 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         stop_watching.set()
         if pushing is not None:
             pushing.join(timeout=15)  # its last push, with the final values
+        if polling_bill is not None:
+            polling_bill.join(timeout=15)  # between polls at once; in a poll, up to the client's timeout
         if otlp is not None:
             otlp.shutdown()
             otlp.server_close()

@@ -68,6 +68,7 @@ class Options:
     policy: LabelPolicy = field(default_factory=LabelPolicy)
     sources: tuple[str, ...] = (Source.TRANSCRIPTS,)
     push: bool = False  # an OTLP pusher reads the metrics too
+    billing: bool = False  # the Admin API source is enabled: its metrics are shown
 
 
 @dataclass
@@ -225,7 +226,9 @@ class Daemon:
         self._day = datetime.now(self.core.zone).date().isoformat()  # the page's "today" changes with it
         pricer = self.app.pricer
         self.build.update(pricing_source=pricer.source, pricing_version=pricer.version)
-        self.exposition.update(read_snapshot(ledger, self.options.policy, self.build, self.options.sources))
+        self.exposition.update(
+            read_snapshot(ledger, self.options.policy, self.build, self.options.sources, billing=self.options.billing)
+        )
         self.page = self._page()
         self._windows_stale = True
 
@@ -401,4 +404,5 @@ def options_from(settings: Settings) -> Options:
         policy=policy,
         sources=sources,
         push=settings.export.otlp_push.endpoint is not None,
+        billing=settings.sources.anthropic_admin.enabled,
     )

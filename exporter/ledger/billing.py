@@ -83,6 +83,8 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
     that is not cleared first. `db` is in autocommit mode (isolation_level=None), as the ledger's connection is.
     """
     covered = {day.isoformat() for day in days}
+    if not covered:
+        return
     values = [_values(row) for row in rows]
     stray = sorted({str(v[0]) for v in values} - covered)
     if stray:
@@ -92,6 +94,11 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
     try:
         db.executemany(f"DELETE FROM {table} WHERE day = ?", [(day,) for day in sorted(covered)])
         db.executemany(_INSERT[kind], values)
+        # A day read empty leaves no row behind: noted here, so a restart does not read it again.
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET value = max(value, excluded.value)",
+            (f"billing.read_until.{kind}", max(covered)),
+        )
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -99,7 +106,12 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
 
 
 def newest_day(db: sqlite3.Connection, kind: Kind) -> date | None:
-    (day,) = db.execute(f"SELECT max(day) FROM {TABLES[kind]}").fetchone()
+    """The newest day a read covered (with rows or without)."""
+    (day,) = db.execute(
+        f"SELECT max(day) FROM (SELECT max(day) AS day FROM {TABLES[kind]}"
+        " UNION ALL SELECT value FROM meta WHERE key = ?)",
+        (f"billing.read_until.{kind}",),
+    ).fetchone()
     return date.fromisoformat(day) if day else None
 
 
@@ -111,3 +123,23 @@ def first_unfinished_day(db: sqlite3.Connection, kind: Kind, today: date, backfi
     if newest is None:
         return min(open_from, today - timedelta(days=backfill_days - 1))
     return min(open_from, newest + timedelta(days=1))
+
+
+def mark_read(db: sqlite3.Connection, at: float) -> None:
+    """Notes a complete read at `at` (epoch seconds) and counts it: the counter changes the ledger's version, so
+    the daemon's loop, reading through another connection, publishes what was read."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('billing.read_at', ?)", (repr(at),))
+        db.execute(
+            "INSERT INTO counters (name, value) VALUES ('billing.reads', 1) ON CONFLICT DO UPDATE SET value = value + 1"
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def read_at(db: sqlite3.Connection) -> float | None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'billing.read_at'").fetchone()
+    return float(row[0]) if row else None

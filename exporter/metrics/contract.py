@@ -274,6 +274,39 @@ CONTRACT: tuple[Spec, ...] = (
         ("source",),
         "Files or folders that could not be read (permissions, deleted mid-read); a lasting fault counts once.",
     ),
+    Spec(
+        "claude_usage_billed_cost_usd",
+        "gauge",
+        "usd",
+        ("workspace",),
+        "What the Admin API billed for the last completed UTC day, by workspace (default for the default one; the"
+        " 20 costliest, the rest as other). Only with sources.anthropic_admin enabled.",
+    ),
+    Spec(
+        "claude_usage_billed_tokens",
+        "gauge",
+        "{token}",
+        ("token_type",),
+        "Tokens the Admin API billed for the last completed UTC day; token_type as in claude_usage_tokens_total."
+        " Only with sources.anthropic_admin enabled.",
+    ),
+    Spec(
+        "claude_usage_bill_drift_ratio",
+        "gauge",
+        "1",
+        (),
+        "Our estimate for the last completed UTC day divided by what the Admin API billed for it, minus 1: 0 when"
+        " they agree, negative when the bill is higher (other clients on the same key). Only with"
+        " sources.anthropic_admin enabled and a bill above 0.",
+    ),
+    Spec(
+        "claude_usage_billing_data_age_seconds",
+        "gauge",
+        "s",
+        (),
+        "Seconds since the Admin API was last read in full, as of the last time the metrics were read from the"
+        " ledger. Only with sources.anthropic_admin enabled.",
+    ),
     Spec("claude_usage_exporter_ledger_requests", "gauge", "{request}", (), "Requests held in the ledger."),
     Spec(
         "claude_usage_exporter_source_up",

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
@@ -59,7 +60,12 @@ class Snapshot:
 
 
 def read_snapshot(
-    ledger: Ledger, policy: LabelPolicy, build: dict[str, str], sources: tuple[str, ...] = SOURCES
+    ledger: Ledger,
+    policy: LabelPolicy,
+    build: dict[str, str],
+    sources: tuple[str, ...] = SOURCES,
+    *,
+    billing: bool = False,
 ) -> Snapshot:
     points = read_points(ledger, policy)
     # Every source's counters exist from the start at 0, so rate() and increase() see their first rise.
@@ -96,7 +102,53 @@ def read_snapshot(
     }
     if last is not None:
         points["claude_usage_last_request_timestamp_seconds"] = {(): last / 1000}
+    if billing:
+        points |= read_billing(ledger, time.time())
     return Snapshot(points, read_histograms(ledger))
+
+
+MAX_WORKSPACES = 20  # workspaces beyond the costliest this many are summed into "other"
+_BILLED_TOKENS = {
+    "input": "uncached_input",
+    "output": "output",
+    "cache_read": "cache_read",
+    "cache_write_5m": "cache_write_5m",
+    "cache_write_1h": "cache_write_1h",
+}
+
+
+def read_billing(ledger: Ledger, now: float) -> Points:
+    """The Admin API's bill for the last completed UTC day, our estimate's drift from it, and the data's age."""
+    today = datetime.fromtimestamp(now, UTC).date()
+    day = (today - timedelta(days=1)).isoformat()
+    points: Points = {}
+    rows = ledger.db.execute(
+        "SELECT workspace, sum(cost_nanos) AS c FROM billing_cost_day WHERE day = ? GROUP BY workspace ORDER BY c DESC",
+        (day,),
+    ).fetchall()
+    if rows:
+        costs: dict[Labels, float] = {}
+        for i, (workspace, nanos) in enumerate(rows):
+            label = (("workspace", (workspace or "default") if i < MAX_WORKSPACES else "other"),)
+            costs[label] = costs.get(label, 0.0) + nanos / 1e9
+        points["claude_usage_billed_cost_usd"] = costs
+        billed = sum(nanos for _, nanos in rows)
+        start = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+        (ours,) = ledger.db.execute(
+            "SELECT sum(cost) FROM requests WHERE ts >= ? AND ts < ?", (start, start + 86_400_000)
+        ).fetchone()
+        if billed > 0:
+            points["claude_usage_bill_drift_ratio"] = {(): (ours or 0) / billed - 1}
+    sums = ", ".join(f"sum({column})" for column in _BILLED_TOKENS.values())
+    tokens = ledger.db.execute(f"SELECT count(*), {sums} FROM billing_usage_day WHERE day = ?", (day,)).fetchone()
+    if tokens[0]:
+        points["claude_usage_billed_tokens"] = {
+            (("token_type", name),): float(n) for name, n in zip(_BILLED_TOKENS, tokens[1:], strict=True)
+        }
+    row = ledger.db.execute("SELECT value FROM meta WHERE key = 'billing.read_at'").fetchone()
+    if row is not None:
+        points["claude_usage_billing_data_age_seconds"] = {(): max(0.0, now - float(row[0]))}
+    return points
 
 
 def _kind(kind: str) -> Labels:

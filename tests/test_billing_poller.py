@@ -1,0 +1,181 @@
+"""The Admin API poller against the fake Admin API on loopback, and the billing metrics it leads to."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from exporter.daemon.billing import SOURCE, run
+from exporter.ledger.billing import replace_days
+from exporter.ledger.store import Ledger
+from exporter.metrics.exposition import read_billing
+from exporter.sources.anthropic_admin import AdminClient, CostDay, MessagesDay
+from tests.support.fakeadmin import (
+    KEY,
+    AdminState,
+    Fault,
+    claude_code_record,
+    cost_result,
+    fake_admin,
+    message_bucket,
+    message_result,
+)
+
+NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+YESTERDAY = datetime(2026, 12, 6, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[str, AdminState]]:
+    with fake_admin() as running:
+        yield running
+
+
+@pytest.fixture
+def client(fake: tuple[str, AdminState], tmp_path: Path) -> AdminClient:
+    key = tmp_path / "admin.key"
+    key.write_text(KEY + "\n", encoding="utf-8")
+    return AdminClient(key, fake[0], sleep=lambda _: None, attempts=1)
+
+
+def poll(client: AdminClient, state_dir: Path, polls: int = 1) -> tuple[dict[str, int], list[int]]:
+    """Runs the poller for `polls` polls on this thread; its wait ends it after the last."""
+    stop = threading.Event()
+    source_up: dict[str, int] = {}
+    changes: list[int] = []
+    waits: list[float] = []
+
+    def wait(interval: float) -> None:
+        waits.append(interval)
+        if len(waits) >= polls:
+            stop.set()
+
+    run(
+        client,
+        state_dir,
+        interval=900,
+        stop=stop,
+        source_up=source_up,
+        changed=lambda: changes.append(1),
+        now=lambda: NOW,
+        wait=wait,
+    )
+    assert waits == [900] * polls
+    return source_up, changes
+
+
+def test_a_poll_stores_every_report_per_day_and_marks_the_source_up(fake, client, tmp_path) -> None:
+    _, state = fake
+    state.messages = [message_bucket(YESTERDAY, DAY, message_result(100, 200, read=300))]
+    state.costs = [message_bucket(YESTERDAY, DAY, cost_result("1234.5"))]
+    state.claude_code = {YESTERDAY.date().isoformat(): [claude_code_record(YESTERDAY.date(), "a@example.com")]}
+    source_up, changes = poll(client, tmp_path)
+    assert (source_up, changes) == ({SOURCE: 1}, [1])
+    ledger = Ledger(tmp_path)
+    try:
+        db = ledger.db
+        assert db.execute("SELECT day, uncached_input, output, cache_read FROM billing_usage_day").fetchall() == [
+            ("2026-12-06", 100, 200, 300)
+        ]
+        assert db.execute("SELECT day, cost_nanos FROM billing_cost_day").fetchall() == [("2026-12-06", 12_345 * 10**6)]
+        assert db.execute("SELECT actor, est_cost_nanos FROM claude_code_day").fetchall() == [
+            ("a@example.com", 1505 * 10**6)
+        ]
+        # the first read backfills 31 days, from 2026-11-07, one Claude Code call per day
+        first = next(s for s in state.seen if s.path.endswith("/messages"))
+        assert first.query["starting_at"] == ["2026-11-07T00:00:00Z"]
+        assert sum(s.path.endswith("/claude_code") for s in state.seen) == 31
+    finally:
+        ledger.close()
+
+
+def test_a_second_poll_rereads_only_the_days_not_yet_final_and_takes_their_corrections(fake, client, tmp_path) -> None:
+    _, state = fake
+    state.costs = [message_bucket(YESTERDAY, DAY, cost_result("100"))]
+    poll(client, tmp_path)
+    state.costs = [message_bucket(YESTERDAY, DAY, cost_result("250"))]  # a late correction
+    state.seen.clear()
+    poll(client, tmp_path)
+    codes = sorted(s.query["starting_at"][0] for s in state.seen if s.path.endswith("/claude_code"))
+    assert codes == ["2026-12-05", "2026-12-06", "2026-12-07"]
+    (cost,) = (s for s in state.seen if s.path.endswith("/cost_report"))
+    assert cost.query["starting_at"] == ["2026-12-05T00:00:00Z"]
+    ledger = Ledger(tmp_path)
+    try:
+        assert ledger.db.execute("SELECT cost_nanos FROM billing_cost_day").fetchall() == [(250 * 10**7,)]
+    finally:
+        ledger.close()
+
+
+def test_a_refused_key_logs_one_line_without_the_key_and_marks_the_source_down(fake, client, tmp_path, caplog) -> None:
+    _, state = fake
+    state.faults = [Fault(401)]
+    with caplog.at_level(logging.ERROR, logger="claude_usage_exporter"):
+        source_up, changes = poll(client, tmp_path)
+    assert (source_up, changes) == ({SOURCE: 0}, [])
+    (record,) = caplog.records
+    assert "Admin API poll failed" in record.getMessage()
+    assert KEY not in caplog.text
+
+
+def test_the_source_comes_back_up_at_the_next_good_poll(fake, client, tmp_path) -> None:
+    _, state = fake
+    state.faults = [Fault(500)]  # attempts=1: the first poll fails, the second reads
+    source_up, changes = poll(client, tmp_path, polls=2)
+    assert (source_up, changes) == ({SOURCE: 1}, [1])
+
+
+def _request(ledger: Ledger, key: str, at: datetime, cost_nanos: int) -> None:
+    ledger.db.execute(
+        "INSERT INTO requests (key, ts, session_id, project, model, model_family, agent, input, output, cache_read,"
+        " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction, category, cost,"
+        " copies) VALUES (?, ?, 's', 'p', 'm', 'sonnet', 'main', 1, 1, 0, 0, 0, 0, '', 'standard', 'transcripts', 0,"
+        " 'i', 'c', ?, 1)",
+        (key, int(at.timestamp() * 1000), cost_nanos),
+    )
+
+
+def test_the_metrics_show_yesterdays_bill_its_tokens_the_drift_and_the_age(tmp_path) -> None:
+    ledger = Ledger(tmp_path)
+    try:
+        day = YESTERDAY.date()
+        cost = CostDay(day, None, "d", "m", "tokens", "output_tokens", None, None, 2 * 10**9)
+        other = CostDay(day, "wrkspc_1", "d", "m", "tokens", "output_tokens", None, None, 2 * 10**9)
+        replace_days(ledger.db, "cost", [day], [cost, other])
+        replace_days(ledger.db, "usage", [day], [MessagesDay(day, "m", None, None, None, None, None, 1, 2, 3, 4, 5, 0)])
+        _request(ledger, "in", YESTERDAY + timedelta(hours=23), 3 * 10**9)
+        _request(ledger, "before", YESTERDAY - timedelta(seconds=1), 10**9)  # another UTC day: not in the drift
+        _request(ledger, "after", YESTERDAY + DAY, 10**9)
+        ledger.db.execute("INSERT INTO meta VALUES ('billing.read_at', ?)", (repr(NOW.timestamp() - 60),))
+        points = read_billing(ledger, NOW.timestamp())
+    finally:
+        ledger.close()
+    assert points["claude_usage_billed_cost_usd"] == {
+        (("workspace", "default"),): 2.0,
+        (("workspace", "wrkspc_1"),): 2.0,
+    }
+    assert points["claude_usage_bill_drift_ratio"] == {(): 3 / 4 - 1}
+    assert points["claude_usage_billed_tokens"] == {
+        (("token_type", "input"),): 1.0,
+        (("token_type", "output"),): 5.0,
+        (("token_type", "cache_read"),): 4.0,
+        (("token_type", "cache_write_5m"),): 2.0,
+        (("token_type", "cache_write_1h"),): 3.0,
+    }
+    assert points["claude_usage_billing_data_age_seconds"] == {(): 60.0}
+
+
+def test_with_no_bill_for_yesterday_no_billing_metric_is_shown(tmp_path) -> None:
+    ledger = Ledger(tmp_path)
+    try:
+        day = date(2026, 12, 5)  # the day before yesterday only
+        replace_days(ledger.db, "cost", [day], [CostDay(day, None, "d", "m", None, None, None, None, 10**9)])
+        assert read_billing(ledger, NOW.timestamp()) == {}
+    finally:
+        ledger.close()
