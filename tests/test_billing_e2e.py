@@ -23,20 +23,24 @@ def value(metrics: str, sample: str) -> float | None:
 
 
 def test_serve_shows_yesterdays_bill_and_the_drift_of_our_estimate_from_it(tmp_path: Path) -> None:
-    yesterday = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    noon = (yesterday + timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    # Yesterday and today look alike, so a UTC midnight during the test changes none of the figures.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = (today - timedelta(days=1), today)
     # Sonnet 4.5 at $3 and $15 per million: 100,000 in and 100,000 out are $1.80 by our estimate.
     claude = tmp_path / "claude"
+    noons = [(day + timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%S.000Z") for day in days]
     write(
         claude / "projects" / "-home-dev-app" / "s.jsonl",
-        assistant_line("msg_1", "req_1", noon, input=100_000, output=100_000),
+        *(assistant_line(f"msg_{n}", f"req_{n}", noon, input=100_000, output=100_000) for n, noon in enumerate(noons)),
     )
     key = tmp_path / "admin.key"
     key.write_text(KEY + "\n", encoding="utf-8")
     with fake_admin() as (base, state):
         # The bill says $2.00 (200 cents), with more tokens: another client used the same key.
-        state.costs = [message_bucket(yesterday, timedelta(days=1), cost_result("200"))]
-        state.messages = [message_bucket(yesterday, timedelta(days=1), message_result(110_000, 120_000, read=5))]
+        state.costs = [message_bucket(day, timedelta(days=1), cost_result("200")) for day in days]
+        state.messages = [
+            message_bucket(day, timedelta(days=1), message_result(110_000, 120_000, read=5)) for day in days
+        ]
         config = tmp_path / "config.yaml"
         config.write_text(
             f"sources: {{anthropic_admin: {{enabled: true, key_file: '{key}', base_url: '{base}', interval: 1h}}}}\n"
