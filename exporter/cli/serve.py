@@ -187,7 +187,9 @@ def serve(load: Callable[[], Settings], env: Mapping[str, str], once: bool = Fal
         if pushing is not None:
             pushing.join(timeout=15)  # its last push, with the final values
         if polling_bill is not None:
-            polling_bill.join(timeout=15)  # between polls at once; in a poll, up to the client's timeout
+            # Between polls it ends at once; a read in progress is dropped (its days are read again at the
+            # next start), so a hung Admin API never holds up the 5 s a stop may take.
+            polling_bill.join(timeout=2)
         if otlp is not None:
             otlp.shutdown()
             otlp.server_close()
