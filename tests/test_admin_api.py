@@ -25,6 +25,7 @@ from tests.support.fakeadmin import (
     claude_code_record,
     cost_result,
     fake_admin,
+    key_file,
     message_bucket,
     message_result,
 )
@@ -39,11 +40,9 @@ def fake() -> Iterator[tuple[str, AdminState]]:
         yield running
 
 
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "admin.key"
-    path.write_text(KEY + "\n", encoding="utf-8")
-    return path
+@pytest.fixture(name="key_file")
+def key_in_tmp(tmp_path: Path) -> Path:
+    return key_file(tmp_path)
 
 
 def client(base: str, key_file: Path, waits: list[float] | None = None) -> AdminClient:

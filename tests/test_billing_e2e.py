@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import serving
-from tests.support.fakeadmin import KEY, cost_result, fake_admin, message_bucket, message_result
+from tests.support.fakeadmin import KEY, cost_result, fake_admin, key_file, message_bucket, message_result
 from tests.support.lines import assistant_line, write
 from tests.support.waiting import eventually
 
@@ -33,8 +33,7 @@ def test_serve_shows_yesterdays_bill_and_the_drift_of_our_estimate_from_it(tmp_p
         claude / "projects" / "-home-dev-app" / "s.jsonl",
         *(assistant_line(f"msg_{n}", f"req_{n}", noon, input=100_000, output=100_000) for n, noon in enumerate(noons)),
     )
-    key = tmp_path / "admin.key"
-    key.write_text(KEY + "\n", encoding="utf-8")
+    key = key_file(tmp_path)
     with fake_admin() as (base, state):
         # The bill says $2.00 (200 cents), with more tokens: another client used the same key.
         state.costs = [message_bucket(day, timedelta(days=1), cost_result("200")) for day in days]

@@ -13,6 +13,7 @@ from exporter.ledger.billing import first_unfinished_day, replace_days
 from exporter.ledger.schema import MIGRATIONS, SCHEMA_7
 from exporter.ledger.store import Ledger
 from exporter.sources.anthropic_admin import ClaudeCodeDay, ClaudeCodeModel, CostDay, MessagesDay
+from tests.support.ledgers import roll_back
 
 TODAY = date(2026, 12, 7)
 
@@ -109,12 +110,9 @@ def test_the_migration_on_an_existing_ledger_adds_the_tables_and_keeps_every_oth
     previous = MIGRATIONS.index(SCHEMA_7)
     Ledger(tmp_path).close()  # a current ledger, then taken back to the previous version with its data
     db = sqlite3.connect(tmp_path / Ledger.FILE, isolation_level=None)
-    db.execute("DROP TABLE billing_usage_day")
-    db.execute("DROP TABLE billing_cost_day")
-    db.execute("DROP TABLE claude_code_day")
+    roll_back(db, previous)
     db.execute("INSERT INTO counters VALUES ('kept', 42)")
     db.execute("INSERT INTO meta VALUES ('kept', 'yes')")
-    db.execute(f"PRAGMA user_version = {previous}")
     before = {
         name: db.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
         for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")

@@ -22,6 +22,7 @@ from tests.support.fakeadmin import (
     claude_code_record,
     cost_result,
     fake_admin,
+    key_file,
     message_bucket,
     message_result,
 )
@@ -39,9 +40,7 @@ def fake() -> Iterator[tuple[str, AdminState]]:
 
 @pytest.fixture
 def client(fake: tuple[str, AdminState], tmp_path: Path) -> AdminClient:
-    key = tmp_path / "admin.key"
-    key.write_text(KEY + "\n", encoding="utf-8")
-    return AdminClient(key, fake[0], sleep=lambda _: None, attempts=1)
+    return AdminClient(key_file(tmp_path), fake[0], sleep=lambda _: None, attempts=1)
 
 
 def poll(client: AdminClient, state_dir: Path, polls: int = 1) -> tuple[dict[str, int], list[int]]:

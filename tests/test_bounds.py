@@ -29,6 +29,7 @@ from exporter.sources.transcripts import parse_chunk
 from tests.support import otlpgen
 from tests.support.daemon import serving
 from tests.support.exposition import samples
+from tests.support.ledgers import roll_back
 from tests.support.lines import BASE, assistant_line, line, write
 
 HUGE = 10 * 1024 * 1024  # characters: the size that made /metrics 124.8 MB
@@ -321,8 +322,7 @@ def old_ledger(state: Path, events: list[UsageEvent], enrich: Callable[[Request]
     calls = ledger.db.execute("SELECT sum(calls) FROM tool_series").fetchone()
     ledger.close()
     db = sqlite3.connect(state / Ledger.FILE)
-    db.execute("ALTER TABLE requests DROP COLUMN origin")  # migration 6's
-    db.execute(f"PRAGMA user_version = {MIGRATIONS.index(SCHEMA_5)}")
+    roll_back(db, MIGRATIONS.index(SCHEMA_5))
     db.close()
     return {"totals": totals, "calls": calls}
 

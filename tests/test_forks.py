@@ -20,6 +20,7 @@ import pytest
 from exporter.ledger.schema import COLUMNS, MIGRATIONS, SCHEMA_6
 from exporter.ledger.store import Ledger
 from tests.support.cli import Run, cli
+from tests.support.ledgers import roll_back
 from tests.support.lines import assistant_line
 
 ORIGINAL = "73ed51a7-3974-41b1-ac92-1aed8242bbae"
@@ -243,8 +244,7 @@ def test_a_ledger_that_gave_the_fork_the_originals_requests_re_derives_them_on_u
     db.execute(
         "INSERT INTO pending (request_id, received, request) VALUES ('req_pending', 0, ?)", (orjson.dumps(old_row),)
     )
-    db.execute("ALTER TABLE requests DROP COLUMN origin")
-    db.execute(f"PRAGMA user_version = {MIGRATIONS.index(SCHEMA_6)}")
+    roll_back(db, MIGRATIONS.index(SCHEMA_6))
     before = db.execute(
         "SELECT sum(cost), sum(requests), sum(output), (SELECT sum(copies) FROM requests) FROM usage_series"
     ).fetchone()

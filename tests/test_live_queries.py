@@ -13,7 +13,6 @@ import re
 import runpy
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -150,9 +149,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
 def live(setup: Exporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     workdir = tmp_path_factory.mktemp("prometheus")
     with prometheus(workdir, setup.daemon.url.removeprefix("http://"), rule_files=RULES) as server:
-        # Two scrapes after the first make every rate() over the substituted interval defined.
-        first = server.wait_scraped(time.time())
-        server.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)
+        server.wait_rates_defined()
         yield server
 
 
@@ -304,8 +301,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     with serving(tmp_path_factory.mktemp("fresh-state"), [root]) as daemon:
         target = daemon.url.removeprefix("http://")
         with prometheus(tmp_path_factory.mktemp("fresh-prometheus"), target, rule_files=RULES) as server:
-            first = server.wait_scraped(time.time())
-            server.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)
+            server.wait_rates_defined()
             yield server
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +63,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
             target = running.daemon.url.removeprefix("http://")
             near = Prometheus(workdir, target, config=sender_config(target, far.url, workdir / "password"))
             try:
-                first = near.wait_scraped(time.time())
-                near.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)
+                near.wait_rates_defined()
                 yield far
             finally:
                 near.stop()

@@ -206,10 +206,9 @@ UPDATE files SET offset = -offset WHERE offset > 0;
 
 # Migration 7: what the Admin API billed (sources/anthropic_admin.py), one row per UTC day and combination of the
 # API's own dimensions, '' for a dimension the API left null. A day is replaced whole when read again (see
-# ledger/billing.py), so late corrections win. Empty unless `sources.anthropic_admin` is enabled. IF NOT EXISTS:
-# tests take a current ledger back to an earlier version to replay an older migration.
+# ledger/billing.py), so late corrections win. Empty unless `sources.anthropic_admin` is enabled.
 SCHEMA_7 = """
-CREATE TABLE IF NOT EXISTS billing_usage_day (
+CREATE TABLE billing_usage_day (
     day TEXT NOT NULL,                  -- YYYY-MM-DD, UTC
     model TEXT NOT NULL, workspace TEXT NOT NULL, api_key TEXT NOT NULL, account TEXT NOT NULL,
     service_tier TEXT NOT NULL, context_window TEXT NOT NULL,
@@ -217,14 +216,14 @@ CREATE TABLE IF NOT EXISTS billing_usage_day (
     cache_read INTEGER NOT NULL, output INTEGER NOT NULL, web_search INTEGER NOT NULL,
     PRIMARY KEY (day, model, workspace, api_key, account, service_tier, context_window)
 );
-CREATE TABLE IF NOT EXISTS billing_cost_day (
+CREATE TABLE billing_cost_day (
     day TEXT NOT NULL,
     workspace TEXT NOT NULL, description TEXT NOT NULL, model TEXT NOT NULL, cost_type TEXT NOT NULL,
     token_type TEXT NOT NULL, service_tier TEXT NOT NULL, context_window TEXT NOT NULL,
     cost_nanos INTEGER NOT NULL,        -- nano-USD
     PRIMARY KEY (day, workspace, description, model, cost_type, token_type, service_tier, context_window)
 );
-CREATE TABLE IF NOT EXISTS claude_code_day (
+CREATE TABLE claude_code_day (
     day TEXT NOT NULL,
     actor_type TEXT NOT NULL, actor TEXT NOT NULL, customer_type TEXT NOT NULL, terminal_type TEXT NOT NULL,
     sessions INTEGER NOT NULL, lines_added INTEGER NOT NULL, lines_removed INTEGER NOT NULL,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from exporter.sources.anthropic_admin import API_VERSION, CLAUDE_CODE, COST, MESSAGES
@@ -49,6 +50,13 @@ class AdminState:
     seen: list[Seen] = field(default_factory=list)
     page_size: int | None = None  # overrides the client's limit, to force pagination
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def key_file(folder: Path) -> Path:
+    """An admin key file in `folder`, as an operator writes one (the key, then a newline)."""
+    path = folder / "admin.key"
+    path.write_text(KEY + "\n", encoding="utf-8")
+    return path
 
 
 def message_bucket(start: datetime, width: timedelta, *results: Json) -> Json:

@@ -6,6 +6,7 @@ Without the Debian package `prometheus`, its tests skip loudly (tools.require), 
 from __future__ import annotations
 
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -126,6 +127,11 @@ class Prometheus:
         return eventually(
             scraped, timeout, lambda: f"{JOB} scraped after {after:.3f}: {self.target_state()}; log:\n{self.log()}"
         )
+
+    def wait_rates_defined(self) -> None:
+        """Waits for two successful scrapes after the first, so every rate() over the tests' intervals is defined."""
+        first = self.wait_scraped(time.time())
+        self.wait_scraped(datetime.fromisoformat(first["lastScrape"]).timestamp() + 0.5)
 
     def stop(self, timeout: float = 30.0) -> int:
         """Terminates Prometheus (it flushes and exits), killing it if it does not exit in time."""
