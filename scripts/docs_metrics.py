@@ -61,7 +61,7 @@ commits, pull requests, active time) and the OTLP counters with the receiver or 
 projects, `labels.max_models` (50) models and `labels.max_tools` (100) tools get their own series, in
 the order first seen; later ones are `other`, so a series never changes label set. No session ids,
 prompts, paths or e-mail addresses. In team mode, `labels.user` can add a `user` label (see
-[Team mode](team-mode.md)).
+[Team mode](team-mode.md)), to the usage metrics and to the `claude_usage_analytics_*` counters.
 
 How each request is found and de-duplicated before it is counted, and how it gets its `interaction` and
 `category`: [How requests are counted](reports.md#how-requests-are-counted) and

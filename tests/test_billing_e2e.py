@@ -55,9 +55,9 @@ def test_serve_shows_yesterdays_bill_and_the_drift_of_our_estimate_from_it(tmp_p
             assert daemon.stop() == 0
         assert all(seen.key_ok for seen in state.seen)
     assert value(metrics, 'claude_usage_exporter_source_up{source="anthropic_admin"}') == 1
-    assert value(metrics, 'claude_usage_billed_cost_usd{workspace="default"}') == 2.0
-    assert value(metrics, 'claude_usage_billed_tokens{token_type="input"}') == 110_000
-    assert value(metrics, 'claude_usage_billed_tokens{token_type="output"}') == 120_000
+    assert value(metrics, 'claude_usage_billed_cost_usd{model_family="sonnet",workspace="default"}') == 2.0
+    assert value(metrics, 'claude_usage_billed_tokens{model_family="sonnet",token_type="input"}') == 110_000
+    assert value(metrics, 'claude_usage_billed_tokens{model_family="sonnet",token_type="output"}') == 120_000
     drift = value(metrics, "claude_usage_bill_drift_ratio")
     assert drift is not None and abs(drift - (1.80 / 2.00 - 1)) < 1e-9
     age = value(metrics, "claude_usage_billing_data_age_seconds")

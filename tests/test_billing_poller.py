@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from exporter.daemon.billing import SOURCE, run
-from exporter.ledger.billing import replace_days
 from exporter.ledger.store import Ledger
-from exporter.metrics.exposition import read_billing
-from exporter.sources.anthropic_admin import AdminClient, CostDay, MessagesDay
+from exporter.sources.anthropic_admin import AdminClient
 from tests.support.fakeadmin import (
     KEY,
     AdminState,
@@ -128,53 +126,3 @@ def test_the_source_comes_back_up_at_the_next_good_poll(fake, client, tmp_path) 
     state.faults = [Fault(500)]  # attempts=1: the first poll fails, the second reads
     source_up, changes = poll(client, tmp_path, polls=2)
     assert (source_up, changes) == ({SOURCE: 1}, [1])
-
-
-def _request(ledger: Ledger, key: str, at: datetime, cost_nanos: int) -> None:
-    ledger.db.execute(
-        "INSERT INTO requests (key, ts, session_id, project, model, model_family, agent, input, output, cache_read,"
-        " cache_write_5m, cache_write_1h, web_search, tools, speed, source, compaction, interaction, category, cost,"
-        " copies) VALUES (?, ?, 's', 'p', 'm', 'sonnet', 'main', 1, 1, 0, 0, 0, 0, '', 'standard', 'transcripts', 0,"
-        " 'i', 'c', ?, 1)",
-        (key, int(at.timestamp() * 1000), cost_nanos),
-    )
-
-
-def test_the_metrics_show_yesterdays_bill_its_tokens_the_drift_and_the_age(tmp_path) -> None:
-    ledger = Ledger(tmp_path)
-    try:
-        day = YESTERDAY.date()
-        cost = CostDay(day, None, "d", "m", "tokens", "output_tokens", None, None, 2 * 10**9)
-        other = CostDay(day, "wrkspc_1", "d", "m", "tokens", "output_tokens", None, None, 2 * 10**9)
-        replace_days(ledger.db, "cost", [day], [cost, other])
-        replace_days(ledger.db, "usage", [day], [MessagesDay(day, "m", None, None, None, None, None, 1, 2, 3, 4, 5, 0)])
-        _request(ledger, "in", YESTERDAY + timedelta(hours=23), 3 * 10**9)
-        _request(ledger, "before", YESTERDAY - timedelta(seconds=1), 10**9)  # another UTC day: not in the drift
-        _request(ledger, "after", YESTERDAY + DAY, 10**9)
-        ledger.db.execute("INSERT INTO meta VALUES ('billing.read_at', ?)", (repr(NOW.timestamp() - 60),))
-        points = read_billing(ledger, NOW.timestamp())
-    finally:
-        ledger.close()
-    assert points["claude_usage_billed_cost_usd"] == {
-        (("workspace", "default"),): 2.0,
-        (("workspace", "wrkspc_1"),): 2.0,
-    }
-    assert points["claude_usage_bill_drift_ratio"] == {(): 3 / 4 - 1}
-    assert points["claude_usage_billed_tokens"] == {
-        (("token_type", "input"),): 1.0,
-        (("token_type", "output"),): 5.0,
-        (("token_type", "cache_read"),): 4.0,
-        (("token_type", "cache_write_5m"),): 2.0,
-        (("token_type", "cache_write_1h"),): 3.0,
-    }
-    assert points["claude_usage_billing_data_age_seconds"] == {(): 60.0}
-
-
-def test_with_no_bill_for_yesterday_no_billing_metric_is_shown(tmp_path) -> None:
-    ledger = Ledger(tmp_path)
-    try:
-        day = date(2026, 12, 5)  # the day before yesterday only
-        replace_days(ledger.db, "cost", [day], [CostDay(day, None, "d", "m", None, None, None, None, 10**9)])
-        assert read_billing(ledger, NOW.timestamp()) == {}
-    finally:
-        ledger.close()

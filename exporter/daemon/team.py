@@ -4,7 +4,6 @@ a batch the loop cannot take in time gets 503, and the sender's retry is absorbe
 
 from __future__ import annotations
 
-import hashlib
 import queue
 from collections import Counter
 from collections.abc import Callable
@@ -13,8 +12,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.events import Request, shorten
+from exporter.events import Request
 from exporter.metrics.contract import ENGINEERING
+from exporter.metrics.points import user_label
 from exporter.pipeline import Pipeline
 from exporter.sources.otlp import Engineering, Identity, Logs, Point
 
@@ -96,8 +96,7 @@ class Team:
         person = who.email or who.user_id or ""
         if self.users == "off" or not person:
             return ""
-        # The decoder shortened the identity already (see exporter.events.MAX_CHARS): the label stays bounded.
-        return shorten(person) if self.users == "email" else hashlib.sha256(person.encode()).hexdigest()[:12]
+        return user_label(self.users, person)
 
     def _points(self, app: Pipeline, points: list[Point]) -> None:
         before = self.engineering.totals

@@ -278,15 +278,24 @@ CONTRACT: tuple[Spec, ...] = (
         "claude_usage_billed_cost_usd",
         "gauge",
         "usd",
-        ("workspace",),
-        "What the Admin API billed for the last completed UTC day, by workspace (default for the default one; the"
-        " 20 costliest, the rest as other). Only with sources.anthropic_admin enabled.",
+        ("model_family", "workspace"),
+        "What the Admin API billed for the last completed UTC day, by model family (other for a cost line without a"
+        " model) and workspace (default for the default one; the 20 costliest, the rest as other). Only with"
+        " sources.anthropic_admin enabled.",
+    ),
+    Spec(
+        "claude_usage_bill_estimate_usd",
+        "gauge",
+        "usd",
+        ("model_family",),
+        "Our estimate of the cost of the day claude_usage_billed_cost_usd covers, from the ledger's requests, by"
+        " model family. Only with sources.anthropic_admin enabled and a bill for that day.",
     ),
     Spec(
         "claude_usage_billed_tokens",
         "gauge",
         "{token}",
-        ("token_type",),
+        ("model_family", "token_type"),
         "Tokens the Admin API billed for the last completed UTC day; token_type as in claude_usage_tokens_total."
         " Only with sources.anthropic_admin enabled.",
     ),
@@ -297,15 +306,48 @@ CONTRACT: tuple[Spec, ...] = (
         (),
         "Our estimate for the last completed UTC day divided by what the Admin API billed for it, minus 1: 0 when"
         " they agree, negative when the bill is higher (other clients on the same key). Only with"
-        " sources.anthropic_admin enabled and a bill above 0.",
+        " sources.anthropic_admin enabled, a bill above 0, and the bill read after the day ended.",
     ),
     Spec(
         "claude_usage_billing_data_age_seconds",
         "gauge",
         "s",
         (),
-        "Seconds since the Admin API was last read in full, as of the last time the metrics were read from the"
-        " ledger. Only with sources.anthropic_admin enabled.",
+        "Seconds since the Admin API was last read in full, at the time of the scrape. Only with"
+        " sources.anthropic_admin enabled and once a read has succeeded.",
+        live=True,
+    ),
+    Spec(
+        "claude_usage_analytics_sessions_total",
+        "counter",
+        "{session}",
+        (),
+        "Claude Code sessions as the Admin API's Claude Code analytics reports them, summed over the days read; a"
+        " user label under labels.user. Only with sources.anthropic_admin enabled.",
+    ),
+    Spec(
+        "claude_usage_analytics_lines_of_code_total",
+        "counter",
+        "{line}",
+        ("kind",),
+        "Lines of code added or removed (kind) with Claude Code, as its analytics reports them, summed over the"
+        " days read; a user label under labels.user. Only with sources.anthropic_admin enabled.",
+    ),
+    Spec(
+        "claude_usage_analytics_commits_total",
+        "counter",
+        "{commit}",
+        (),
+        "Git commits Claude Code made, as its analytics reports them, summed over the days read; a user label under"
+        " labels.user. Only with sources.anthropic_admin enabled.",
+    ),
+    Spec(
+        "claude_usage_analytics_pull_requests_total",
+        "counter",
+        "{pull_request}",
+        (),
+        "Pull requests Claude Code opened, as its analytics reports them, summed over the days read; a user label"
+        " under labels.user. Only with sources.anthropic_admin enabled.",
     ),
     Spec("claude_usage_exporter_ledger_requests", "gauge", "{request}", (), "Requests held in the ledger."),
     Spec(

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
@@ -27,6 +26,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from exporter import __version__
 from exporter.events import Outcome, Source, latest, to_ms
 from exporter.ledger.store import Ledger
+from exporter.metrics.billing import read_billing, read_time
 from exporter.metrics.contract import CONTRACT, ENGINEERING, SOURCES, Spec
 from exporter.metrics.points import HISTOGRAMS, Histogram, LabelPolicy, Labels, Points, read_histograms, read_points
 
@@ -42,6 +42,7 @@ class Health:
     files_watched: int = 0
     pending_since: float | None = None  # monotonic time of the oldest change not yet ingested
     clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time  # for ages of what the ledger stamped in epoch seconds
     windows: Points = field(default_factory=dict)  # budgets and block, recomputed by the loop
     otlp: Callable[[], dict[str, int]] = dict  # the receiver's answers by status code
     pushes: Callable[[], dict[str, int]] = dict  # the pusher's outcomes
@@ -57,6 +58,7 @@ class Snapshot:
 
     points: Points = field(default_factory=dict)
     histograms: dict[str, Histogram] = field(default_factory=dict)
+    billing_read_at: float | None = None  # epoch seconds of the last full read of the Admin API
 
 
 def read_snapshot(
@@ -103,52 +105,8 @@ def read_snapshot(
     if last is not None:
         points["claude_usage_last_request_timestamp_seconds"] = {(): last / 1000}
     if billing:
-        points |= read_billing(ledger, time.time())
+        return Snapshot(points | read_billing(ledger, time.time(), policy), read_histograms(ledger), read_time(ledger))
     return Snapshot(points, read_histograms(ledger))
-
-
-MAX_WORKSPACES = 20  # workspaces beyond the costliest this many are summed into "other"
-_BILLED_TOKENS = {
-    "input": "uncached_input",
-    "output": "output",
-    "cache_read": "cache_read",
-    "cache_write_5m": "cache_write_5m",
-    "cache_write_1h": "cache_write_1h",
-}
-
-
-def read_billing(ledger: Ledger, now: float) -> Points:
-    """The Admin API's bill for the last completed UTC day, our estimate's drift from it, and the data's age."""
-    today = datetime.fromtimestamp(now, UTC).date()
-    day = (today - timedelta(days=1)).isoformat()
-    points: Points = {}
-    rows = ledger.db.execute(
-        "SELECT workspace, sum(cost_nanos) AS c FROM billing_cost_day WHERE day = ? GROUP BY workspace ORDER BY c DESC",
-        (day,),
-    ).fetchall()
-    if rows:
-        costs: dict[Labels, float] = {}
-        for i, (workspace, nanos) in enumerate(rows):
-            label = (("workspace", (workspace or "default") if i < MAX_WORKSPACES else "other"),)
-            costs[label] = costs.get(label, 0.0) + nanos / 1e9
-        points["claude_usage_billed_cost_usd"] = costs
-        billed = sum(nanos for _, nanos in rows)
-        start = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
-        (ours,) = ledger.db.execute(
-            "SELECT sum(cost) FROM requests WHERE ts >= ? AND ts < ?", (start, start + 86_400_000)
-        ).fetchone()
-        if billed > 0:
-            points["claude_usage_bill_drift_ratio"] = {(): (ours or 0) / billed - 1}
-    sums = ", ".join(f"sum({column})" for column in _BILLED_TOKENS.values())
-    tokens = ledger.db.execute(f"SELECT count(*), {sums} FROM billing_usage_day WHERE day = ?", (day,)).fetchone()
-    if tokens[0]:
-        points["claude_usage_billed_tokens"] = {
-            (("token_type", name),): float(n) for name, n in zip(_BILLED_TOKENS, tokens[1:], strict=True)
-        }
-    row = ledger.db.execute("SELECT value FROM meta WHERE key = 'billing.read_at'").fetchone()
-    if row is not None:
-        points["claude_usage_billing_data_age_seconds"] = {(): max(0.0, now - float(row[0]))}
-    return points
 
 
 def _kind(kind: str) -> Labels:
@@ -235,11 +193,17 @@ class Exposition:
             return lambda _: [Observation(n, {"code": code}) for code, n in sorted(self.health.otlp().items())]
         if spec.name == "claude_usage_exporter_otlp_pushes_total":
             return lambda _: [Observation(n, {"outcome": o}) for o, n in sorted(self.health.pushes().items())]
+        if spec.name == "claude_usage_billing_data_age_seconds":
+            return lambda _: self._billing_age()
         if spec.name.startswith("claude_usage_plan_"):
             return lambda _: _observe(self._plan.get(spec.name, {}))
         if spec.live:
             return lambda _: _observe(self.health.windows.get(spec.name, {}))
         return lambda _: _observe(self.snapshot.points.get(spec.name, {}))
+
+    def _billing_age(self) -> list[Observation]:
+        read_at = self.snapshot.billing_read_at
+        return [] if read_at is None else [Observation(max(0.0, self.health.wall() - read_at))]
 
     def update(self, snapshot: Snapshot) -> None:
         """New usage values, collected once and encoded for Prometheus (OpenMetrics) here, not at each

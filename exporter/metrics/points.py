@@ -16,8 +16,9 @@ import hashlib
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Literal
 
-from exporter.events import TOKEN_TYPES, model_family
+from exporter.events import TOKEN_TYPES, model_family, shorten
 from exporter.ledger.schema import (
     CONTEXT_BUCKETS,
     PROMPT_COST_BUCKETS,
@@ -41,6 +42,13 @@ class LabelPolicy:
     max_tools: int = 100
     user: bool = False  # team mode: usage metrics carry a `user` label
     max_users: int = 200
+    user_shape: Literal["hash", "email"] = "hash"  # labels.user: how the label is made from an e-mail address
+
+
+def user_label(shape: str, person: str) -> str:
+    """The user label `labels.user` asks for: a short hash of the e-mail (or user id), or the e-mail itself,
+    shortened so the label stays bounded; the same in team mode's usage and in Claude Code analytics."""
+    return shorten(person) if shape == "email" else hashlib.sha256(person.encode()).hexdigest()[:12]
 
 
 def project_label(policy: LabelPolicy, name: str) -> str:

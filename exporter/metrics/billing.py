@@ -1,0 +1,122 @@
+"""The Admin API's bill as metric points: the last completed UTC day's billed cost and tokens beside our estimate
+of that day, the drift between the two, and Claude Code analytics' counters per user.
+
+Every label is bounded: model family (opus, sonnet, haiku, other; a cost line without a model is other), the
+costliest workspaces (the rest `other`), and a user label only under `labels.user`, shaped as team mode shapes
+it and capped at `labels.max_users` in first-seen order. The drift is shown only for a day whose bill was read
+after the day ended: a bill read while its day still ran is partial, not a drift.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+
+from exporter.events import model_family
+from exporter.ledger.store import Ledger
+from exporter.metrics.points import OTHER, LabelPolicy, Labels, Points, user_label
+
+MAX_WORKSPACES = 20  # workspaces beyond the costliest this many are summed into "other"
+BILLED_TOKENS = {  # token_type as in claude_usage_tokens_total -> billing_usage_day's column
+    "input": "uncached_input",
+    "output": "output",
+    "cache_read": "cache_read",
+    "cache_write_5m": "cache_write_5m",
+    "cache_write_1h": "cache_write_1h",
+}
+CLAUDE_CODE = {  # metric -> (kind label, claude_code_day's column)
+    "claude_usage_analytics_sessions_total": (("", "sessions"),),
+    "claude_usage_analytics_lines_of_code_total": (("added", "lines_added"), ("removed", "lines_removed")),
+    "claude_usage_analytics_commits_total": (("", "commits"),),
+    "claude_usage_analytics_pull_requests_total": (("", "pull_requests"),),
+}
+_COLUMNS = tuple(column for kinds in CLAUDE_CODE.values() for _, column in kinds)
+
+
+def _family(model: str) -> str:
+    return model_family(model) if model else OTHER
+
+
+def _midnight_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def read_billing(ledger: Ledger, now: float, policy: LabelPolicy) -> Points:
+    """The bill for the last completed UTC day and our estimate's drift from it, and the Claude Code counters."""
+    today = datetime.fromtimestamp(now, UTC).date()
+    yesterday = today - timedelta(days=1)
+    points = _cost(ledger, yesterday) | _tokens(ledger, yesterday) | _claude_code(ledger, policy)
+    read_at = read_time(ledger)
+    billed = sum(points.get("claude_usage_billed_cost_usd", {}).values())
+    if read_at is not None and read_at * 1000 >= _midnight_ms(today) and billed > 0:
+        ours = sum(points["claude_usage_bill_estimate_usd"].values())
+        points["claude_usage_bill_drift_ratio"] = {(): ours / billed - 1}
+    return points
+
+
+def read_time(ledger: Ledger) -> float | None:
+    """When the Admin API was last read in full (epoch seconds), if ever."""
+    row = ledger.db.execute("SELECT value FROM meta WHERE key = 'billing.read_at'").fetchone()
+    return None if row is None else float(row[0])
+
+
+def _cost(ledger: Ledger, day: date) -> Points:
+    """The day's billed cost by workspace and model family, and our estimate of the same day by model family."""
+    rows = ledger.db.execute(
+        "SELECT workspace, model, sum(cost_nanos) FROM billing_cost_day WHERE day = ? GROUP BY workspace, model",
+        (day.isoformat(),),
+    ).fetchall()
+    if not rows:
+        return {}
+    totals: defaultdict[str, int] = defaultdict(int)
+    for workspace, _, nanos in rows:
+        totals[workspace] += nanos
+    kept = sorted(totals, key=lambda w: (-totals[w], w))[:MAX_WORKSPACES]
+    billed: defaultdict[Labels, float] = defaultdict(float)
+    for workspace, model, nanos in rows:
+        shown = (workspace or "default") if workspace in kept else OTHER
+        billed[(("model_family", _family(model)), ("workspace", shown))] += nanos / 1e9
+    start = _midnight_ms(day)
+    ours = ledger.db.execute(
+        "SELECT model_family, sum(cost) FROM requests WHERE ts >= ? AND ts < ? GROUP BY model_family",
+        (start, start + 86_400_000),
+    ).fetchall()
+    estimate: dict[Labels, float] = {(("model_family", family),): (nanos or 0) / 1e9 for family, nanos in ours}
+    estimate = estimate or {(("model_family", OTHER),): 0.0}  # nothing of ours that day: an estimate of 0
+    return {"claude_usage_billed_cost_usd": dict(billed), "claude_usage_bill_estimate_usd": estimate}
+
+
+def _tokens(ledger: Ledger, day: date) -> Points:
+    sums = ", ".join(f"sum({column})" for column in BILLED_TOKENS.values())
+    rows = ledger.db.execute(
+        f"SELECT model, {sums} FROM billing_usage_day WHERE day = ? GROUP BY model", (day.isoformat(),)
+    ).fetchall()
+    tokens: defaultdict[Labels, float] = defaultdict(float)
+    for model, *counts in rows:
+        for token_type, n in zip(BILLED_TOKENS, counts, strict=True):
+            tokens[(("model_family", _family(model)), ("token_type", token_type))] += n
+    return {"claude_usage_billed_tokens": dict(tokens)} if tokens else {}
+
+
+def _claude_code(ledger: Ledger, policy: LabelPolicy) -> Points:
+    """Every stored day's Claude Code analytics summed per actor: counters, since a stored day is only replaced
+    by a later read of it, which in practice only grows. Without the user label, one series per metric."""
+    sums = ", ".join(f"sum({column})" for column in _COLUMNS)
+    rows = ledger.db.execute(
+        f"SELECT actor, {sums} FROM claude_code_day GROUP BY actor ORDER BY min(day), actor"
+    ).fetchall()
+    points: Points = {name: {} for name in CLAUDE_CODE}
+    for rank, (actor, *values) in enumerate(rows):
+        user: Labels = ()
+        if policy.user:
+            user = (("user", user_label(policy.user_shape, actor) if rank < policy.max_users else OTHER),)
+        sums_of = dict(zip(_COLUMNS, values, strict=True))
+        for name, kinds in CLAUDE_CODE.items():
+            for kind, column in kinds:
+                labels = ((("kind", kind),) if kind else ()) + user
+                points[name][labels] = points[name].get(labels, 0.0) + sums_of[column]
+    if not policy.user:  # the counters exist from the start at 0, so rate() and increase() see their first rise
+        for name, kinds in CLAUDE_CODE.items():
+            for kind, _ in kinds:
+                points[name].setdefault((("kind", kind),) if kind else (), 0.0)
+    return points
