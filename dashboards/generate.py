@@ -68,6 +68,9 @@ FILTERS: dict[str, tuple[str, ...]] = {
     "claude_usage_sessions_total": ("project",),
     "claude_usage_prompts_total": ("project",),
     "claude_usage_request_context_tokens": ("model_family",),
+    "claude_usage_billed_cost_usd": ("model_family",),
+    "claude_usage_bill_estimate_usd": ("model_family",),
+    "claude_usage_billed_tokens": ("model_family",),
 }
 HISTOGRAM_SERIES = re.compile(r"_(bucket|sum|count)$")
 INPUT_SIDE = "input|cache_read|cache_write_5m|cache_write_1h"  # every token_type the model reads
@@ -214,6 +217,8 @@ def timeseries(
         "spanNulls": False,
         "stacking": {"group": "A", "mode": "normal" if stacked else "none"},
     }
+    defaults = dict(defaults or {})
+    custom |= defaults.pop("custom", {})  # e.g. a thresholdsStyle, beside the line style above
     options = {
         "legend": {"calcs": ["mean", "max"], "displayMode": "table", "placement": "bottom", "showLegend": True},
         "tooltip": {"mode": "multi", "sort": "desc"},
@@ -227,7 +232,7 @@ def timeseries(
         w=w,
         h=h,
         options=options,
-        defaults={"custom": custom, **(defaults or {})},
+        defaults={"custom": custom, **defaults},
     )
 
 
@@ -842,6 +847,38 @@ def searches_and_unpriced() -> list[Json]:
     ]
 
 
+BILL_ROW = "Estimate vs bill (Admin API)"
+
+
+def bill() -> list[Json]:
+    """Our estimate of each completed UTC day beside what Anthropic's Admin API billed for it, and the drift.
+    Empty unless `sources.anthropic_admin` is enabled."""
+    drift = T["bill_drift_ratio"]
+    return [
+        timeseries(
+            "Estimate vs bill",
+            "Does our estimate match what Anthropic billed? Each point is the last completed UTC day: our estimate"
+            " from the ledger and the Admin API's bill for the same day, in USD (the model family filter applies"
+            " to both). Needs sources.anthropic_admin.",
+            "currencyUSD",
+            target(f"sum({sel('claude_usage_bill_estimate_usd')})", "our estimate"),
+            target(f"sum({sel('claude_usage_billed_cost_usd')})", "billed"),
+        ),
+        timeseries(
+            "Bill drift",
+            "How far is our estimate of the last completed UTC day from the bill? Our estimate divided by the bill,"
+            " minus 1: below 0 the bill is higher (other clients on the same key), above 0 we count more (usage"
+            f" never billed per token). The alert ClaudeUsageBillDrift fires past ±{drift * 100:g} %.",
+            "percentunit",
+            target(f"max by (instance) ({sel('claude_usage_bill_drift_ratio')})", "{{instance}}"),
+            defaults={
+                "thresholds": thresholds(("red", None), ("green", -drift), ("red", drift)),
+                "custom": {"thresholdsStyle": {"mode": "line+area"}},
+            },
+        ),
+    ]
+
+
 TEAM_ROW = "Team (OTLP)"
 
 
@@ -902,6 +939,7 @@ def overview() -> Json:
                 ("Models, agents and tools", models_agents_and_tools()),
                 ("Prompts and context", prompts_and_context()),
                 ("Web searches and unpriced tokens", searches_and_unpriced()),
+                (BILL_ROW, bill()),
                 (TEAM_ROW, team()),
             ]
         ),
@@ -1273,6 +1311,46 @@ def spend_alerts() -> list[Json]:
     ]
 
 
+def summed(metric: str) -> str:
+    """The sum of `metric`'s series for the alert's `$sel`, in dollars, rendered in the annotation."""
+    return template(f'<<with query (print "sum({metric}" $sel ")")>><<. | first | value | printf "%.2f">><<end>>')
+
+
+def bill_alerts() -> list[Json]:
+    """Our estimate against Anthropic's bill (sources.anthropic_admin): the drift gauge changes once a UTC day,
+    when the first read after midnight brings the day's bill; late usage and corrections move it for a while."""
+    drift, age = rsel("claude_usage_bill_drift_ratio"), rsel("claude_usage_billing_data_age_seconds")
+    share = T["bill_drift_ratio"]
+    hours = T["billing_data_age_seconds"] / 3600
+    sel_ = '<<$sel := printf "{job=%q,instance=%q}" $labels.job $labels.instance ->>'
+    return [
+        alert(
+            "ClaudeUsageBillDrift",
+            f"{drift} > {share:g}\nor {drift} < -{share:g}",
+            "info",
+            "Our estimate of yesterday on <<$labels.instance>> is off the bill by <<$value | humanizePercentage>>.",
+            f"{sel_}For the last completed UTC day <<$labels.instance>> estimated"
+            f" ${summed('claude_usage_bill_estimate_usd')} and Anthropic's Admin API billed"
+            f" ${summed('claude_usage_billed_cost_usd')}, a drift of <<$value | humanizePercentage>> (more than"
+            f" {share * 100:g} % either way). Below 0 the bill is higher (other clients on the same key, requests no"
+            " source saw); above 0 we count more (subscription usage, never billed per token; a price we have"
+            " wrong). `report reconcile` explains it per model.",
+            for_="3h",
+        ),
+        alert(
+            "ClaudeUsageBillingDataStale",
+            f"{age} > {T['billing_data_age_seconds']:g}",
+            "info",
+            "<<$labels.instance>> has not read Anthropic's bill for <<$value | humanizeDuration>>.",
+            f"The Admin API was last read in full by <<$labels.instance>> <<$value | humanizeDuration>> ago (over"
+            f" {hours:g} h): the billed figures are old, and a day whose bill was not read after it ended shows no"
+            " drift.",
+            for_="15m",
+            dashboard="claude-usage-exporter",
+        ),
+    ]
+
+
 def exporter_alerts() -> list[Json]:
     up, lag = rsel("up"), rsel("claude_usage_exporter_ingest_lag_seconds")
     last = rsel("claude_usage_last_request_timestamp_seconds")
@@ -1426,7 +1504,7 @@ def rule_groups() -> dict[str, list[Json]]:
         "recording.yml": [{"name": "claude-usage.recording", "rules": recording_rules()}],
         "alerts.yml": [
             {"name": "claude-usage.budgets", "rules": budget_alerts()},
-            {"name": "claude-usage.spend", "rules": spend_alerts()},
+            {"name": "claude-usage.spend", "rules": spend_alerts() + bill_alerts()},
             {"name": "claude-usage.exporter", "rules": exporter_alerts()},
         ],
     }

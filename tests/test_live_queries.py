@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from exporter.reports.periods import iso
+from tests.support import fakeadmin
 from tests.support.corpus import append_activity, generate
 from tests.support.daemon import Serve, serving
 from tests.support.lines import assistant_line, write
@@ -51,6 +52,7 @@ VALUES = {
     "__range_s": "3600",
 }
 DAY_LIMIT = 1  # USD: one request of today's costs $2
+BILLED_CENTS = 100_000_000  # yesterday's bill: $1,000,000, so far above our estimate that its drift alert fires
 SEED = 41
 
 
@@ -91,9 +93,20 @@ class Exporter:
     config: Path
 
 
+def bill_yesterday(bill: fakeadmin.AdminState, midnight: datetime) -> None:
+    """Yesterday's bill and Claude Code analytics in the fake Admin API: the "Estimate vs bill" row's data."""
+    yesterday = midnight - timedelta(days=1)
+    bill.costs = [fakeadmin.message_bucket(yesterday, timedelta(days=1), fakeadmin.cost_result(str(BILLED_CENTS)))]
+    bill.messages = [fakeadmin.message_bucket(yesterday, timedelta(days=1), fakeadmin.message_result(1_000, 2_000))]
+    bill.claude_code = {
+        yesterday.date().isoformat(): [fakeadmin.claude_code_record(yesterday.date(), "dev@example.com")]
+    }
+
+
 @contextmanager
 def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
-    """`serve` over a generated history with something for every panel; test_remote_write uses it too."""
+    """`serve` over a generated history with something for every panel, and yesterday's bill from a fake Admin
+    API; test_remote_write uses it too."""
     now = datetime.now(UTC)
     midnight = datetime.combine(now.date(), datetime.min.time(), UTC)  # today's, so near midnight too
     root = tmp_path_factory.mktemp("claude")
@@ -116,12 +129,6 @@ def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
         ),
     )
     config = tmp_path_factory.mktemp("config") / "config.yaml"
-    config.write_text(
-        "timezone: UTC\nbudgets:\n"
-        f"  - {{name: daily, window: day, limit_usd: {DAY_LIMIT}}}\n"
-        "  - {name: weekly, window: week, limit_usd: 100000}\n"
-        "  - {name: team-month, window: month, limit_usd: 500000}\n"
-    )
     state = tmp_path_factory.mktemp("state")
     recorded = now.timestamp()
     (state / "statusline.json").write_bytes(
@@ -135,8 +142,18 @@ def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
             }
         )
     )
-    with serving(state, [root], "--config", str(config)) as daemon:
-        yield Exporter(daemon, state, root, config)
+    with fakeadmin.fake_admin() as (base, bill):
+        bill_yesterday(bill, midnight)
+        config.write_text(
+            "timezone: UTC\nbudgets:\n"
+            f"  - {{name: daily, window: day, limit_usd: {DAY_LIMIT}}}\n"
+            "  - {name: weekly, window: week, limit_usd: 100000}\n"
+            "  - {name: team-month, window: month, limit_usd: 500000}\n"
+            f"sources: {{anthropic_admin: {{enabled: true, key_file: '{fakeadmin.key_file(config.parent)}',"
+            f" base_url: '{base}', interval: 1m}}}}\n"
+        )
+        with serving(state, [root], "--config", str(config)) as daemon:
+            yield Exporter(daemon, state, root, config)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +207,7 @@ def test_every_rule_evaluates_without_error(live: Prometheus) -> None:
 
     found = eventually(evaluated, what="every rule evaluated once")
     assert [(r["name"], r["health"], r.get("lastError", "")) for r in found if r["health"] != "ok"] == []
-    assert len(found) == 25
+    assert len(found) == 27
 
 
 def alert(live: Prometheus, name: str, **labels: str) -> dict[str, Any]:
@@ -235,6 +252,31 @@ def test_a_plan_window_at_95_percent_and_a_model_with_no_price_raise_their_alert
     unpriced = alert(live, "ClaudeUsageUnpricedModel", model="claude-future-9")
     assert "instance" not in unpriced["labels"], "keyed on the model, not on the pod"
     assert unpriced["annotations"]["summary"] == "Model claude-future-9 has no known price."
+
+
+def test_yesterdays_bill_far_above_our_estimate_raises_the_drift_alert(live: Prometheus) -> None:
+    drift = alert(live, "ClaudeUsageBillDrift")
+    estimate, billed = (
+        live.scalar("sum(claude_usage_bill_estimate_usd)"),
+        live.scalar("sum(claude_usage_billed_cost_usd)"),
+    )
+    assert billed == BILLED_CENTS / 100
+    assert drift["state"] == "pending"  # a daily figure must hold for 3 hours
+    assert drift["labels"] == {
+        "alertname": "ClaudeUsageBillDrift",
+        "severity": "info",
+        "job": JOB,
+        "instance": live.target,
+    }
+    assert float(drift["value"]) == pytest.approx(estimate / billed - 1)
+    assert (
+        f"estimated ${estimate:.2f} and Anthropic's Admin API billed ${billed:.2f},"
+        in drift["annotations"]["description"]
+    )
+    # Claude Code analytics from the same source: no user label without labels.user, so no address anywhere.
+    assert live.query("claude_usage_analytics_sessions_total") == [
+        ({"__name__": "claude_usage_analytics_sessions_total", "job": JOB, "instance": live.target}, 3.0)
+    ]
 
 
 WEEK_START = date(2026, 1, 5)  # a Monday: serve's weeks (config week_start) start on Mondays

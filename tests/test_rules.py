@@ -59,7 +59,7 @@ def test_rules_and_the_prometheus_config_pass_promtool_check() -> None:
     require(PROMTOOL, "the rules passing `promtool check` (Debian package `prometheus`)")
     checked = run(PROMTOOL, "check", "rules", str(ALERTS), str(RECORDING))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 18 rules found" in checked.stdout and "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 20 rules found" in checked.stdout and "SUCCESS: 7 rules found" in checked.stdout
     config = run(PROMTOOL, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
     assert config.returncode == 0, config.stdout + config.stderr
 
@@ -143,7 +143,7 @@ def test_the_alertmanager_example_passes_amtool() -> None:
     require(AMTOOL, "the Alertmanager example passing `amtool check-config` (Debian package prometheus-alertmanager)")
     checked = run(AMTOOL, "check-config", str(ALERTMANAGER_CONFIG))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert " - 5 inhibit rules\n - 3 receivers\n" in checked.stdout
+    assert " - 6 inhibit rules\n - 3 receivers\n" in checked.stdout
 
 
 @pytest.mark.parametrize(
@@ -267,6 +267,39 @@ def test_a_real_alertmanager_silences_what_an_exceeded_or_forecast_budget_says_a
     # a listing right after the POST may still show a target "active". Wait for the settled states: a rule
     # that never inhibits, or inhibits too much, fails with the last listing.
     eventually(lambda: states() == expected, what=lambda: f"the six alerts settled as {expected}, seen {states()}")
+
+
+def test_a_real_alertmanager_silences_stale_billing_data_while_the_admin_api_source_is_down(
+    alertmanager: Alertmanager,
+) -> None:
+    def sent(name: str, severity: str, instance: str, **labels: str) -> dict[str, Any]:
+        labels |= {"alertname": name, "severity": severity, "job": "claude-usage", "instance": instance}
+        return {"labels": labels, "annotations": {"summary": name}}
+
+    alertmanager.api(
+        "alerts",
+        [
+            sent("ClaudeUsageSourceDown", "warning", "team:9477", source="anthropic_admin"),
+            sent("ClaudeUsageBillingDataStale", "info", "team:9477"),
+            sent("ClaudeUsageSourceDown", "warning", "other:9477", source="transcripts"),
+            sent("ClaudeUsageBillingDataStale", "info", "other:9477"),  # not the source that reads the bill
+        ],
+    )
+    expected = {
+        ("ClaudeUsageSourceDown", "team:9477"): "active",
+        ("ClaudeUsageBillingDataStale", "team:9477"): "suppressed",
+        ("ClaudeUsageSourceDown", "other:9477"): "active",
+        ("ClaudeUsageBillingDataStale", "other:9477"): "active",
+    }
+
+    def states() -> dict[tuple[str, str], str]:
+        return {
+            (a["labels"]["alertname"], a["labels"]["instance"]): a["status"]["state"]
+            for a in alertmanager.api("alerts")
+        }
+
+    # Settled states, as above: the inhibitor takes the source alerts in after the POST has returned.
+    eventually(lambda: states() == expected, what=lambda: f"the four alerts settled as {expected}, seen {states()}")
 
 
 def test_the_runbooks_list_every_alert_with_its_for_and_severity() -> None:
