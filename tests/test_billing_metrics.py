@@ -166,6 +166,22 @@ def test_claude_code_analytics_are_counters_summed_over_every_user_without_label
     assert "example.com" not in repr(points)
 
 
+def test_a_day_read_again_adds_only_what_it_grew_and_a_correction_downwards_keeps_what_was_counted(
+    ledger: Ledger,
+) -> None:
+    claude_code(ledger)
+    second = BILLED_DAY
+    day = [activity(second, "a@example.com", 2), activity(second, "b@example.com", 3)]
+    replace_days(ledger.db, "claude_code", [second], [*day, activity(second, "ci", 4, "api_actor")])  # the same
+    assert read_billing(ledger, NOW.timestamp(), OFF)["claude_usage_analytics_sessions_total"] == {(): 10}
+    replace_days(ledger.db, "claude_code", [second], [*day, activity(second, "ci", 6, "api_actor")])  # ci grew
+    assert read_billing(ledger, NOW.timestamp(), OFF)["claude_usage_analytics_sessions_total"] == {(): 12}
+    replace_days(ledger.db, "claude_code", [second], day)  # ci's day withdrawn: a counter never goes down
+    assert read_billing(ledger, NOW.timestamp(), OFF)["claude_usage_analytics_sessions_total"] == {(): 12}
+    table = ledger.db.execute("SELECT actor, sum(sessions) FROM claude_code_day GROUP BY actor").fetchall()
+    assert sorted(table) == [("a@example.com", 2), ("b@example.com", 4)]  # the stored days follow the bill
+
+
 def test_the_counters_exist_at_0_before_any_analytics_are_read(ledger: Ledger) -> None:
     points = read_billing(ledger, NOW.timestamp(), OFF)
     assert points["claude_usage_analytics_commits_total"] == {(): 0.0}

@@ -3,6 +3,10 @@
 A day's figures can change for a while after it ends (late usage, corrections), so a read never merges into a
 stored day; it deletes the day's rows and inserts what it read, in one transaction. Days older than `OPEN_DAYS`
 are taken as final: a restart reads from `first_unfinished_day` on, never a final day it already has.
+
+Claude Code analytics also feed durable counters (`analytics.<column>.<actor>` in `counters`), in the same
+transaction: a read adds what it brought beyond the stored days it replaces, so the counters only grow (a day
+corrected downwards keeps what was counted), as the usage counters do.
 """
 
 from __future__ import annotations
@@ -92,8 +96,11 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
     table = TABLES[kind]
     db.execute("BEGIN IMMEDIATE")
     try:
+        before = _analytics(db, covered) if kind == "claude_code" else {}
         db.executemany(f"DELETE FROM {table} WHERE day = ?", [(day,) for day in sorted(covered)])
         db.executemany(_INSERT[kind], values)
+        if kind == "claude_code":
+            _count_analytics(db, before, _analytics(db, covered))
         # A day read empty leaves no row behind: noted here, so a restart does not read it again.
         db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET value = max(value, excluded.value)",
@@ -103,6 +110,42 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+ANALYTICS = ("sessions", "lines_added", "lines_removed", "commits", "pull_requests")  # claude_code_day's counts
+
+
+def _analytics(db: sqlite3.Connection, days: set[str]) -> dict[tuple[str, str], int]:
+    """(actor, column) -> the sum over `days`, actors in the order first seen (their first day, then by name)."""
+    sums = ", ".join(f"sum({column})" for column in ANALYTICS)
+    rows = db.execute(
+        f"SELECT actor, {sums} FROM claude_code_day WHERE day IN ({','.join('?' * len(days))})"
+        " GROUP BY actor ORDER BY min(day), actor",
+        sorted(days),
+    )
+    return {(actor, column): n for actor, *counts in rows for column, n in zip(ANALYTICS, counts, strict=True)}
+
+
+def _count_analytics(
+    db: sqlite3.Connection, before: dict[tuple[str, str], int], after: dict[tuple[str, str], int]
+) -> None:
+    grown = [
+        (f"analytics.{column}.{actor}", n - before.get((actor, column), 0)) for (actor, column), n in after.items()
+    ]
+    db.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
+        [(name, n) for name, n in grown if n > 0],
+    )
+
+
+def analytics(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    """The Claude Code counters as (actor, column, value), actors in the order their first count came."""
+    rows = db.execute("SELECT name, value FROM counters WHERE name LIKE 'analytics.%' ORDER BY rowid")
+    found = []
+    for name, value in rows:
+        column, _, actor = name.removeprefix("analytics.").partition(".")
+        found.append((actor, column, int(value)))
+    return found
 
 
 def newest_day(db: sqlite3.Connection, kind: Kind) -> date | None:

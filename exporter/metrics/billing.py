@@ -4,7 +4,8 @@ of that day, the drift between the two, and Claude Code analytics' counters per 
 Every label is bounded: model family (opus, sonnet, haiku, other; a cost line without a model is other), the
 costliest workspaces (the rest `other`), and a user label only under `labels.user`, shaped as team mode shapes
 it and capped at `labels.max_users` in first-seen order. The drift is shown only for a day whose bill was read
-after the day ended: a bill read while its day still ran is partial, not a drift.
+after the day ended: a bill read while its day still ran is partial, not a drift. The Claude Code counters are
+the ledger's durable ones: they only grow.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
 from exporter.events import model_family
+from exporter.ledger.billing import analytics
 from exporter.ledger.store import Ledger
 from exporter.metrics.points import OTHER, LabelPolicy, Labels, Points, user_label
 
@@ -24,13 +26,12 @@ BILLED_TOKENS = {  # token_type as in claude_usage_tokens_total -> billing_usage
     "cache_write_5m": "cache_write_5m",
     "cache_write_1h": "cache_write_1h",
 }
-CLAUDE_CODE = {  # metric -> (kind label, claude_code_day's column)
+CLAUDE_CODE = {  # metric -> (kind label, the analytics counter's column)
     "claude_usage_analytics_sessions_total": (("", "sessions"),),
     "claude_usage_analytics_lines_of_code_total": (("added", "lines_added"), ("removed", "lines_removed")),
     "claude_usage_analytics_commits_total": (("", "commits"),),
     "claude_usage_analytics_pull_requests_total": (("", "pull_requests"),),
 }
-_COLUMNS = tuple(column for kinds in CLAUDE_CODE.values() for _, column in kinds)
 
 
 def _family(model: str) -> str:
@@ -99,24 +100,21 @@ def _tokens(ledger: Ledger, day: date) -> Points:
 
 
 def _claude_code(ledger: Ledger, policy: LabelPolicy) -> Points:
-    """Every stored day's Claude Code analytics summed per actor: counters, since a stored day is only replaced
-    by a later read of it, which in practice only grows. Without the user label, one series per metric."""
-    sums = ", ".join(f"sum({column})" for column in _COLUMNS)
-    rows = ledger.db.execute(
-        f"SELECT actor, {sums} FROM claude_code_day GROUP BY actor ORDER BY min(day), actor"
-    ).fetchall()
+    """Claude Code analytics' durable counters (see ledger/billing.py); without the user label, one series per
+    metric and kind, there from the start at 0 so rate() and increase() see the first rise."""
     points: Points = {name: {} for name in CLAUDE_CODE}
-    for rank, (actor, *values) in enumerate(rows):
-        user: Labels = ()
+    if not policy.user:
+        for name, kinds in CLAUDE_CODE.items():
+            points[name] = {((("kind", kind),) if kind else ()): 0.0 for kind, _ in kinds}
+    metric = {column: (name, kind) for name, kinds in CLAUDE_CODE.items() for kind, column in kinds}
+    ranks: dict[str, int] = {}
+    for actor, column, value in analytics(ledger.db):
+        if column not in metric:  # a column a later release counts
+            continue
+        rank = ranks.setdefault(actor, len(ranks))
+        name, kind = metric[column]
+        labels: Labels = (("kind", kind),) if kind else ()
         if policy.user:
-            user = (("user", user_label(policy.user_shape, actor) if rank < policy.max_users else OTHER),)
-        sums_of = dict(zip(_COLUMNS, values, strict=True))
-        for name, kinds in CLAUDE_CODE.items():
-            for kind, column in kinds:
-                labels = ((("kind", kind),) if kind else ()) + user
-                points[name][labels] = points[name].get(labels, 0.0) + sums_of[column]
-    if not policy.user:  # the counters exist from the start at 0, so rate() and increase() see their first rise
-        for name, kinds in CLAUDE_CODE.items():
-            for kind, _ in kinds:
-                points[name].setdefault((("kind", kind),) if kind else (), 0.0)
+            labels += (("user", user_label(policy.user_shape, actor) if rank < policy.max_users else OTHER),)
+        points[name][labels] = points[name].get(labels, 0.0) + value
     return points

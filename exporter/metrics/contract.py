@@ -322,32 +322,33 @@ CONTRACT: tuple[Spec, ...] = (
         "counter",
         "{session}",
         (),
-        "Claude Code sessions as the Admin API's Claude Code analytics reports them, summed over the days read; a"
-        " user label under labels.user. Only with sources.anthropic_admin enabled.",
+        "Claude Code sessions as the Admin API's Claude Code analytics reports them, counted as its days are read"
+        " (a day read again adds what it grew); a user label under labels.user. Only with sources.anthropic_admin"
+        " enabled.",
     ),
     Spec(
         "claude_usage_analytics_lines_of_code_total",
         "counter",
         "{line}",
         ("kind",),
-        "Lines of code added or removed (kind) with Claude Code, as its analytics reports them, summed over the"
-        " days read; a user label under labels.user. Only with sources.anthropic_admin enabled.",
+        "Lines of code added or removed (kind) with Claude Code, as its analytics reports them, counted as the"
+        " sessions are; a user label under labels.user. Only with sources.anthropic_admin enabled.",
     ),
     Spec(
         "claude_usage_analytics_commits_total",
         "counter",
         "{commit}",
         (),
-        "Git commits Claude Code made, as its analytics reports them, summed over the days read; a user label under"
-        " labels.user. Only with sources.anthropic_admin enabled.",
+        "Git commits Claude Code made, as its analytics reports them, counted as the sessions are; a user label"
+        " under labels.user. Only with sources.anthropic_admin enabled.",
     ),
     Spec(
         "claude_usage_analytics_pull_requests_total",
         "counter",
         "{pull_request}",
         (),
-        "Pull requests Claude Code opened, as its analytics reports them, summed over the days read; a user label"
-        " under labels.user. Only with sources.anthropic_admin enabled.",
+        "Pull requests Claude Code opened, as its analytics reports them, counted as the sessions are; a user"
+        " label under labels.user. Only with sources.anthropic_admin enabled.",
     ),
     Spec("claude_usage_exporter_ledger_requests", "gauge", "{request}", (), "Requests held in the ledger."),
     Spec(
