@@ -4,6 +4,7 @@ evaluating the shipped alert rules (`for:` taken out of a copy) fires ClaudeUsag
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import fakeadmin
 from tests.support.daemon import Serve, serving
-from tests.support.fakeadmin import KEY, cost_result, fake_admin, key_file, message_bucket, message_result
 from tests.support.lines import assistant_line, write
 from tests.support.prometheus import JOB, prometheus
 from tests.support.waiting import eventually
@@ -23,6 +24,7 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.slow
 
 ALERTS = Path(__file__).parent.parent / "deploy" / "prometheus" / "alerts.yml"
+USER = "dev@example.com"
 
 
 def value(metrics: str, sample: str) -> float | None:
@@ -31,10 +33,11 @@ def value(metrics: str, sample: str) -> float | None:
 
 
 @contextmanager
-def billed(tmp_path: Path, cents: str) -> Iterator[tuple[Serve, list[bool]]]:
+def billed(tmp_path: Path, cents: str, config: str = "") -> Iterator[tuple[Serve, list[bool]]]:
     """A `serve` whose ledger has $1.80 of Sonnet yesterday and today, and a fake Admin API billing `cents` for
-    each day; with whether each request to the API carried the key. Yesterday and today look alike, so a UTC
-    midnight during the test changes none of the figures."""
+    each day, with 3 Claude Code sessions of one user; with whether each request to the API carried the key.
+    Yesterday and today look alike, so a UTC midnight during the test changes none of the figures. `config`:
+    more lines of the config file."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     days = (today - timedelta(days=1), today)
     # Sonnet 4.5 at $3 and $15 per million: 100,000 in and 100,000 out are $1.80 by our estimate.
@@ -44,21 +47,24 @@ def billed(tmp_path: Path, cents: str) -> Iterator[tuple[Serve, list[bool]]]:
         claude / "projects" / "-home-dev-app" / "s.jsonl",
         *(assistant_line(f"msg_{n}", f"req_{n}", noon, input=100_000, output=100_000) for n, noon in enumerate(noons)),
     )
-    key = key_file(tmp_path)
-    with fake_admin() as (base, state):
+    key = fakeadmin.key_file(tmp_path)
+    with fakeadmin.fake_admin() as (base, state):
         # More tokens billed than we saw: another client used the same key.
-        state.costs = [message_bucket(day, timedelta(days=1), cost_result(cents)) for day in days]
+        state.costs = [fakeadmin.message_bucket(day, timedelta(days=1), fakeadmin.cost_result(cents)) for day in days]
         state.messages = [
-            message_bucket(day, timedelta(days=1), message_result(110_000, 120_000, read=5)) for day in days
+            fakeadmin.message_bucket(day, timedelta(days=1), fakeadmin.message_result(110_000, 120_000, read=5))
+            for day in days
         ]
-        config = tmp_path / "config.yaml"
+        state.claude_code = {day.date().isoformat(): [fakeadmin.claude_code_record(day.date(), USER)] for day in days}
+        path = tmp_path / "config.yaml"
         # A read each minute: a midnight between a read and the scrape only delays the drift to the next one.
-        config.write_text(
+        path.write_text(
             f"sources: {{anthropic_admin: {{enabled: true, key_file: '{key}', base_url: '{base}', interval: 1m}}}}\n"
+            + config
         )
         keys: list[bool] = []
-        with serving(tmp_path / "state", [claude], "--config", str(config)) as daemon:
-            daemon.wait_for(r"Admin API read")
+        with serving(tmp_path / "state", [claude], "--config", str(path)) as daemon:
+            # No wait for the poller's log line here: it may come before "ready", which `serving` reads past.
             yield daemon, keys
             assert daemon.stop() == 0
         keys += [seen.key_ok for seen in state.seen]
@@ -75,9 +81,14 @@ def after_the_read(daemon: Serve) -> str:
 
 
 def test_serve_shows_yesterdays_bill_and_the_drift_of_our_estimate_from_it(tmp_path: Path) -> None:
-    with billed(tmp_path, "200") as (daemon, keys):  # $2.00
+    with billed(tmp_path, "200", "labels: {user: hash}\n") as (daemon, keys):  # $2.00
         metrics = after_the_read(daemon)
     assert keys and all(keys)
+    # Claude Code analytics per user, under labels.user: the address's hash as team mode makes it, never the address.
+    user = hashlib.sha256(USER.encode()).hexdigest()[:12]
+    assert value(metrics, f'claude_usage_analytics_sessions_total{{user="{user}"}}') == 6
+    assert value(metrics, f'claude_usage_analytics_lines_of_code_total{{kind="added",user="{user}"}}') == 240
+    assert USER not in metrics
     assert value(metrics, 'claude_usage_exporter_source_up{source="anthropic_admin"}') == 1
     assert value(metrics, 'claude_usage_billed_cost_usd{model_family="sonnet",workspace="default"}') == 2.0
     assert value(metrics, 'claude_usage_bill_estimate_usd{model_family="sonnet"}') == pytest.approx(1.80)
@@ -87,7 +98,7 @@ def test_serve_shows_yesterdays_bill_and_the_drift_of_our_estimate_from_it(tmp_p
     assert drift is not None and abs(drift - (1.80 / 2.00 - 1)) < 1e-9
     age = value(metrics, "claude_usage_billing_data_age_seconds")
     assert age is not None and age >= 0
-    assert KEY not in "".join(daemon.log)
+    assert fakeadmin.KEY not in "".join(daemon.log)
 
 
 def test_a_known_ledger_and_a_known_bill_fire_the_drift_alert_in_a_real_prometheus(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter.config import load_settings
+from exporter.daemon.loop import options_from
 from exporter.ledger.billing import replace_days
 from exporter.ledger.store import Ledger
 from exporter.metrics.billing import MAX_WORKSPACES, read_billing
@@ -209,6 +211,18 @@ def test_labels_user_email_shows_the_address_and_users_past_the_cap_are_other(le
         (("user", OTHER),): 4,
     }
     assert points["claude_usage_analytics_lines_of_code_total"][(("kind", "added"), ("user", OTHER))] == 40
+
+
+@pytest.mark.parametrize(
+    ("setting", "user", "shape"), [("off", False, "hash"), ("hash", True, "hash"), ("email", True, "email")]
+)
+def test_labels_user_in_the_config_reaches_the_label_policy(
+    tmp_path: Path, setting: str, user: bool, shape: str
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"labels: {{user: {setting}, max_users: 7}}\n")
+    policy = options_from(load_settings(config, {"TZ": "UTC", "HOME": str(tmp_path)}, {})).policy
+    assert (policy.user, policy.user_shape, policy.max_users) == (user, shape, 7)
 
 
 def test_the_billing_data_age_is_computed_at_each_scrape_from_the_clock(ledger: Ledger) -> None:
