@@ -16,7 +16,7 @@ from exporter.config import load_settings
 from exporter.daemon.loop import options_from
 from exporter.ledger.billing import replace_days
 from exporter.ledger.store import Ledger
-from exporter.metrics.billing import MAX_WORKSPACES, read_billing
+from exporter.metrics.billing import MAX_WORKSPACES, read_analytics, read_bill
 from exporter.metrics.exposition import TEXT, Exposition, Health, Snapshot
 from exporter.metrics.points import OTHER, LabelPolicy
 from exporter.sources.anthropic_admin import ClaudeCodeDay, CostDay, MessagesDay
@@ -78,7 +78,7 @@ def test_yesterdays_bill_and_our_estimate_show_by_model_family_and_the_drift_is_
     request(ledger, "before", YESTERDAY - timedelta(seconds=1), 10**9)  # another UTC day: not in the estimate
     request(ledger, "after", YESTERDAY + DAY, 10**9)
     read_at(ledger, NOW - timedelta(minutes=1))
-    points = read_billing(ledger, NOW.timestamp(), OFF)
+    points = read_bill(ledger, NOW.timestamp())
     assert points["claude_usage_billed_cost_usd"] == {
         (("model_family", "sonnet"), ("workspace", "default")): 2.0,
         (("model_family", "opus"), ("workspace", "wrkspc_1")): 1.0,
@@ -102,17 +102,17 @@ def test_a_bill_read_before_its_day_ended_shows_but_gives_no_drift(ledger: Ledge
     billed(ledger, cost(2 * 10**9))
     request(ledger, "in", YESTERDAY + timedelta(hours=12), 10**9)
     read_at(ledger, YESTERDAY + timedelta(hours=23))  # the poller has not read since yesterday: a partial bill
-    points = read_billing(ledger, NOW.timestamp(), OFF)
+    points = read_bill(ledger, NOW.timestamp())
     assert points["claude_usage_billed_cost_usd"] == {(("model_family", "sonnet"), ("workspace", "default")): 2.0}
     assert "claude_usage_bill_drift_ratio" not in points
     read_at(ledger, YESTERDAY + DAY)  # the first read after midnight
-    assert read_billing(ledger, NOW.timestamp(), OFF)["claude_usage_bill_drift_ratio"] == {(): 0.5 - 1}
+    assert read_bill(ledger, NOW.timestamp())["claude_usage_bill_drift_ratio"] == {(): 0.5 - 1}
 
 
 def test_a_bill_with_nothing_of_ours_that_day_has_an_estimate_of_0_and_a_drift_of_minus_1(ledger: Ledger) -> None:
     billed(ledger, cost(10**9))
     read_at(ledger, NOW)
-    points = read_billing(ledger, NOW.timestamp(), OFF)
+    points = read_bill(ledger, NOW.timestamp())
     assert points["claude_usage_bill_estimate_usd"] == {(("model_family", OTHER),): 0.0}
     assert points["claude_usage_bill_drift_ratio"] == {(): -1.0}
 
@@ -120,12 +120,12 @@ def test_a_bill_with_nothing_of_ours_that_day_has_an_estimate_of_0_and_a_drift_o
 def test_with_no_bill_for_yesterday_no_bill_metric_is_shown(ledger: Ledger) -> None:
     replace_days(ledger.db, "cost", [date(2026, 12, 5)], [cost(10**9, day=date(2026, 12, 5))])  # the day before
     read_at(ledger, NOW)
-    assert not [name for name in read_billing(ledger, NOW.timestamp(), OFF) if name.startswith("claude_usage_bill")]
+    assert read_bill(ledger, NOW.timestamp()) == {}
 
 
 def test_workspaces_past_the_costliest_twenty_are_summed_into_other(ledger: Ledger) -> None:
     billed(ledger, *(cost((n + 1) * 10**9, workspace=f"wrkspc_{n:02}") for n in range(MAX_WORKSPACES + 2)))
-    shown = read_billing(ledger, NOW.timestamp(), OFF)["claude_usage_billed_cost_usd"]
+    shown = read_bill(ledger, NOW.timestamp())["claude_usage_billed_cost_usd"]
     workspaces = {dict(labels)["workspace"]: value for labels, value in shown.items()}
     assert len(workspaces) == MAX_WORKSPACES + 1
     assert workspaces[OTHER] == 1.0 + 2.0  # the two cheapest
@@ -157,7 +157,7 @@ def short_hash(person: str) -> str:
 
 def test_claude_code_analytics_are_counters_summed_over_every_user_without_labels_user(ledger: Ledger) -> None:
     claude_code(ledger)
-    points = read_billing(ledger, NOW.timestamp(), OFF)
+    points = read_analytics(ledger, OFF)
     assert points["claude_usage_analytics_sessions_total"] == {(): 10}
     assert points["claude_usage_analytics_lines_of_code_total"] == {
         (("kind", "added"),): 100,
@@ -175,24 +175,24 @@ def test_a_day_read_again_adds_only_what_it_grew_and_a_correction_downwards_keep
     second = BILLED_DAY
     day = [activity(second, "a@example.com", 2), activity(second, "b@example.com", 3)]
     replace_days(ledger.db, "claude_code", [second], [*day, activity(second, "ci", 4, "api_actor")])  # the same
-    assert read_billing(ledger, NOW.timestamp(), OFF)["claude_usage_analytics_sessions_total"] == {(): 10}
+    assert read_analytics(ledger, OFF)["claude_usage_analytics_sessions_total"] == {(): 10}
     replace_days(ledger.db, "claude_code", [second], [*day, activity(second, "ci", 6, "api_actor")])  # ci grew
-    assert read_billing(ledger, NOW.timestamp(), OFF)["claude_usage_analytics_sessions_total"] == {(): 12}
+    assert read_analytics(ledger, OFF)["claude_usage_analytics_sessions_total"] == {(): 12}
     replace_days(ledger.db, "claude_code", [second], day)  # ci's day withdrawn: a counter never goes down
-    assert read_billing(ledger, NOW.timestamp(), OFF)["claude_usage_analytics_sessions_total"] == {(): 12}
+    assert read_analytics(ledger, OFF)["claude_usage_analytics_sessions_total"] == {(): 12}
     table = ledger.db.execute("SELECT actor, sum(sessions) FROM claude_code_day GROUP BY actor").fetchall()
     assert sorted(table) == [("a@example.com", 2), ("b@example.com", 4)]  # the stored days follow the bill
 
 
 def test_the_counters_exist_at_0_before_any_analytics_are_read(ledger: Ledger) -> None:
-    points = read_billing(ledger, NOW.timestamp(), OFF)
+    points = read_analytics(ledger, OFF)
     assert points["claude_usage_analytics_commits_total"] == {(): 0.0}
     assert points["claude_usage_analytics_lines_of_code_total"] == {(("kind", "added"),): 0, (("kind", "removed"),): 0}
 
 
 def test_labels_user_hash_gives_each_user_the_hash_team_mode_gives_them(ledger: Ledger) -> None:
     claude_code(ledger)
-    sessions = read_billing(ledger, NOW.timestamp(), LabelPolicy(user=True))["claude_usage_analytics_sessions_total"]
+    sessions = read_analytics(ledger, LabelPolicy(user=True))["claude_usage_analytics_sessions_total"]
     assert sessions == {
         (("user", short_hash("b@example.com")),): 4,
         (("user", short_hash("a@example.com")),): 2,
@@ -203,7 +203,7 @@ def test_labels_user_hash_gives_each_user_the_hash_team_mode_gives_them(ledger: 
 def test_labels_user_email_shows_the_address_and_users_past_the_cap_are_other(ledger: Ledger) -> None:
     claude_code(ledger)
     policy = LabelPolicy(user=True, user_shape="email", max_users=2)
-    points = read_billing(ledger, NOW.timestamp(), policy)
+    points = read_analytics(ledger, policy)
     # First seen first: b on the first day, then a and ci on the second, by name.
     assert points["claude_usage_analytics_sessions_total"] == {
         (("user", "b@example.com"),): 4,

@@ -26,6 +26,7 @@ from exporter.daemon.team import Inbox, Team
 from exporter.daemon.watch import Hot
 from exporter.events import Outcome, Source
 from exporter.ledger.store import Ledger, LedgerError
+from exporter.metrics.billing import read_bill
 from exporter.metrics.exposition import Exposition, Health, read_snapshot
 from exporter.metrics.points import LabelPolicy
 from exporter.pipeline import Pipeline, Setup
@@ -253,7 +254,8 @@ class Daemon:
         blocks = Source.TRANSCRIPTS in self.options.sources  # a central team exporter has no one account's block
         now_ms = int(time.time() * 1000)
         self.windows = windows = read_windows(ledger, c.budgets, now_ms, c.zone, c.week_start, cost, blocks)
-        self.health.windows = windows.points()
+        bill = read_bill(ledger, now_ms / 1000) if self.options.billing else {}
+        self.health.windows = windows.points() | bill
         self.daily = read_daily(ledger, now_ms, c.zone, cost)
         self.page = self._page()
         summary = orjson.dumps(windows.summary(c.zone))

@@ -4,8 +4,8 @@ of that day, the drift between the two, and Claude Code analytics' counters per 
 Every label is bounded: model family (opus, sonnet, haiku, other; a cost line without a model is other), the
 costliest workspaces (the rest `other`), and a user label only under `labels.user`, shaped as team mode shapes
 it and capped at `labels.max_users` in first-seen order. The drift is shown only for a day whose bill was read
-after the day ended: a bill read while its day still ran is partial, not a drift. The Claude Code counters are
-the ledger's durable ones: they only grow.
+after the day ended: a bill read while its day still ran is partial, not a drift. The bill is clock-driven (the
+daemon's windows pass reads it); the Claude Code counters are the ledger's durable ones, read at each publish.
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ def _midnight_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
-def read_billing(ledger: Ledger, now: float, policy: LabelPolicy) -> Points:
-    """The bill for the last completed UTC day and our estimate's drift from it, and the Claude Code counters."""
+def read_bill(ledger: Ledger, now: float) -> Points:
+    """The bill for the last completed UTC day beside our estimate of it, and the drift: clock-driven (which day
+    that is), and a scan of a day's requests, so the daemon reads it in its windows pass, not at each publish."""
     today = datetime.fromtimestamp(now, UTC).date()
     yesterday = today - timedelta(days=1)
-    points = _cost(ledger, yesterday) | _tokens(ledger, yesterday) | _claude_code(ledger, policy)
+    points = _cost(ledger, yesterday) | _tokens(ledger, yesterday)
     read_at = read_time(ledger)
     billed = sum(points.get("claude_usage_billed_cost_usd", {}).values())
     if read_at is not None and read_at * 1000 >= _midnight_ms(today) and billed > 0:
@@ -99,7 +100,7 @@ def _tokens(ledger: Ledger, day: date) -> Points:
     return {"claude_usage_billed_tokens": dict(tokens)} if tokens else {}
 
 
-def _claude_code(ledger: Ledger, policy: LabelPolicy) -> Points:
+def read_analytics(ledger: Ledger, policy: LabelPolicy) -> Points:
     """Claude Code analytics' durable counters (see ledger/billing.py); without the user label, one series per
     metric and kind, there from the start at 0 so rate() and increase() see the first rise."""
     points: Points = {name: {} for name in CLAUDE_CODE}

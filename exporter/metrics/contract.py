@@ -282,6 +282,7 @@ CONTRACT: tuple[Spec, ...] = (
         "What the Admin API billed for the last completed UTC day, by model family (other for a cost line without a"
         " model) and workspace (default for the default one; the 20 costliest, the rest as other). Only with"
         " sources.anthropic_admin enabled.",
+        live=True,
     ),
     Spec(
         "claude_usage_bill_estimate_usd",
@@ -290,6 +291,7 @@ CONTRACT: tuple[Spec, ...] = (
         ("model_family",),
         "Our estimate of the cost of the day claude_usage_billed_cost_usd covers, from the ledger's requests, by"
         " model family. Only with sources.anthropic_admin enabled and a bill for that day.",
+        live=True,
     ),
     Spec(
         "claude_usage_billed_tokens",
@@ -298,6 +300,7 @@ CONTRACT: tuple[Spec, ...] = (
         ("model_family", "token_type"),
         "Tokens the Admin API billed for the last completed UTC day; token_type as in claude_usage_tokens_total."
         " Only with sources.anthropic_admin enabled.",
+        live=True,
     ),
     Spec(
         "claude_usage_bill_drift_ratio",
@@ -307,6 +310,7 @@ CONTRACT: tuple[Spec, ...] = (
         "Our estimate for the last completed UTC day divided by what the Admin API billed for it, minus 1: 0 when"
         " they agree, negative when the bill is higher (other clients on the same key). Only with"
         " sources.anthropic_admin enabled, a bill above 0, and the bill read after the day ended.",
+        live=True,
     ),
     Spec(
         "claude_usage_billing_data_age_seconds",

@@ -26,7 +26,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from exporter import __version__
 from exporter.events import Outcome, Source, latest, to_ms
 from exporter.ledger.store import Ledger
-from exporter.metrics.billing import read_billing, read_time
+from exporter.metrics.billing import read_analytics, read_time
 from exporter.metrics.contract import CONTRACT, ENGINEERING, SOURCES, Spec
 from exporter.metrics.points import HISTOGRAMS, Histogram, LabelPolicy, Labels, Points, read_histograms, read_points
 
@@ -104,8 +104,8 @@ def read_snapshot(
     }
     if last is not None:
         points["claude_usage_last_request_timestamp_seconds"] = {(): last / 1000}
-    if billing:
-        return Snapshot(points | read_billing(ledger, time.time(), policy), read_histograms(ledger), read_time(ledger))
+    if billing:  # the bill itself is clock-driven: the daemon's windows pass reads it (see metrics/billing.py)
+        return Snapshot(points | read_analytics(ledger, policy), read_histograms(ledger), read_time(ledger))
     return Snapshot(points, read_histograms(ledger))
 
 
