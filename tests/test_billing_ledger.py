@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.ledger.billing import first_unfinished_day, replace_days
+from exporter.ledger.billing import days_read, first_unfinished_day, replace_days
 from exporter.ledger.schema import MIGRATIONS, SCHEMA_7
 from exporter.ledger.store import Ledger
 from exporter.sources.anthropic_admin import ClaudeCodeDay, ClaudeCodeModel, CostDay, MessagesDay
@@ -133,3 +133,11 @@ def test_days_read_empty_are_not_read_again_after_a_restart(ledger: Ledger) -> N
     days = [TODAY - timedelta(days=n) for n in range(10, 20)]
     replace_days(ledger.db, "claude_code", days, [])
     assert first_unfinished_day(ledger.db, "claude_code", TODAY) == TODAY - timedelta(days=9)
+
+
+def test_the_days_read_span_every_read_even_days_read_empty(ledger: Ledger) -> None:
+    assert days_read(ledger.db, "cost") is None
+    replace_days(ledger.db, "cost", [TODAY - timedelta(days=30), TODAY - timedelta(days=29)], [])
+    replace_days(ledger.db, "cost", [TODAY - timedelta(days=2), TODAY], [cost(TODAY, 100)])
+    assert days_read(ledger.db, "cost") == (TODAY - timedelta(days=30), TODAY)
+    assert days_read(ledger.db, "usage") is None

@@ -343,3 +343,84 @@ def print_budgets(states: list[Any], zone: str, layout: Layout = Layout()) -> No
         cells = [money(s.spend), money(s.limit), used, money(s.projected), ends, f"[{colour[s.status]}]{s.status}[/]"]
         grid.add([Text(s.spec.name), s.spec.window, Text(where), *cells])
     draw(grid, layout)
+
+
+RECONCILE_COLS = [
+    Col("Day (UTC)"),
+    Col("Model", prose=True),
+    Col("Ours", right=True),
+    Col("Billed", right=True),
+    Col("Difference", rank=1, right=True),
+    Col("Why", rank=2, prose=True),
+    Col("Claude Code est.", rank=3, right=True),
+    Col("Our tokens", rank=4, right=True),
+    Col("Billed tokens", rank=5, right=True),
+]
+WHY = {
+    "match": "match",
+    "not_final": "not final",
+    "not_read": "no bill",
+    "other_clients": "other clients",
+    "not_billed_per_token": "not billed per token",
+    "subscription": "subscription",
+    "prices": "prices",
+    "unpriced": "unpriced",
+    "no_model": "no model",
+}
+
+
+def to_cents(usd: str | None, sign: bool = False) -> str:
+    """An exact USD amount (a decimal string) to the cent, half to even; `-` where there is none."""
+    if usd is None:
+        return "-"
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    amount = Decimal(usd).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    text = f"${abs(amount):,}"
+    return ("-" if amount < 0 else "+" if sign and amount > 0 else "") + text
+
+
+def _difference(row: dict[str, Any]) -> str:
+    text = to_cents(row["differenceUSD"], sign=True)
+    return text if row["drift"] is None else f"{text} ({float(row['drift']):+.1%})"
+
+
+def _reconcile_cells(day: str, model: str, row: dict[str, Any]) -> list[str | Text]:
+    billed = row["billed"]
+    return [
+        day,
+        Text(model),
+        to_cents(row["ours"]["costUSD"]),
+        to_cents(billed and billed["costUSD"]),
+        _difference(row),
+        ", ".join(WHY[code] for code in row.get("explanations", ())),
+        "",
+        n(sum(row["ours"]["tokens"].values())),
+        n(sum(billed["tokens"].values())) if billed else "-",
+    ]
+
+
+def print_reconcile(data: dict[str, Any], layout: Layout = Layout()) -> None:
+    """Our estimate beside the bill, per UTC day and model; the day's total carries Claude Code's own estimate."""
+    lines = [data["note"]]
+    if data["billing"]["hint"]:
+        lines.append(f"[yellow]{escape(data['billing']['hint'])}[/yellow]")
+    if not data["days"]:
+        Console(highlight=False).print("\n".join(["No usage and no bill in this range.", *lines]))
+        return
+    grid = Grid(
+        f"Our estimate beside the bill — UTC days {data['since']} to {data['until']}", RECONCILE_COLS, [], set()
+    )
+    for day in data["days"]:
+        grid.sections.add(len(grid.rows))
+        for row in day["models"]:
+            grid.add(_reconcile_cells(day["date"], row["model"], row))
+        cells = _reconcile_cells(day["date"], "day total", day)
+        cells[6] = to_cents(day["claudeCode"] and day["claudeCode"]["estimatedCostUSD"])
+        grid.add(cells, style="bold")
+    totals = data["totals"]["readDays"]
+    if totals["billed"] is not None:
+        grid.sections.add(len(grid.rows))
+        grid.add(["Total", "days with a bill", *_reconcile_cells("", "", totals)[2:5], "", "", "", ""], style="bold")
+    lines += [f"{WHY[code]}: {escape(text)}" for code, text in data["explanations"].items()]
+    draw(grid, layout, "\n".join(lines))

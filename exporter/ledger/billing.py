@@ -94,11 +94,14 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
     try:
         db.executemany(f"DELETE FROM {table} WHERE day = ?", [(day,) for day in sorted(covered)])
         db.executemany(_INSERT[kind], values)
-        # A day read empty leaves no row behind: noted here, so a restart does not read it again.
-        db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET value = max(value, excluded.value)",
-            (f"billing.read_until.{kind}", max(covered)),
-        )
+        # A day read empty leaves no row behind: the days read are noted here, so a restart does not read them
+        # again and a report can tell a day billed nothing from a day never read.
+        for name, bound, day in (("read_until", "max", max(covered)), ("read_from", "min", min(covered))):
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                f" ON CONFLICT DO UPDATE SET value = {bound}(value, excluded.value)",
+                (f"billing.{name}.{kind}", day),
+            )
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -113,6 +116,20 @@ def newest_day(db: sqlite3.Connection, kind: Kind) -> date | None:
         (f"billing.read_until.{kind}",),
     ).fetchone()
     return date.fromisoformat(day) if day else None
+
+
+def days_read(db: sqlite3.Connection, kind: Kind) -> tuple[date, date] | None:
+    """The first and the last day reads covered (with rows or without), or None before any read; a ledger read
+    before the first day was noted gives its first stored day."""
+    (first,) = db.execute(
+        f"SELECT min(day) FROM (SELECT min(day) AS day FROM {TABLES[kind]}"
+        " UNION ALL SELECT value FROM meta WHERE key = ?)",
+        (f"billing.read_from.{kind}",),
+    ).fetchone()
+    through = newest_day(db, kind)
+    if first is None or through is None:
+        return None
+    return date.fromisoformat(first), through
 
 
 def first_unfinished_day(db: sqlite3.Connection, kind: Kind, today: date, backfill_days: int = 31) -> date:
