@@ -3,6 +3,7 @@ each explanation; the command's table and JSON; the bill read by the poller from
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +22,7 @@ from exporter.sources.anthropic_admin import AdminClient, ClaudeCodeDay, ClaudeC
 from tests.support.cli import Run, cli, folders
 from tests.support.fakeadmin import cost_result, fake_admin, key_file, message_bucket, message_result
 from tests.support.lines import assistant_line, at, write
+from tests.test_cli import GOLDEN, STYLES
 
 TODAY = date(2026, 11, 10)
 MONDAY, TUESDAY = date(2026, 11, 2), date(2026, 11, 3)
@@ -269,14 +271,14 @@ def known_folders(tmp_path: Path) -> list[str]:
 def test_the_command_prints_the_table_to_the_cent_with_the_explanations(run: Run, tmp_path: Path) -> None:
     out = run("report", "reconcile", *known_folders(tmp_path))
     lines = [line.split() for line in out.splitlines()]
-    sonnet_row = ["2026-11-02", "claude-sonnet-4-5", "$1.80", "$2.00", "-$0.20", "(-10.0%)", "other", "clients"]
-    assert lines[3][:8] == sonnet_row
+    assert lines[2][:7] == ["2026-11-02", "$2.80", "$3.00", "-$0.20", "other", "clients", "-6.7%"]
+    assert lines[4][:8] == ["└", "claude-sonnet-4-5", "$1.80", "$2.00", "-$0.20", "other", "clients", "-10.0%"]
+    tuesday = next(line for line in lines if line[0] == "2026-11-03")
+    assert tuesday[1:9] == ["$1.80", "$0.00", "+$1.80", "not", "billed", "per", "token,", "subscription"]
+    assert tuesday[9:11] == ["-", "$1.80"]  # no drift from a bill of 0; Claude Code analytics' estimate
     assert "Days are UTC days on both sides" in out
     assert "other clients: the bill is higher" in out
     assert "subscription: Claude Code analytics reports subscription use" in out
-    tuesday_total = next(line for line in lines if line[:3] == ["2026-11-03", "day", "total"])
-    assert tuesday_total[3:8] == ["$1.80", "$0.00", "+$1.80", "not", "billed"]
-    assert "$1.80" in tuesday_total[8:]  # Claude Code analytics' estimate
 
 
 def test_the_command_prints_json_to_the_cent(run: Run, tmp_path: Path) -> None:
@@ -336,3 +338,18 @@ def test_the_bill_read_by_the_poller_from_the_fake_admin_api_reconciles(run: Run
     )
     assert day["billed"]["tokens"]["input"] == 110_000
     assert day["explanations"] == ["other_clients"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_table_matches_its_golden_rendering_at_80_and_120_columns(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int, style: str
+) -> None:
+    for name, value in STYLES[style].items():
+        monkeypatch.setenv(name, value)
+    out = run("report", "reconcile", "--width", str(width), *known_folders(tmp_path))
+    golden = GOLDEN / f"report-reconcile-{width}-{style}.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":  # regenerate after a deliberate change, then read the diff
+        golden.write_text(out)
+    assert out == golden.read_text()
+    assert max(len(row) for row in out.splitlines()) <= width

@@ -346,15 +346,15 @@ def print_budgets(states: list[Any], zone: str, layout: Layout = Layout()) -> No
 
 
 RECONCILE_COLS = [
-    Col("Day (UTC)"),
-    Col("Model", prose=True),
+    Col("UTC day / model"),
     Col("Ours", right=True),
     Col("Billed", right=True),
-    Col("Difference", rank=1, right=True),
-    Col("Why", rank=2, prose=True),
-    Col("Claude Code est.", rank=3, right=True),
-    Col("Our tokens", rank=4, right=True),
-    Col("Billed tokens", rank=5, right=True),
+    Col("Difference", right=True),
+    Col("Why", prose=True),
+    Col("Drift", rank=1, right=True),
+    Col("Claude Code est.", rank=2, right=True),
+    Col("Our tokens", rank=3, right=True),
+    Col("Billed tokens", rank=4, right=True),
 ]
 WHY = {
     "match": "match",
@@ -380,47 +380,39 @@ def to_cents(usd: str | None, sign: bool = False) -> str:
     return ("-" if amount < 0 else "+" if sign and amount > 0 else "") + text
 
 
-def _difference(row: dict[str, Any]) -> str:
-    text = to_cents(row["differenceUSD"], sign=True)
-    return text if row["drift"] is None else f"{text} ({float(row['drift']):+.1%})"
-
-
-def _reconcile_cells(day: str, model: str, row: dict[str, Any]) -> list[str | Text]:
+def _reconcile_cells(label: str | Text, row: dict[str, Any], claude_code: str = "") -> list[str | Text]:
     billed = row["billed"]
     return [
-        day,
-        Text(model),
+        label,
         to_cents(row["ours"]["costUSD"]),
         to_cents(billed and billed["costUSD"]),
-        _difference(row),
+        to_cents(row["differenceUSD"], sign=True),
         ", ".join(WHY[code] for code in row.get("explanations", ())),
-        "",
+        "-" if row["drift"] is None else f"{float(row['drift']):+.1%}",
+        claude_code,
         n(sum(row["ours"]["tokens"].values())),
         n(sum(billed["tokens"].values())) if billed else "-",
     ]
 
 
 def print_reconcile(data: dict[str, Any], layout: Layout = Layout()) -> None:
-    """Our estimate beside the bill, per UTC day and model; the day's total carries Claude Code's own estimate."""
+    """Our estimate beside the bill: each UTC day's total (with Claude Code analytics' estimate), then its models."""
     lines = [data["note"]]
     if data["billing"]["hint"]:
         lines.append(f"[yellow]{escape(data['billing']['hint'])}[/yellow]")
     if not data["days"]:
         Console(highlight=False).print("\n".join(["No usage and no bill in this range.", *lines]))
         return
-    grid = Grid(
-        f"Our estimate beside the bill — UTC days {data['since']} to {data['until']}", RECONCILE_COLS, [], set()
-    )
+    grid = Grid(f"Our estimate beside the bill — {data['since']} to {data['until']}", RECONCILE_COLS, [], set())
     for day in data["days"]:
         grid.sections.add(len(grid.rows))
+        claude_code = to_cents(day["claudeCode"] and day["claudeCode"]["estimatedCostUSD"])
+        grid.add(_reconcile_cells(day["date"], day, claude_code), style="bold")
         for row in day["models"]:
-            grid.add(_reconcile_cells(day["date"], row["model"], row))
-        cells = _reconcile_cells(day["date"], "day total", day)
-        cells[6] = to_cents(day["claudeCode"] and day["claudeCode"]["estimatedCostUSD"])
-        grid.add(cells, style="bold")
+            grid.add(_reconcile_cells(Text(f"  └ {row['model']}"), row))
     totals = data["totals"]["readDays"]
     if totals["billed"] is not None:
         grid.sections.add(len(grid.rows))
-        grid.add(["Total", "days with a bill", *_reconcile_cells("", "", totals)[2:5], "", "", "", ""], style="bold")
+        grid.add(_reconcile_cells("Days with a bill", totals), style="bold")
     lines += [f"{WHY[code]}: {escape(text)}" for code, text in data["explanations"].items()]
     draw(grid, layout, "\n".join(lines))

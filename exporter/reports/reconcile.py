@@ -15,14 +15,13 @@ import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 from exporter.events import model_family
 from exporter.ledger.billing import OPEN_DAYS, days_read, read_at
 
 DAY_MS = 86_400_000
-NANOS = 1_000_000_000
 MATCH_NANOS = 10_000_000  # a difference of at most a cent, or ...
 MATCH_SHARE = Decimal("0.01")  # ... of at most 1 % of the bill, is a match
 TOKENS = ("input", "output", "cacheRead", "cacheWrite5m", "cacheWrite1h")
@@ -84,10 +83,6 @@ def usd(nanos: int) -> str:
     amount = Decimal(nanos).scaleb(-9).normalize()
     exponent = amount.as_tuple().exponent
     return f"{amount:f}" if isinstance(exponent, int) and exponent < -2 else f"{amount.quantize(Decimal('0.01')):f}"
-
-
-def cents(nanos: int) -> Decimal:
-    return Decimal(nanos).scaleb(-9).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
 
 
 def _day_range(since: date, until: date) -> tuple[str, str]:
