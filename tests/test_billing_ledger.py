@@ -93,10 +93,12 @@ def test_an_empty_ledger_starts_the_backfill_window_back(ledger: Ledger) -> None
     assert first_unfinished_day(ledger.db, "usage", TODAY, backfill_days=31) == TODAY - timedelta(days=30)
 
 
-def test_a_restart_reads_only_days_after_the_newest_stored_one_when_that_is_final(ledger: Ledger) -> None:
+def test_a_restart_after_a_long_stop_reads_from_the_newest_day_read_since_it_was_read_while_it_ran(
+    ledger: Ledger,
+) -> None:
     old = TODAY - timedelta(days=10)
     replace_days(ledger.db, "usage", [old - timedelta(days=1), old], [usage(old, "m", 1)])
-    assert first_unfinished_day(ledger.db, "usage", TODAY) == old + timedelta(days=1)
+    assert first_unfinished_day(ledger.db, "usage", TODAY) == old
     assert first_unfinished_day(ledger.db, "cost", TODAY) == TODAY - timedelta(days=30)  # each kind on its own
 
 
@@ -129,10 +131,10 @@ def test_the_migration_on_an_existing_ledger_adds_the_tables_and_keeps_every_oth
         ledger.close()
 
 
-def test_days_read_empty_are_not_read_again_after_a_restart(ledger: Ledger) -> None:
+def test_days_read_empty_are_not_read_again_after_a_restart_but_the_newest(ledger: Ledger) -> None:
     days = [TODAY - timedelta(days=n) for n in range(10, 20)]
     replace_days(ledger.db, "claude_code", days, [])
-    assert first_unfinished_day(ledger.db, "claude_code", TODAY) == TODAY - timedelta(days=9)
+    assert first_unfinished_day(ledger.db, "claude_code", TODAY) == TODAY - timedelta(days=10)
 
 
 def test_the_days_read_span_every_read_even_days_read_empty(ledger: Ledger) -> None:

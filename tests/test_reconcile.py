@@ -15,7 +15,7 @@ import pytest
 
 from exporter.daemon.billing import poll_once
 from exporter.events import Tokens
-from exporter.ledger.billing import replace_days
+from exporter.ledger.billing import mark_read, replace_days
 from exporter.ledger.store import Ledger
 from exporter.reports.reconcile import model_key, reconcile, usd
 from exporter.sources.anthropic_admin import AdminClient, ClaudeCodeDay, ClaudeCodeModel, CostDay, MessagesDay
@@ -166,6 +166,14 @@ def test_days_within_the_open_days_are_not_final(ledger: Callable[..., Ledger]) 
     ]
 
 
+def test_a_day_whose_bill_was_last_read_while_it_ran_is_not_final(ledger: Callable[..., Ledger]) -> None:
+    db = ledger(haiku("2026-11-02T10:00:00+00:00"))
+    bill(db, [MONDAY], [], [cost(MONDAY, "claude-haiku-4-5", "40")])
+    mark_read(db.db, datetime(2026, 11, 2, 12, tzinfo=UTC).timestamp())  # serve stopped at noon, and stays stopped
+    [day] = reconcile(db.db, MONDAY, MONDAY, TODAY, "UTC")["days"]
+    assert (day["final"], day["explanations"]) == (False, ["not_billed_per_token", "not_final"])
+
+
 def test_with_no_bill_stored_every_day_says_so_and_how_to_enable_the_source(ledger: Callable[..., Ledger]) -> None:
     db = ledger(sonnet("2026-11-02T10:00:00+00:00"))
     data = reconcile(db.db, MONDAY, MONDAY, TODAY, "UTC")
@@ -289,6 +297,14 @@ def test_the_command_prints_json_to_the_cent(run: Run, tmp_path: Path) -> None:
     ]
 
 
+def test_the_command_counts_utc_days_whatever_the_time_zone(run: Run, tmp_path: Path) -> None:
+    args = known_folders(tmp_path)
+    utc = orjson.loads(run("report", "reconcile", "--json", *args))
+    tokyo = orjson.loads(run("report", "reconcile", "--json", *args, "-z", "Asia/Tokyo"))
+    assert tokyo["days"] == utc["days"]
+    assert (tokyo["timezone"], tokyo["reportTimezone"]) == ("UTC", "Asia/Tokyo")
+
+
 def test_the_command_without_a_bill_says_how_to_enable_the_source(run: Run, tmp_path: Path) -> None:
     write(tmp_path / "claude/projects/p/s.jsonl", assistant_line("msg_1", "req_1", "2026-11-02T10:00:00.000Z"))
     out = run("report", "reconcile", "--since", "2026-11-01", *folders(tmp_path))
@@ -299,7 +315,7 @@ def test_the_command_without_a_bill_says_how_to_enable_the_source(run: Run, tmp_
 def test_the_command_with_nothing_in_range_says_so(run: Run, tmp_path: Path) -> None:
     args = known_folders(tmp_path)[:-4]
     out = run("report", "reconcile", "--since", "2026-10-01", "--until", "2026-10-31", *args)
-    assert out.startswith("No usage and no bill in this range.\nDays are UTC days")
+    assert out.startswith("No usage and no bill from 2026-10-01 to 2026-10-31 (UTC days).\nDays are UTC days")
 
 
 @pytest.mark.parametrize("flag", [["--by", "project"], ["--breakdown"], ["--mode", "calculate"]])

@@ -401,7 +401,8 @@ def print_reconcile(data: dict[str, Any], layout: Layout = Layout()) -> None:
     if data["billing"]["hint"]:
         lines.append(f"[yellow]{escape(data['billing']['hint'])}[/yellow]")
     if not data["days"]:
-        Console(highlight=False).print("\n".join(["No usage and no bill in this range.", *lines]))
+        empty = f"No usage and no bill from {data['since']} to {data['until']} (UTC days)."
+        Console(highlight=False).print("\n".join([empty, *lines]))
         return
     grid = Grid(f"Our estimate beside the bill — {data['since']} to {data['until']}", RECONCILE_COLS, [], set())
     for day in data["days"]:

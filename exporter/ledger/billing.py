@@ -2,7 +2,7 @@
 
 A day's figures can change for a while after it ends (late usage, corrections), so a read never merges into a
 stored day; it deletes the day's rows and inserts what it read, in one transaction. Days older than `OPEN_DAYS`
-are taken as final: a restart reads from `first_unfinished_day` on, never a final day it already has.
+are taken as final: a restart reads from `first_unfinished_day` on, never a final day it read after it ended.
 """
 
 from __future__ import annotations
@@ -134,12 +134,13 @@ def days_read(db: sqlite3.Connection, kind: Kind) -> tuple[date, date] | None:
 
 def first_unfinished_day(db: sqlite3.Connection, kind: Kind, today: date, backfill_days: int = 31) -> date:
     """The first day a read must cover: the earliest day still open (the last `OPEN_DAYS`, today included) or
-    the day after the newest stored one, whichever comes first; with nothing stored, `backfill_days` back."""
+    the newest day read, whichever comes first; with nothing stored, `backfill_days` back. The newest day read is
+    read again: a read covers today, so that day was read while it ran, and after a long stop it is not open."""
     open_from = today - timedelta(days=OPEN_DAYS - 1)
     newest = newest_day(db, kind)
     if newest is None:
         return min(open_from, today - timedelta(days=backfill_days - 1))
-    return min(open_from, newest + timedelta(days=1))
+    return min(open_from, newest)
 
 
 def mark_read(db: sqlite3.Connection, at: float) -> None:

@@ -34,7 +34,8 @@ HINT = (
 )
 EXPLANATIONS = {
     "match": "our estimate and the bill agree (within a cent or 1 %).",
-    "not_final": f"the day is not final: the Admin API may still correct it (the last {OPEN_DAYS} UTC days).",
+    "not_final": f"the day is not final: the Admin API may still correct it (the last {OPEN_DAYS} UTC days), or"
+    " the bill stored was read before the day ended (is `serve` reading it?).",
     "not_read": "no bill is stored for this day (the source was off, or the day was never read).",
     "other_clients": "the bill is higher: other clients on the same organisation (API keys, workspaces) or"
     " requests whose transcripts are not in this ledger.",
@@ -217,6 +218,11 @@ class Billing:
     def covers(self, day: date) -> bool:
         return self.first is not None and self.through is not None and self.first <= day <= self.through
 
+    def final(self, day: date, today: date) -> bool:
+        """Past the days the Admin API may still correct, and not read last while it ran (a stopped `serve`)."""
+        read_on = datetime.fromtimestamp(self.read_at, UTC).date() if self.read_at is not None else None
+        return day <= today - timedelta(days=OPEN_DAYS) and (read_on is None or day < read_on)
+
     def to_json(self) -> dict[str, Any]:
         read = self.through is not None
         return {
@@ -246,7 +252,7 @@ def reconcile(db: sqlite3.Connection, since: date, until: date, today: date, zon
     for day in sorted(set(ours) | set(tokens) | set(costs) | set(claude_code)):
         rows = _rows(ours.get(day, {}), tokens.get(day, {}), costs.get(day, {}))
         read = billing.covers(day)
-        entry, day_total = _day(day, rows, read, day <= today - timedelta(days=OPEN_DAYS), claude_code.get(day, {}))
+        entry, day_total = _day(day, rows, read, billing.final(day, today), claude_code.get(day, {}))
         days.append(entry)
         total.ours.add(day_total.ours)
         if read:
