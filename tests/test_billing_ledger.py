@@ -74,6 +74,23 @@ def test_claude_code_days_keep_the_actor_and_the_sum_of_the_models_estimates(led
     ]
 
 
+def test_claude_code_estimates_per_model_are_summed_over_actors_and_replaced_with_the_day(ledger: Ledger) -> None:
+    def row(actor: str, customer: str, nanos: int) -> ClaudeCodeDay:
+        models = (ClaudeCodeModel("m-a", 1, 2, 3, 4, nanos), ClaudeCodeModel("m-b", 10, 20, 30, 40, 5))
+        return ClaudeCodeDay(TODAY, "user_actor", actor, customer, "vscode", 1, 1, 1, 1, 1, models)
+
+    rows = [row("a@example.com", "api", 1_000), row("b@example.com", "api", 2_000), row("c", "subscription", 7)]
+    replace_days(ledger.db, "claude_code", [TODAY], rows)
+    assert table(ledger, "SELECT * FROM claude_code_model_day ORDER BY customer_type, model") == [
+        (TODAY.isoformat(), "api", "m-a", 2, 4, 6, 8, 3_000),
+        (TODAY.isoformat(), "api", "m-b", 20, 40, 60, 80, 10),
+        (TODAY.isoformat(), "subscription", "m-a", 1, 2, 3, 4, 7),
+        (TODAY.isoformat(), "subscription", "m-b", 10, 20, 30, 40, 5),
+    ]
+    replace_days(ledger.db, "claude_code", [TODAY], [])
+    assert table(ledger, "SELECT * FROM claude_code_model_day") == []
+
+
 def test_rows_for_a_day_the_read_did_not_cover_are_refused_and_nothing_is_written(ledger: Ledger) -> None:
     yesterday = TODAY - timedelta(days=1)
     with pytest.raises(ValueError, match=yesterday.isoformat()):
@@ -124,7 +141,12 @@ def test_the_migration_on_an_existing_ledger_adds_the_tables_and_keeps_every_oth
     try:
         assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         tables = {name for (name,) in ledger.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == set(before) | {"billing_usage_day", "billing_cost_day", "claude_code_day"}
+        assert tables == set(before) | {
+            "billing_usage_day",
+            "billing_cost_day",
+            "claude_code_day",
+            "claude_code_model_day",
+        }
         assert {name: ledger.db.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in before} == before
         assert ledger.counters()["kept"] == 42
     finally:

@@ -20,7 +20,14 @@ from exporter.ledger.store import Ledger
 from exporter.reports.reconcile import model_key, reconcile, usd
 from exporter.sources.anthropic_admin import AdminClient, ClaudeCodeDay, ClaudeCodeModel, CostDay, MessagesDay
 from tests.support.cli import Run, cli, folders
-from tests.support.fakeadmin import cost_result, fake_admin, key_file, message_bucket, message_result
+from tests.support.fakeadmin import (
+    claude_code_record,
+    cost_result,
+    fake_admin,
+    key_file,
+    message_bucket,
+    message_result,
+)
 from tests.support.lines import assistant_line, at, write
 from tests.test_cli import GOLDEN, STYLES
 
@@ -113,6 +120,8 @@ def test_each_model_and_day_is_ours_beside_the_bill_with_its_explanation(known: 
     assert monday["models"][1]["billed"]["tokens"]["output"] == 120_000
     assert (monday["final"], monday["billRead"], monday["claudeCode"]) == (True, True, None)
     assert data["days"][1]["claudeCode"] == {"estimatedCostUSD": "1.80", "byCustomerType": {"subscription": "1.80"}}
+    assert [row["claudeCode"] for row in monday["models"]] == [None, None, None]
+    assert data["days"][1]["models"][0]["claudeCode"] == {"estimatedCostUSD": "1.80"}
     assert (data["timezone"], data["reportTimezone"]) == ("UTC", "Europe/Berlin")
     assert data["totals"]["readDays"]["differenceUSD"] == "1.585"
     assert set(data["explanations"]) == {"match", "other_clients", "no_model", "not_billed_per_token", "subscription"}
@@ -134,7 +143,7 @@ def test_the_document_keeps_its_documented_keys(known: Ledger) -> None:
     assert list(data["billing"]) == ["read", "readAt", "firstDay", "billedThrough", "openDays", "hint"]
     day_keys = ["date", "final", "billRead", "models", "ours", "billed", "differenceUSD", "drift", "explanations"]
     assert list(data["days"][0]) == [*day_keys, "claudeCode"]
-    assert list(data["days"][0]["models"][0]) == ["model", *day_keys[4:]]
+    assert list(data["days"][0]["models"][0]) == ["model", *day_keys[4:], "claudeCode"]
     assert list(data["totals"]) == ["ours", "readDays"]
 
 
@@ -336,13 +345,16 @@ def test_the_bill_read_by_the_poller_from_the_fake_admin_api_reconciles(run: Run
             message_bucket(start, timedelta(days=1), cost_result("30", token_type="uncached_input_tokens")),
             message_bucket(start, timedelta(days=1), cost_result("170.125")),
         ]
+        state.claude_code = {"2026-11-02": [claude_code_record(MONDAY, "dev@example.com", cents=175.25)]}
         state.page_size = 1  # every report over several pages
         ledger = Ledger(tmp_path / "state")
         try:
             poll_once(AdminClient(key_file(tmp_path), base), ledger, datetime(2026, 11, 10, 6, tzinfo=UTC))
         finally:
             ledger.close()
-    data = orjson.loads(run("report", "reconcile", "--json", "--until", "2026-11-10", *folders(tmp_path)))
+    out = run("report", "reconcile", "--json", "--until", "2026-11-10", *folders(tmp_path))
+    assert "example.com" not in out  # no actor leaves the ledger
+    data = orjson.loads(out)
     assert data["billing"]["firstDay"] == "2026-10-11"  # the first read reaches 31 days back
     assert data["since"] == "2026-10-11"
     [day] = data["days"]
@@ -354,6 +366,8 @@ def test_the_bill_read_by_the_poller_from_the_fake_admin_api_reconciles(run: Run
     )
     assert day["billed"]["tokens"]["input"] == 110_000
     assert day["explanations"] == ["other_clients"]
+    assert day["models"][0]["claudeCode"] == {"estimatedCostUSD": "1.7525"}
+    assert day["claudeCode"] == {"estimatedCostUSD": "1.7525", "byCustomerType": {"api": "1.7525"}}
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -380,8 +380,8 @@ def to_cents(usd: str | None, sign: bool = False) -> str:
     return ("-" if amount < 0 else "+" if sign and amount > 0 else "") + text
 
 
-def _reconcile_cells(label: str | Text, row: dict[str, Any], claude_code: str = "") -> list[str | Text]:
-    billed = row["billed"]
+def _reconcile_cells(label: str | Text, row: dict[str, Any]) -> list[str | Text]:
+    billed, estimate = row["billed"], row.get("claudeCode", {})
     return [
         label,
         to_cents(row["ours"]["costUSD"]),
@@ -389,7 +389,7 @@ def _reconcile_cells(label: str | Text, row: dict[str, Any], claude_code: str = 
         to_cents(row["differenceUSD"], sign=True),
         ", ".join(WHY[code] for code in row.get("explanations", ())),
         "-" if row["drift"] is None else f"{float(row['drift']):+.1%}",
-        claude_code,
+        "" if estimate == {} else to_cents(estimate and estimate["estimatedCostUSD"]),
         n(sum(row["ours"]["tokens"].values())),
         n(sum(billed["tokens"].values())) if billed else "-",
     ]
@@ -407,8 +407,7 @@ def print_reconcile(data: dict[str, Any], layout: Layout = Layout()) -> None:
     grid = Grid(f"Our estimate beside the bill — {data['since']} to {data['until']}", RECONCILE_COLS, [], set())
     for day in data["days"]:
         grid.sections.add(len(grid.rows))
-        claude_code = to_cents(day["claudeCode"] and day["claudeCode"]["estimatedCostUSD"])
-        grid.add(_reconcile_cells(day["date"], day, claude_code), style="bold")
+        grid.add(_reconcile_cells(day["date"], day), style="bold")
         for row in day["models"]:
             grid.add(_reconcile_cells(Text(f"  └ {row['model']}"), row))
     totals = data["totals"]["readDays"]

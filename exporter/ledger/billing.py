@@ -3,6 +3,7 @@
 A day's figures can change for a while after it ends (late usage, corrections), so a read never merges into a
 stored day; it deletes the day's rows and inserts what it read, in one transaction. Days older than `OPEN_DAYS`
 are taken as final: a restart reads from `first_unfinished_day` on, never a final day it read after it ended.
+Claude Code analytics' rows are kept per actor, and their estimates per model too (summed over actors).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Literal
 
-from exporter.sources.anthropic_admin import ClaudeCodeDay, CostDay, MessagesDay
+from exporter.sources.anthropic_admin import ClaudeCodeDay, ClaudeCodeModel, CostDay, MessagesDay
 
 Kind = Literal["usage", "cost", "claude_code"]
 Row = MessagesDay | CostDay | ClaudeCodeDay
@@ -102,10 +103,35 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
                 f" ON CONFLICT DO UPDATE SET value = {bound}(value, excluded.value)",
                 (f"billing.{name}.{kind}", day),
             )
+        if kind == "claude_code":
+            _replace_models(db, sorted(covered), [row for row in rows if isinstance(row, ClaudeCodeDay)])
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _replace_models(db: sqlite3.Connection, days: list[str], rows: Sequence[ClaudeCodeDay]) -> None:
+    """Claude Code analytics' per-model estimates of `days`, summed over actors (none is kept)."""
+    db.executemany("DELETE FROM claude_code_model_day WHERE day = ?", [(day,) for day in days])
+    db.executemany(
+        "INSERT INTO claude_code_model_day VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET"
+        " input = input + excluded.input, output = output + excluded.output,"
+        " cache_read = cache_read + excluded.cache_read, cache_write = cache_write + excluded.cache_write,"
+        " est_cost_nanos = est_cost_nanos + excluded.est_cost_nanos",
+        [(row.day.isoformat(), row.customer_type or "", *_model_values(m)) for row in rows for m in row.models],
+    )
+
+
+def _model_values(m: ClaudeCodeModel) -> tuple[str, int, int, int, int, int]:
+    return (
+        m.model,
+        m.input_tokens,
+        m.output_tokens,
+        m.cache_read_tokens,
+        m.cache_write_tokens,
+        m.estimated_cost_nano_usd,
+    )
 
 
 def newest_day(db: sqlite3.Connection, kind: Kind) -> date | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -77,6 +78,7 @@ class Side:
 class Row:
     ours: Side = field(default_factory=Side)
     billed: Side = field(default_factory=Side)
+    claude_code: int | None = None  # Claude Code analytics' estimate, nano-USD, where it gave one
 
 
 def usd(nanos: int) -> str:
@@ -113,26 +115,26 @@ def _billed_tokens(db: sqlite3.Connection, since: date, until: date) -> dict[dat
     )
     for day, model, *tokens in db.execute(sql, _day_range(since, until)):
         side = Side(tokens=dict(zip(TOKENS, tokens, strict=True)))
-        _merge(found[date.fromisoformat(day)], model_key(model) or NO_MODEL, side)
+        _merge(found[date.fromisoformat(day)], _model_row(model), side)
     return found
 
 
-def _billed_costs(db: sqlite3.Connection, since: date, until: date) -> dict[date, dict[str, int]]:
-    found: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    sql = "SELECT day, model, sum(cost_nanos) FROM billing_cost_day WHERE day BETWEEN ? AND ? GROUP BY day, model"
-    for day, model, nanos in db.execute(sql, _day_range(since, until)):
-        found[date.fromisoformat(day)][model_key(model) or NO_MODEL] += nanos
-    return found
+def _model_row(model: str) -> str:
+    return model_key(model) or NO_MODEL
 
 
-def _claude_code(db: sqlite3.Connection, since: date, until: date) -> dict[date, dict[str, int]]:
+def _customer(kind: str) -> str:
+    return kind or "unknown"
+
+
+def _amounts(
+    db: sqlite3.Connection, table: str, by: str, amount: str, key: Callable[[str], str], since: date, until: date
+) -> dict[date, dict[str, int]]:
+    """A money column of a billing table (nano-USD) summed per UTC day and `key(by)`; the names are constants."""
     found: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    sql = (
-        "SELECT day, customer_type, sum(est_cost_nanos) FROM claude_code_day WHERE day BETWEEN ? AND ?"
-        " GROUP BY day, customer_type"
-    )
-    for day, customer, nanos in db.execute(sql, _day_range(since, until)):
-        found[date.fromisoformat(day)][customer or "unknown"] += nanos
+    sql = f"SELECT day, {by}, sum({amount}) FROM {table} WHERE day BETWEEN ? AND ? GROUP BY day, {by}"
+    for day, name, nanos in db.execute(sql, _day_range(since, until)):
+        found[date.fromisoformat(day)][key(name)] += nanos
     return found
 
 
@@ -140,10 +142,9 @@ def _merge(rows: dict[str, Side], key: str, side: Side) -> None:
     rows.setdefault(key, Side()).add(side)
 
 
-def _keys(ours: dict[str, Side], tokens: dict[str, Side], costs: dict[str, int]) -> dict[str, str]:
+def _keys(named: set[str], costs: dict[str, int]) -> dict[str, str]:
     """Each model key of the day → its row: itself, or its family's where the cost report names one of the
     family's models unlike anything else does."""
-    named = set(ours) | set(tokens)
     unmatched = {model_family(k) for k in costs if k != NO_MODEL and k not in named}
     return {
         k: f"{model_family(k)} (family)" if k != NO_MODEL and model_family(k) in unmatched else k
@@ -151,9 +152,13 @@ def _keys(ours: dict[str, Side], tokens: dict[str, Side], costs: dict[str, int])
     }
 
 
-def _rows(ours: dict[str, Side], tokens: dict[str, Side], costs: dict[str, int]) -> dict[str, Row]:
-    keys = _keys(ours, tokens, costs)
+def _rows(
+    ours: dict[str, Side], tokens: dict[str, Side], costs: dict[str, int], estimates: dict[str, int]
+) -> dict[str, Row]:
+    keys = _keys(set(ours) | set(tokens) | set(estimates), costs)
     rows: dict[str, Row] = defaultdict(Row)
+    for key, nanos in estimates.items():
+        rows[keys[key]].claude_code = (rows[keys[key]].claude_code or 0) + nanos
     for key, side in ours.items():
         rows[keys[key]].ours.add(side)
     for key, side in tokens.items():
@@ -246,11 +251,13 @@ def default_since(db: sqlite3.Connection, until: date) -> date:
 def reconcile(db: sqlite3.Connection, since: date, until: date, today: date, zone: str) -> dict[str, Any]:
     """The report as a JSON document; `today` is the UTC day that decides which days are final."""
     billing = Billing.of(db)
-    ours, tokens, costs = _ours(db, since, until), _billed_tokens(db, since, until), _billed_costs(db, since, until)
-    claude_code = _claude_code(db, since, until)
+    ours, tokens = _ours(db, since, until), _billed_tokens(db, since, until)
+    costs = _amounts(db, "billing_cost_day", "model", "cost_nanos", _model_row, since, until)
+    claude_code = _amounts(db, "claude_code_day", "customer_type", "est_cost_nanos", _customer, since, until)
+    per_model = _amounts(db, "claude_code_model_day", "model", "est_cost_nanos", _model_row, since, until)
     days, total, read_total = [], Row(), Row()
     for day in sorted(set(ours) | set(tokens) | set(costs) | set(claude_code)):
-        rows = _rows(ours.get(day, {}), tokens.get(day, {}), costs.get(day, {}))
+        rows = _rows(ours.get(day, {}), tokens.get(day, {}), costs.get(day, {}), per_model.get(day, {}))
         read = billing.covers(day)
         entry, day_total = _day(day, rows, read, billing.final(day, today), claude_code.get(day, {}))
         days.append(entry)
@@ -281,7 +288,9 @@ def _day(
     """One day's entry: its model rows, its total and Claude Code analytics' estimate; and the day's total."""
     day_total, models = Row(), []
     for model, row in rows.items():
-        models.append({"model": model, **_compare(row, read), "explanations": explain(row, model, read, final)})
+        estimate = None if row.claude_code is None else {"estimatedCostUSD": usd(row.claude_code)}
+        codes = explain(row, model, read, final)
+        models.append({"model": model, **_compare(row, read), "explanations": codes, "claudeCode": estimate})
         day_total.ours.add(row.ours)
         day_total.billed.add(row.billed)
     entry = {
