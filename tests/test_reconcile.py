@@ -215,6 +215,18 @@ def test_the_same_tokens_at_another_cost_point_at_our_prices(ledger: Callable[..
     assert (row["differenceUSD"], row["explanations"]) == ("-0.25", ["prices"])
 
 
+def test_requests_of_an_unpriced_model_account_for_a_higher_bill(ledger: Callable[..., Ledger]) -> None:
+    db = ledger(haiku("2026-11-02T10:00:00+00:00"), at("2026-11-02T11:00:00+00:00", model="claude-mystery-9"))
+    bill(db, [MONDAY], [], [cost(MONDAY, "claude-haiku-4-5", "100"), cost(MONDAY, "claude-mystery-9", "50")])
+    data = reconcile(db.db, MONDAY, MONDAY, TODAY, "UTC")
+    assert rows(data) == [
+        ("2026-11-02", "claude-haiku-4-5", "1.00", "1.00", "0.00", "0.0000", ["match"]),
+        ("2026-11-02", "claude-mystery-9", "0.00", "0.50", "-0.50", "-1.0000", ["unpriced"]),
+        ("2026-11-02", "total", "1.00", "1.50", "-0.50", "-0.3333", ["unpriced"]),
+    ]
+    assert data["days"][0]["ours"]["unpricedRequests"] == 1
+
+
 def test_a_model_the_cost_report_names_unlike_anything_else_is_compared_by_family(
     ledger: Callable[..., Ledger],
 ) -> None:

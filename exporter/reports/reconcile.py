@@ -170,21 +170,25 @@ def _rows(
 
 def explain(row: Row, model: str, read: bool, final: bool, subscription: int = 0) -> list[str]:
     """The codes (keys of EXPLANATIONS) that account for a row's difference, most telling first."""
-    codes = [] if final else ["not_final"]
-    if row.ours.unpriced:
+    codes = _cause(row, model, read, subscription)
+    if row.ours.unpriced and "unpriced" not in codes:
         codes.append("unpriced")
-    if not read:
-        return ["not_read", *codes]
+    return codes if final else [*codes, "not_final"]
+
+
+def _cause(row: Row, model: str, read: bool, subscription: int) -> list[str]:
     difference = row.ours.cost - row.billed.cost
+    if not read:
+        return ["not_read"]
     if abs(difference) <= max(Decimal(MATCH_NANOS), MATCH_SHARE * row.billed.cost):
-        return ["match", *codes]
+        return ["match"]
     if model == NO_MODEL:
-        return ["no_model", *codes]
+        return ["no_model"]
     if row.ours.requests and row.ours.tokens == row.billed.tokens:
-        return ["prices", *codes]
-    if difference < 0:
-        return ["other_clients", *codes]
-    return ["not_billed_per_token", *(["subscription"] if subscription else []), *codes]
+        return ["prices"]
+    if difference < 0:  # a bill above an estimate that left requests unpriced needs no other client
+        return ["unpriced" if row.ours.unpriced else "other_clients"]
+    return ["not_billed_per_token", *(["subscription"] if subscription else [])]
 
 
 def _side_json(side: Side, ours: bool) -> dict[str, Any]:
