@@ -2,8 +2,7 @@
 
 A day's figures can change for a while after it ends (late usage, corrections), so a read never merges into a
 stored day; it deletes the day's rows and inserts what it read, in one transaction. Days older than `OPEN_DAYS`
-are taken as final: a restart reads from `first_unfinished_day` on, never a final day it read after it ended.
-Claude Code analytics' rows are kept per actor, and their estimates per model too (summed over actors).
+are taken as final: a restart reads from `first_unfinished_day` on, never a final day it already has.
 """
 
 from __future__ import annotations
@@ -95,43 +94,22 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
     try:
         db.executemany(f"DELETE FROM {table} WHERE day = ?", [(day,) for day in sorted(covered)])
         db.executemany(_INSERT[kind], values)
-        # A day read empty leaves no row behind: the days read are noted here, so a restart does not read them
-        # again and a report can tell a day billed nothing from a day never read.
-        for name, bound, day in (("read_until", "max", max(covered)), ("read_from", "min", min(covered))):
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                f" ON CONFLICT DO UPDATE SET value = {bound}(value, excluded.value)",
-                (f"billing.{name}.{kind}", day),
-            )
+        # A day read empty leaves no row behind: noted here, so a restart does not read it again.
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET value = max(value, excluded.value)",
+            (f"billing.read_until.{kind}", max(covered)),
+        )
+        # ... and the first day read, so that a report tells a day billed nothing from a day never read.
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET value = min(value, excluded.value)",
+            (f"billing.read_from.{kind}", min(covered)),
+        )
         if kind == "claude_code":
             _replace_models(db, sorted(covered), [row for row in rows if isinstance(row, ClaudeCodeDay)])
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
-
-
-def _replace_models(db: sqlite3.Connection, days: list[str], rows: Sequence[ClaudeCodeDay]) -> None:
-    """Claude Code analytics' per-model estimates of `days`, summed over actors (none is kept)."""
-    db.executemany("DELETE FROM claude_code_model_day WHERE day = ?", [(day,) for day in days])
-    db.executemany(
-        "INSERT INTO claude_code_model_day VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET"
-        " input = input + excluded.input, output = output + excluded.output,"
-        " cache_read = cache_read + excluded.cache_read, cache_write = cache_write + excluded.cache_write,"
-        " est_cost_nanos = est_cost_nanos + excluded.est_cost_nanos",
-        [(row.day.isoformat(), row.customer_type or "", *_model_values(m)) for row in rows for m in row.models],
-    )
-
-
-def _model_values(m: ClaudeCodeModel) -> tuple[str, int, int, int, int, int]:
-    return (
-        m.model,
-        m.input_tokens,
-        m.output_tokens,
-        m.cache_read_tokens,
-        m.cache_write_tokens,
-        m.estimated_cost_nano_usd,
-    )
 
 
 def newest_day(db: sqlite3.Connection, kind: Kind) -> date | None:
@@ -156,6 +134,29 @@ def days_read(db: sqlite3.Connection, kind: Kind) -> tuple[date, date] | None:
     if first is None or through is None:
         return None
     return date.fromisoformat(first), through
+
+
+def _replace_models(db: sqlite3.Connection, days: list[str], rows: Sequence[ClaudeCodeDay]) -> None:
+    """Claude Code analytics' per-model estimates of `days`, summed over actors (none is kept)."""
+    db.executemany("DELETE FROM claude_code_model_day WHERE day = ?", [(day,) for day in days])
+    db.executemany(
+        "INSERT INTO claude_code_model_day VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET"
+        " input = input + excluded.input, output = output + excluded.output,"
+        " cache_read = cache_read + excluded.cache_read, cache_write = cache_write + excluded.cache_write,"
+        " est_cost_nanos = est_cost_nanos + excluded.est_cost_nanos",
+        [(row.day.isoformat(), row.customer_type or "", *_model_values(m)) for row in rows for m in row.models],
+    )
+
+
+def _model_values(m: ClaudeCodeModel) -> tuple[str, int, int, int, int, int]:
+    return (
+        m.model,
+        m.input_tokens,
+        m.output_tokens,
+        m.cache_read_tokens,
+        m.cache_write_tokens,
+        m.estimated_cost_nano_usd,
+    )
 
 
 def first_unfinished_day(db: sqlite3.Connection, kind: Kind, today: date, backfill_days: int = 31) -> date:
