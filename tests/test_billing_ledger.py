@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.ledger.billing import first_unfinished_day, replace_days
+from exporter.ledger.billing import days_read, first_unfinished_day, replace_days
 from exporter.ledger.schema import MIGRATIONS, SCHEMA_7
 from exporter.ledger.store import Ledger
 from exporter.sources.anthropic_admin import ClaudeCodeDay, ClaudeCodeModel, CostDay, MessagesDay
@@ -74,6 +74,23 @@ def test_claude_code_days_keep_the_actor_and_the_sum_of_the_models_estimates(led
     ]
 
 
+def test_claude_code_estimates_per_model_are_summed_over_actors_and_replaced_with_the_day(ledger: Ledger) -> None:
+    def row(actor: str, customer: str, nanos: int) -> ClaudeCodeDay:
+        models = (ClaudeCodeModel("m-a", 1, 2, 3, 4, nanos), ClaudeCodeModel("m-b", 10, 20, 30, 40, 5))
+        return ClaudeCodeDay(TODAY, "user_actor", actor, customer, "vscode", 1, 1, 1, 1, 1, models)
+
+    rows = [row("a@example.com", "api", 1_000), row("b@example.com", "api", 2_000), row("c", "subscription", 7)]
+    replace_days(ledger.db, "claude_code", [TODAY], rows)
+    assert table(ledger, "SELECT * FROM claude_code_model_day ORDER BY customer_type, model") == [
+        (TODAY.isoformat(), "api", "m-a", 2, 4, 6, 8, 3_000),
+        (TODAY.isoformat(), "api", "m-b", 20, 40, 60, 80, 10),
+        (TODAY.isoformat(), "subscription", "m-a", 1, 2, 3, 4, 7),
+        (TODAY.isoformat(), "subscription", "m-b", 10, 20, 30, 40, 5),
+    ]
+    replace_days(ledger.db, "claude_code", [TODAY], [])
+    assert table(ledger, "SELECT * FROM claude_code_model_day") == []
+
+
 def test_rows_for_a_day_the_read_did_not_cover_are_refused_and_nothing_is_written(ledger: Ledger) -> None:
     yesterday = TODAY - timedelta(days=1)
     with pytest.raises(ValueError, match=yesterday.isoformat()):
@@ -93,10 +110,12 @@ def test_an_empty_ledger_starts_the_backfill_window_back(ledger: Ledger) -> None
     assert first_unfinished_day(ledger.db, "usage", TODAY, backfill_days=31) == TODAY - timedelta(days=30)
 
 
-def test_a_restart_reads_only_days_after_the_newest_stored_one_when_that_is_final(ledger: Ledger) -> None:
+def test_a_restart_after_a_long_stop_reads_from_the_newest_day_read_since_it_was_read_while_it_ran(
+    ledger: Ledger,
+) -> None:
     old = TODAY - timedelta(days=10)
     replace_days(ledger.db, "usage", [old - timedelta(days=1), old], [usage(old, "m", 1)])
-    assert first_unfinished_day(ledger.db, "usage", TODAY) == old + timedelta(days=1)
+    assert first_unfinished_day(ledger.db, "usage", TODAY) == old
     assert first_unfinished_day(ledger.db, "cost", TODAY) == TODAY - timedelta(days=30)  # each kind on its own
 
 
@@ -122,14 +141,27 @@ def test_the_migration_on_an_existing_ledger_adds_the_tables_and_keeps_every_oth
     try:
         assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         tables = {name for (name,) in ledger.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == set(before) | {"billing_usage_day", "billing_cost_day", "claude_code_day"}
+        assert tables == set(before) | {
+            "billing_usage_day",
+            "billing_cost_day",
+            "claude_code_day",
+            "claude_code_model_day",
+        }
         assert {name: ledger.db.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in before} == before
         assert ledger.counters()["kept"] == 42
     finally:
         ledger.close()
 
 
-def test_days_read_empty_are_not_read_again_after_a_restart(ledger: Ledger) -> None:
+def test_days_read_empty_are_not_read_again_after_a_restart_but_the_newest(ledger: Ledger) -> None:
     days = [TODAY - timedelta(days=n) for n in range(10, 20)]
     replace_days(ledger.db, "claude_code", days, [])
-    assert first_unfinished_day(ledger.db, "claude_code", TODAY) == TODAY - timedelta(days=9)
+    assert first_unfinished_day(ledger.db, "claude_code", TODAY) == TODAY - timedelta(days=10)
+
+
+def test_the_days_read_span_every_read_even_days_read_empty(ledger: Ledger) -> None:
+    assert days_read(ledger.db, "cost") is None
+    replace_days(ledger.db, "cost", [TODAY - timedelta(days=30), TODAY - timedelta(days=29)], [])
+    replace_days(ledger.db, "cost", [TODAY - timedelta(days=2), TODAY], [cost(TODAY, 100)])
+    assert days_read(ledger.db, "cost") == (TODAY - timedelta(days=30), TODAY)
+    assert days_read(ledger.db, "usage") is None

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -196,9 +196,9 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["daily", "weekly", "monthly", "session", "blocks", "budgets"]))
-@click.option("--since", callback=_day, help="First local day, YYYY-MM-DD.")
-@click.option("--until", callback=_day, help="Last local day, YYYY-MM-DD.")
+@click.argument("kind", type=click.Choice(["daily", "weekly", "monthly", "session", "blocks", "budgets", "reconcile"]))
+@click.option("--since", callback=_day, help="First local day (reconcile: UTC day), YYYY-MM-DD.")
+@click.option("--until", callback=_day, help="Last local day (reconcile: UTC day), YYYY-MM-DD.")
 @click.option("--json", "as_json", is_flag=True, help="JSON in ccusage's shape, plus our own fields.")
 @click.option(
     "--by",
@@ -231,13 +231,17 @@ def report(
     wide: bool,
     **opts: Any,
 ) -> None:
-    """Usage and cost per day, week, month, session or 5-hour block; or where each budget stands."""
+    """Usage and cost per day, week, month, session or 5-hour block; where each budget stands; or our estimate
+    beside what Anthropic billed (reconcile: per UTC day and model, needs sources.anthropic_admin)."""
     from exporter.events import Outcome
     from exporter.reports import blocks
     from exporter.reports import periods as reports
 
     if since and until and since > until:
         raise click.BadParameter("--since is after --until")
+    if kind == "reconcile":
+        _reconcile(since, until, as_json, layout_of(width, wide), opts)
+        return
     app = load(**opts, mode=mode)
     check_claude_dirs(app.core.roots, dict(os.environ))
     ledger, result = refreshed(app)
@@ -268,6 +272,31 @@ def report(
         from exporter.cli.tables import print_report
 
         print_report(kind, orjson.loads(body), by, breakdown, layout_of(width, wide))
+
+
+def _reconcile(since: date | None, until: date | None, as_json: bool, layout: Layout, opts: dict[str, Any]) -> None:
+    """`report reconcile`: its own options are the dates, --json and the table's; the others shape other reports."""
+    from click.core import ParameterSource
+
+    from exporter.reports.reconcile import default_since, reconcile
+
+    ctx = click.get_current_context()
+    others = ("by", "breakdown", "mode", "start_of_week")
+    given = [f"--{o.replace('_', '-')}" for o in others if ctx.get_parameter_source(o) is ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"report reconcile does not take {', '.join(given)}")
+    app = load(**opts)
+    check_claude_dirs(app.core.roots, dict(os.environ))
+    ledger, _ = refreshed(app)
+    today = datetime.now(UTC).date()
+    until = until or today
+    data = reconcile(ledger.db, since or default_since(ledger.db, until), until, today, app.core.timezone)
+    if as_json:
+        emit(data)
+    else:
+        from exporter.cli.tables import print_reconcile
+
+        print_reconcile(data, layout)
 
 
 def _budgets(app: Pipeline, ledger: Ledger, cost: str, as_json: bool, layout: Layout) -> None:

@@ -343,3 +343,76 @@ def print_budgets(states: list[Any], zone: str, layout: Layout = Layout()) -> No
         cells = [money(s.spend), money(s.limit), used, money(s.projected), ends, f"[{colour[s.status]}]{s.status}[/]"]
         grid.add([Text(s.spec.name), s.spec.window, Text(where), *cells])
     draw(grid, layout)
+
+
+RECONCILE_COLS = [
+    Col("UTC day / model"),
+    Col("Ours", right=True),
+    Col("Billed", right=True),
+    Col("Difference", right=True),
+    Col("Why", prose=True),
+    Col("Drift", rank=1, right=True),
+    Col("Claude Code est.", rank=2, right=True),
+    Col("Our tokens", rank=3, right=True),
+    Col("Billed tokens", rank=4, right=True),
+]
+WHY = {
+    "match": "match",
+    "not_final": "not final",
+    "not_read": "no bill",
+    "other_clients": "other clients",
+    "not_billed_per_token": "not billed per token",
+    "subscription": "subscription",
+    "prices": "prices",
+    "unpriced": "unpriced",
+    "no_model": "no model",
+}
+
+
+def to_cents(usd: str | None, sign: bool = False) -> str:
+    """An exact USD amount (a decimal string) to the cent, half to even; `-` where there is none."""
+    if usd is None:
+        return "-"
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    amount = Decimal(usd).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    text = f"${abs(amount):,}"
+    return ("-" if amount < 0 else "+" if sign and amount > 0 else "") + text
+
+
+def _reconcile_cells(label: str | Text, row: dict[str, Any]) -> list[str | Text]:
+    billed, estimate = row["billed"], row.get("claudeCode", {})
+    return [
+        label,
+        to_cents(row["ours"]["costUSD"]),
+        to_cents(billed and billed["costUSD"]),
+        to_cents(row["differenceUSD"], sign=True),
+        ", ".join(WHY[code] for code in row.get("explanations", ())),
+        "-" if row["drift"] is None else f"{float(row['drift']):+.1%}",
+        "" if estimate == {} else to_cents(estimate and estimate["estimatedCostUSD"]),
+        n(sum(row["ours"]["tokens"].values())),
+        n(sum(billed["tokens"].values())) if billed else "-",
+    ]
+
+
+def print_reconcile(data: dict[str, Any], layout: Layout = Layout()) -> None:
+    """Our estimate beside the bill: each UTC day's total (with Claude Code analytics' estimate), then its models."""
+    lines = [data["note"]]
+    if data["billing"]["hint"]:
+        lines.append(f"[yellow]{escape(data['billing']['hint'])}[/yellow]")
+    if not data["days"]:
+        empty = f"No usage and no bill from {data['since']} to {data['until']} (UTC days)."
+        Console(highlight=False).print("\n".join([empty, *lines]))
+        return
+    grid = Grid(f"Our estimate beside the bill — {data['since']} to {data['until']}", RECONCILE_COLS, [], set())
+    for day in data["days"]:
+        grid.sections.add(len(grid.rows))
+        grid.add(_reconcile_cells(day["date"], day), style="bold")
+        for row in day["models"]:
+            grid.add(_reconcile_cells(Text(f"  └ {row['model']}"), row))
+    totals = data["totals"]["readDays"]
+    if totals["billed"] is not None:
+        grid.sections.add(len(grid.rows))
+        grid.add(_reconcile_cells("Days with a bill", totals), style="bold")
+    lines += [f"{WHY[code]}: {escape(text)}" for code, text in data["explanations"].items()]
+    draw(grid, layout, "\n".join(lines))

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Literal
 
-from exporter.sources.anthropic_admin import ClaudeCodeDay, CostDay, MessagesDay
+from exporter.sources.anthropic_admin import ClaudeCodeDay, ClaudeCodeModel, CostDay, MessagesDay
 
 Kind = Literal["usage", "cost", "claude_code"]
 Row = MessagesDay | CostDay | ClaudeCodeDay
@@ -106,6 +106,13 @@ def replace_days(db: sqlite3.Connection, kind: Kind, days: Iterable[date], rows:
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET value = max(value, excluded.value)",
             (f"billing.read_until.{kind}", max(covered)),
         )
+        # ... and the first day read, so that a report tells a day billed nothing from a day never read.
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET value = min(value, excluded.value)",
+            (f"billing.read_from.{kind}", min(covered)),
+        )
+        if kind == "claude_code":
+            _replace_models(db, sorted(covered), [row for row in rows if isinstance(row, ClaudeCodeDay)])
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -158,14 +165,52 @@ def newest_day(db: sqlite3.Connection, kind: Kind) -> date | None:
     return date.fromisoformat(day) if day else None
 
 
+def days_read(db: sqlite3.Connection, kind: Kind) -> tuple[date, date] | None:
+    """The first and the last day reads covered (with rows or without), or None before any read; a ledger read
+    before the first day was noted gives its first stored day."""
+    (first,) = db.execute(
+        f"SELECT min(day) FROM (SELECT min(day) AS day FROM {TABLES[kind]}"
+        " UNION ALL SELECT value FROM meta WHERE key = ?)",
+        (f"billing.read_from.{kind}",),
+    ).fetchone()
+    through = newest_day(db, kind)
+    if first is None or through is None:
+        return None
+    return date.fromisoformat(first), through
+
+
+def _replace_models(db: sqlite3.Connection, days: list[str], rows: Sequence[ClaudeCodeDay]) -> None:
+    """Claude Code analytics' per-model estimates of `days`, summed over actors (none is kept)."""
+    db.executemany("DELETE FROM claude_code_model_day WHERE day = ?", [(day,) for day in days])
+    db.executemany(
+        "INSERT INTO claude_code_model_day VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET"
+        " input = input + excluded.input, output = output + excluded.output,"
+        " cache_read = cache_read + excluded.cache_read, cache_write = cache_write + excluded.cache_write,"
+        " est_cost_nanos = est_cost_nanos + excluded.est_cost_nanos",
+        [(row.day.isoformat(), row.customer_type or "", *_model_values(m)) for row in rows for m in row.models],
+    )
+
+
+def _model_values(m: ClaudeCodeModel) -> tuple[str, int, int, int, int, int]:
+    return (
+        m.model,
+        m.input_tokens,
+        m.output_tokens,
+        m.cache_read_tokens,
+        m.cache_write_tokens,
+        m.estimated_cost_nano_usd,
+    )
+
+
 def first_unfinished_day(db: sqlite3.Connection, kind: Kind, today: date, backfill_days: int = 31) -> date:
     """The first day a read must cover: the earliest day still open (the last `OPEN_DAYS`, today included) or
-    the day after the newest stored one, whichever comes first; with nothing stored, `backfill_days` back."""
+    the newest day read, whichever comes first; with nothing stored, `backfill_days` back. The newest day read is
+    read again: a read covers today, so that day was read while it ran, and after a long stop it is not open."""
     open_from = today - timedelta(days=OPEN_DAYS - 1)
     newest = newest_day(db, kind)
     if newest is None:
         return min(open_from, today - timedelta(days=backfill_days - 1))
-    return min(open_from, newest + timedelta(days=1))
+    return min(open_from, newest)
 
 
 def mark_read(db: sqlite3.Connection, at: float) -> None:

@@ -234,6 +234,18 @@ CREATE TABLE claude_code_day (
 """
 
 
+# Migration 8: Claude Code analytics' own estimate per UTC day, customer type and model, beside its per-actor rows
+# (`report reconcile` compares it per model; no actor is kept here). Days read before this migration have none.
+SCHEMA_8 = """
+CREATE TABLE claude_code_model_day (
+    day TEXT NOT NULL, customer_type TEXT NOT NULL, model TEXT NOT NULL,
+    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL, cache_write INTEGER NOT NULL,
+    est_cost_nanos INTEGER NOT NULL,    -- nano-USD
+    PRIMARY KEY (day, customer_type, model)
+);
+"""
+
+
 # Each entry migrates the schema from version i to i + 1; released entries never change.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -276,6 +288,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_5,
     SCHEMA_6,
     SCHEMA_7,
+    SCHEMA_8,
 )
 
 

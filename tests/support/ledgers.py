@@ -10,6 +10,7 @@ import sqlite3
 UNDO = {
     6: "ALTER TABLE requests DROP COLUMN origin;",
     7: "DROP TABLE billing_usage_day; DROP TABLE billing_cost_day; DROP TABLE claude_code_day;",
+    8: "DROP TABLE claude_code_model_day;",
 }
 
 
