@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import load_settings
+from exporter.daemon.billing import private
 from exporter.daemon.loop import options_from
 from exporter.ledger.billing import replace_days
 from exporter.ledger.store import Ledger
@@ -136,18 +137,21 @@ def activity(day: date, actor: str, sessions: int, actor_type: str = "user_actor
     return ClaudeCodeDay(day, actor_type, actor, "api", "vscode", sessions, 10 * sessions, sessions, 2, 1, ())
 
 
-def claude_code(ledger: Ledger) -> None:
+def claude_code(ledger: Ledger, users: str = "off") -> None:
     first, second = YESTERDAY.date() - DAY, YESTERDAY.date()
-    replace_days(ledger.db, "claude_code", [first], [activity(first, "b@example.com", 1)])
+    replace_days(ledger.db, "claude_code", [first], private([activity(first, "b@example.com", 1)], users))
     replace_days(
         ledger.db,
         "claude_code",
         [second],
-        [
-            activity(second, "a@example.com", 2),
-            activity(second, "b@example.com", 3),
-            activity(second, "ci", 4, "api_actor"),
-        ],
+        private(
+            [
+                activity(second, "a@example.com", 2),
+                activity(second, "b@example.com", 3),
+                activity(second, "ci", 4, "api_actor"),
+            ],
+            users,
+        ),
     )
 
 
@@ -171,7 +175,7 @@ def test_claude_code_analytics_are_counters_summed_over_every_user_without_label
 def test_a_day_read_again_adds_only_what_it_grew_and_a_correction_downwards_keeps_what_was_counted(
     ledger: Ledger,
 ) -> None:
-    claude_code(ledger)
+    claude_code(ledger, "email")  # the addresses as stored under labels.user: email
     second = BILLED_DAY
     day = [activity(second, "a@example.com", 2), activity(second, "b@example.com", 3)]
     replace_days(ledger.db, "claude_code", [second], [*day, activity(second, "ci", 4, "api_actor")])  # the same
@@ -191,7 +195,7 @@ def test_the_counters_exist_at_0_before_any_analytics_are_read(ledger: Ledger) -
 
 
 def test_labels_user_hash_gives_each_user_the_hash_team_mode_gives_them(ledger: Ledger) -> None:
-    claude_code(ledger)
+    claude_code(ledger, "hash")
     sessions = read_analytics(ledger, LabelPolicy(user=True))["claude_usage_analytics_sessions_total"]
     assert sessions == {
         (("user", short_hash("b@example.com")),): 4,
@@ -201,8 +205,8 @@ def test_labels_user_hash_gives_each_user_the_hash_team_mode_gives_them(ledger: 
 
 
 def test_labels_user_email_shows_the_address_and_users_past_the_cap_are_other(ledger: Ledger) -> None:
-    claude_code(ledger)
-    policy = LabelPolicy(user=True, user_shape="email", max_users=2)
+    claude_code(ledger, "email")
+    policy = LabelPolicy(user=True, max_users=2)
     points = read_analytics(ledger, policy)
     # First seen first: b on the first day, then a and ci on the second, by name.
     assert points["claude_usage_analytics_sessions_total"] == {
@@ -213,16 +217,12 @@ def test_labels_user_email_shows_the_address_and_users_past_the_cap_are_other(le
     assert points["claude_usage_analytics_lines_of_code_total"][(("kind", "added"), ("user", OTHER))] == 40
 
 
-@pytest.mark.parametrize(
-    ("setting", "user", "shape"), [("off", False, "hash"), ("hash", True, "hash"), ("email", True, "email")]
-)
-def test_labels_user_in_the_config_reaches_the_label_policy(
-    tmp_path: Path, setting: str, user: bool, shape: str
-) -> None:
+@pytest.mark.parametrize(("setting", "user"), [("off", False), ("hash", True), ("email", True)])
+def test_labels_user_in_the_config_reaches_the_label_policy(tmp_path: Path, setting: str, user: bool) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"labels: {{user: {setting}, max_users: 7}}\n")
     policy = options_from(load_settings(config, {"TZ": "UTC", "HOME": str(tmp_path)}, {})).policy
-    assert (policy.user, policy.user_shape, policy.max_users) == (user, shape, 7)
+    assert (policy.user, policy.max_users) == (user, 7)
 
 
 def test_the_billing_data_age_is_computed_at_each_scrape_from_the_clock(ledger: Ledger) -> None:

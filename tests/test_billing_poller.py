@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,10 @@ YESTERDAY = datetime(2026, 12, 6, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
+def short_hash(person: str) -> str:
+    return hashlib.sha256(person.encode()).hexdigest()[:12]
+
+
 @pytest.fixture
 def fake() -> Iterator[tuple[str, AdminState]]:
     with fake_admin() as running:
@@ -41,7 +46,7 @@ def client(fake: tuple[str, AdminState], tmp_path: Path) -> AdminClient:
     return AdminClient(key_file(tmp_path), fake[0], sleep=lambda _: None, attempts=1)
 
 
-def poll(client: AdminClient, state_dir: Path, polls: int = 1) -> tuple[dict[str, int], list[int]]:
+def poll(client: AdminClient, state_dir: Path, polls: int = 1, users: str = "off") -> tuple[dict[str, int], list[int]]:
     """Runs the poller for `polls` polls on this thread; its wait ends it after the last."""
     stop = threading.Event()
     source_up: dict[str, int] = {}
@@ -60,6 +65,7 @@ def poll(client: AdminClient, state_dir: Path, polls: int = 1) -> tuple[dict[str
         stop=stop,
         source_up=source_up,
         changed=lambda: changes.append(1),
+        users=users,
         now=lambda: NOW,
         wait=wait,
     )
@@ -81,15 +87,38 @@ def test_a_poll_stores_every_report_per_day_and_marks_the_source_up(fake, client
             ("2026-12-06", 100, 200, 300)
         ]
         assert db.execute("SELECT day, cost_nanos FROM billing_cost_day").fetchall() == [("2026-12-06", 12_345 * 10**6)]
-        assert db.execute("SELECT actor, est_cost_nanos FROM claude_code_day").fetchall() == [
-            ("a@example.com", 1505 * 10**6)
-        ]
+        assert db.execute("SELECT actor, est_cost_nanos FROM claude_code_day").fetchall() == [("", 1505 * 10**6)]
         # the first read backfills 31 days, from 2026-11-07, one Claude Code call per day
         first = next(s for s in state.seen if s.path.endswith("/messages"))
         assert first.query["starting_at"] == ["2026-11-07T00:00:00Z"]
         assert sum(s.path.endswith("/claude_code") for s in state.seen) == 31
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("users", "stored"),
+    [
+        ("off", ["", ""]),
+        ("hash", sorted(short_hash(a) for a in ("a@example.com", "b@example.com"))),
+        ("email", ["a@example.com", "b@example.com"]),
+    ],
+)
+def test_only_what_labels_user_asks_for_of_an_address_reaches_the_ledger(
+    fake, client, tmp_path, users: str, stored: list[str]
+) -> None:
+    _, state = fake
+    day = YESTERDAY.date()
+    state.claude_code = {day.isoformat(): [claude_code_record(day, a) for a in ("a@example.com", "b@example.com")]}
+    poll(client, tmp_path, users=users)
+    ledger = Ledger(tmp_path)
+    try:
+        rows = ledger.db.execute("SELECT actor, sessions FROM claude_code_day ORDER BY actor").fetchall()
+        dump = "\n".join(ledger.db.iterdump())
+    finally:
+        ledger.close()
+    assert rows == [(actor, 3 * stored.count(actor)) for actor in sorted(set(stored))]  # off: the users summed
+    assert ("example.com" in dump) == (users == "email")
 
 
 def test_a_second_poll_rereads_only_the_days_not_yet_final_and_takes_their_corrections(fake, client, tmp_path) -> None:

@@ -82,6 +82,7 @@ def billing_poller(settings: Settings, daemon: Daemon, stop: threading.Event) ->
         "stop": stop,
         "source_up": daemon.health.source_up,
         "changed": daemon.waker.wake,
+        "users": settings.labels.user,
     }
     return threading.Thread(
         target=billing.run, args=(client, daemon.core.state_dir), kwargs=kwargs, name="billing", daemon=True

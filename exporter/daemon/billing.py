@@ -2,7 +2,8 @@
 ledger through a connection of its own (SQLite's WAL lets it and the loop write in turn).
 
 Runs on its own thread only when `sources.anthropic_admin.enabled`; a failed poll logs one line (the client's
-errors never hold the key) and marks the source down until a poll succeeds.
+errors never hold the key) and marks the source down until a poll succeeds. Claude Code analytics names each user
+by e-mail address: only what `labels.user` asks for (nothing, a short hash, the address) reaches the ledger.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from exporter.ledger.billing import first_unfinished_day, mark_read, replace_days
 from exporter.ledger.store import Ledger, LedgerError
-from exporter.sources.anthropic_admin import AdminApiError, AdminClient
+from exporter.metrics.points import user_label
+from exporter.sources.anthropic_admin import AdminApiError, AdminClient, ClaudeCodeDay
 
 SOURCE = "anthropic_admin"
 log = logging.getLogger("claude_usage_exporter")
@@ -30,7 +33,12 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def poll_once(client: AdminClient, ledger: Ledger, now: datetime) -> None:
+def private(rows: list[ClaudeCodeDay], users: str) -> list[ClaudeCodeDay]:
+    """The rows with each actor as `labels.user` shapes it: "" when off (the day's users summed), else its label."""
+    return [replace(row, actor="" if users == "off" else user_label(users, row.actor)) for row in rows]
+
+
+def poll_once(client: AdminClient, ledger: Ledger, now: datetime, users: str = "off") -> None:
     """One read of every report, each from its own first unfinished day to today (UTC); raises on any failure,
     having replaced only the reports read in full before it."""
     today = now.astimezone(UTC).date()
@@ -40,7 +48,7 @@ def poll_once(client: AdminClient, ledger: Ledger, now: datetime) -> None:
     start = first_unfinished_day(ledger.db, "cost", today)
     replace_days(ledger.db, "cost", _days(start, today), client.costs(_midnight(start), end).rows)
     for day in _days(first_unfinished_day(ledger.db, "claude_code", today), today):
-        replace_days(ledger.db, "claude_code", [day], client.claude_code(day).rows)
+        replace_days(ledger.db, "claude_code", [day], private(client.claude_code(day).rows, users))
     mark_read(ledger.db, now.timestamp())
 
 
@@ -52,6 +60,7 @@ def run(
     stop: threading.Event,
     source_up: dict[str, int],
     changed: Callable[[], None],
+    users: str = "off",
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     wait: Callable[[float], object] | None = None,
 ) -> None:
@@ -61,7 +70,7 @@ def run(
         try:
             ledger = Ledger(state_dir)
             try:
-                poll_once(client, ledger, now())
+                poll_once(client, ledger, now(), users)
             finally:
                 ledger.close()
         except (AdminApiError, LedgerError, sqlite3.Error, OSError, ValueError) as err:

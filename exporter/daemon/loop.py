@@ -403,7 +403,6 @@ def options_from(settings: Settings) -> Options:
         labels.max_tools,
         labels.user != "off",
         labels.max_users,
-        "email" if labels.user == "email" else "hash",
     )
     sources = (*([Source.TRANSCRIPTS] if t.enabled else []), *([Source.OTLP] if settings.sources.otlp.enabled else []))
     return Options(

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from exporter.events import model_family
 from exporter.ledger.billing import analytics
 from exporter.ledger.store import Ledger
-from exporter.metrics.points import OTHER, LabelPolicy, Labels, Points, user_label
+from exporter.metrics.points import OTHER, LabelPolicy, Labels, Points
 
 MAX_WORKSPACES = 20  # workspaces beyond the costliest this many are summed into "other"
 BILLED_TOKENS = {  # token_type as in claude_usage_tokens_total -> billing_usage_day's column
@@ -102,7 +102,8 @@ def _tokens(ledger: Ledger, day: date) -> Points:
 
 def read_analytics(ledger: Ledger, policy: LabelPolicy) -> Points:
     """Claude Code analytics' durable counters (see ledger/billing.py); without the user label, one series per
-    metric and kind, there from the start at 0 so rate() and increase() see the first rise."""
+    metric and kind, there from the start at 0 so rate() and increase() see the first rise. With it, the user is
+    the actor as the poller stored it, already shaped by `labels.user` (daemon/billing.py)."""
     points: Points = {name: {} for name in CLAUDE_CODE}
     if not policy.user:
         for name, kinds in CLAUDE_CODE.items():
@@ -116,6 +117,6 @@ def read_analytics(ledger: Ledger, policy: LabelPolicy) -> Points:
         name, kind = metric[column]
         labels: Labels = (("kind", kind),) if kind else ()
         if policy.user:
-            labels += (("user", user_label(policy.user_shape, actor) if rank < policy.max_users else OTHER),)
+            labels += (("user", (actor or "unknown") if rank < policy.max_users else OTHER),)
         points[name][labels] = points[name].get(labels, 0.0) + value
     return points

@@ -16,7 +16,6 @@ import hashlib
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal
 
 from exporter.events import TOKEN_TYPES, model_family, shorten
 from exporter.ledger.schema import (
@@ -42,7 +41,6 @@ class LabelPolicy:
     max_tools: int = 100
     user: bool = False  # team mode: usage metrics carry a `user` label
     max_users: int = 200
-    user_shape: Literal["hash", "email"] = "hash"  # labels.user: how the label is made from an e-mail address
 
 
 def user_label(shape: str, person: str) -> str:
