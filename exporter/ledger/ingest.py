@@ -162,15 +162,21 @@ def ingest(
         units = plan(found, states, result.errors, share, deferred, time.time_ns() if now_ns is None else now_ns)
         result.more = bool(deferred)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
+        ledger.build_indexes()  # those a first ingest killed before its end left undone
         batch = _Batch(ledger, pricing.enrich, result, batch_bytes)
-        for unit, parsed in _parse_all(units, total, workers, start_method, stop or (lambda: False)):
-            result.errors += parsed.errors
-            batch.add(unit, parsed)
-            if progress:
-                progress(result.bytes_read + batch.size, total)
-            if stop and stop():
-                break
-        batch.flush()
+        if batch.fresh is not None and total >= PARALLEL_BYTES:
+            ledger.defer_indexes()
+        try:
+            for unit, parsed in _parse_all(units, total, workers, start_method, stop or (lambda: False)):
+                result.errors += parsed.errors
+                batch.add(unit, parsed)
+                if progress:
+                    progress(result.bytes_read + batch.size, total)
+                if stop and stop():
+                    break
+            batch.flush()
+        finally:
+            ledger.build_indexes()
         gone = states.keys() - {(f.dev, f.ino) for f in found}
         if gone:
             ledger.forget_files(gone)

@@ -108,6 +108,11 @@ def _request(row: Any) -> Request:
     )
 
 
+# Secondary indexes: nothing a first ingest does reads them (it finds rows by key).
+DEFERRED_INDEXES = ("requests_ts", "requests_session", "requests_request_id", "prompts_session")
+_DEFERRED = "deferred_indexes"  # the meta key holding what `defer_indexes` dropped
+
+
 class LedgerError(Exception):
     """The ledger cannot be opened or written (permissions, disk, a newer schema)."""
 
@@ -336,6 +341,31 @@ class Ledger:
             return 0  # the common case needs no write lock
         with self.transaction():
             return series.close_prompts(self.db, now_ms)
+
+    def defer_indexes(self) -> None:
+        """Drops the secondary indexes until `build_indexes`: one built over a first ingest's rows costs
+        a fraction of keeping it up to date row by row. Their definitions wait in `meta` (in the same
+        transaction), so a crash in between leaves them to the next `build_indexes`."""
+        marks = ",".join("?" * len(DEFERRED_INDEXES))
+        with self.transaction():
+            found = dict(
+                self.db.execute(
+                    f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN ({marks})", DEFERRED_INDEXES
+                )
+            )
+            if found:
+                self.set_meta(_DEFERRED, orjson.dumps({**orjson.loads(self.meta(_DEFERRED) or "{}"), **found}).decode())
+            for name in found:
+                self.db.execute(f"DROP INDEX {name}")
+
+    def build_indexes(self) -> None:
+        """Builds the indexes `defer_indexes` dropped, if any."""
+        if self.meta(_DEFERRED) is None:
+            return  # the common case needs no write lock
+        with self.transaction():
+            for sql in orjson.loads(self.meta(_DEFERRED) or "{}").values():
+                self.db.execute(sql)
+            self.db.execute("DELETE FROM meta WHERE key = ?", (_DEFERRED,))
 
     def empty(self) -> bool:
         return self.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None
