@@ -8,10 +8,11 @@ what it brought beyond the stored merge (never less than zero), so no counter ca
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from exporter.events import Agent, Prompt, Request, Tokens, tool_label
+from exporter.events import Agent, Prompt, Request, tool_label
 from exporter.ledger.schema import (
     CONTEXT_BUCKETS,
     PROMPT_COST_BUCKETS,
@@ -38,7 +39,10 @@ class Changes:
         it other labels (the ledger row, and so `report`, follows the merge): a request's count never
         moves between label sets, so no series can go down.
         """
-        before = old.tokens if old is not None else Tokens()
+        if old is None:
+            self._add_first(new)
+            return
+        before = old.tokens
         grown = [max(0, a - b) for a, b in zip(new.tokens, before, strict=True)]
         # Cache writes grow as one quantity: an OTLP event counted all of them as 5-minute writes, and
         # the transcript copy that replaces it must not count its 1-hour share again.
@@ -64,6 +68,34 @@ class Changes:
             context = self.context[(new.model_family, context_bucket(new.tokens.context))]
             context[0] += 1
             context[1] += new.tokens.context
+
+    def _add_first(self, new: Request) -> None:
+        """`add` of a request not stored before: what most of a first ingest adds, so kept short."""
+        i, o, cr, c5, c1h = tokens = new.tokens
+        grown = (max(0, i), max(0, o), max(0, cr), max(0, c5), max(0, c1h))
+        writes = max(0, c5 + c1h)  # as in `add`: cache writes grow as one quantity
+        hour = min(grown[4], writes)
+        five = min(grown[3], writes - hour)
+        row = self.usage[(new.model, new.agent, new.interaction, new.category, new.project, new.user)]
+        row[0] += grown[0]
+        row[1] += grown[1]
+        row[2] += grown[2]
+        row[3] += five
+        row[4] += hour
+        if new.cost is not None:
+            row[5] += max(0, new.cost)
+        else:
+            row[6] += grown[0] + grown[1] + grown[2] + five + hour
+        if new.uncached_cost is not None:
+            row[9] += max(0, new.uncached_cost)
+        row[7] += 1
+        row[8] += max(0, new.web_search)
+        for tool in sorted(new.tools):
+            self.tools[(tool_label(tool), new.agent, new.project)] += 1
+        self.new.append(new)
+        context = self.context[(new.model_family, context_bucket(i + cr + c5 + c1h))]
+        context[0] += 1
+        context[1] += tokens.context
 
     def write(self, db: sqlite3.Connection) -> None:
         add(db, "usage_series", USAGE_LABELS, USAGE_VALUES, [(*k, *v) for k, v in self.usage.items()])
@@ -97,7 +129,7 @@ def add(
 
 def bucket(value: float, bounds: tuple[float, ...]) -> int:
     """Index of the first bound at or above `value`; len(bounds) is +Inf."""
-    return next((i for i, bound in enumerate(bounds) if value <= bound), len(bounds))
+    return bisect_left(bounds, value)  # the bounds ascend
 
 
 def context_bucket(tokens: int) -> int:
