@@ -718,7 +718,7 @@ def test_appending_in_arbitrary_pieces_and_ingesting_between_gives_the_same_ledg
             pieced.close()
 
 
-def test_price_look_ups_of_an_ingest_in_parse_workers_are_kept_for_the_next_run(
+def test_price_look_ups_made_in_parse_workers_are_kept_for_the_next_run(
     tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_corpus(root)
@@ -726,7 +726,8 @@ def test_price_look_ups_of_an_ingest_in_parse_workers_are_kept_for_the_next_run(
     monkeypatch.setattr(ingest_module, "UNIT_BYTES", 4096)
     app = Pipeline(Setup(state_dir=tmp_path / "state", roots=(root,), timezone="UTC"))
     app.refresh()
-    kept = orjson.loads(app.ledger.meta("prices") or "{}")  # workers parse; this process prices
+    assert app.pricer._provider is None  # every unit was priced in a worker process ...
+    kept = orjson.loads(app.ledger.meta("prices") or "{}")  # ... and its look-ups came back
     assert (kept["fingerprint"], list(kept["lookups"])) == (app.fingerprint, ["claude-sonnet-4-5-20250929\tstandard"])
 
 

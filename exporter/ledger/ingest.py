@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from exporter.events import Enrich, Outcome, Prompt, Request, Source, merge_all
 from exporter.ledger.store import Ledger
@@ -36,10 +36,13 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes to do)
 
 
 class Pricing(Protocol):
-    """Prices and classifies requests, in the ledger's process only: it loads the price data once,
-    while the workers parse, and prices each distinct model once."""
+    """Prices and classifies requests; its price look-ups can travel back from worker processes."""
 
     def enrich(self, r: Request) -> Request: ...
+
+    def remembered(self) -> dict[str, Any]: ...
+
+    def remember(self, lookups: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Parsed:
     ends: list[tuple[int, str] | None]  # per part: offset after its last complete line, and the
     # file's head fingerprint there (read here, where the file is hot); None: the part failed
     errors: list[str]
+    lookups: dict[str, Any] | None = None  # a worker's price look-ups, for the ledger's process
     prompts: list[Prompt] = field(default_factory=list)
 
 
@@ -80,8 +84,8 @@ class IngestResult:
         return len(self.found)
 
 
-def parse_unit(unit: Unit) -> Parsed:
-    """Reads and parses one unit, its copies of a request merged; a file that cannot be read gives an
+def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
+    """Reads, parses and (given `enrich`) prices one unit; a file that cannot be read gives an
     error, not an exception."""
     parsed = Parsed([], Counter(), [], [])
     merged: dict[str, Request] = {}
@@ -100,11 +104,16 @@ def parse_unit(unit: Unit) -> Parsed:
         except OSError as err:
             parsed.errors.append(f"{part.found.path}: {err.strerror or err}")
             parsed.ends.append(None)
-    parsed.requests = list(merged.values())
+    parsed.requests = [enrich(r) for r in merged.values()] if enrich else list(merged.values())
     return parsed
 
 
-def _start_worker() -> None:
+_worker_pricing: Pricing | None = None  # set once in each worker process, before its first unit
+
+
+def _start_worker(pricing: Pricing) -> None:
+    global _worker_pricing
+    _worker_pricing = pricing
     gc.disable()  # see `_no_cycle_collection`
     _keep_freed_memory()
 
@@ -137,7 +146,10 @@ def _keep_freed_memory() -> None:
 
 
 def _parse_in_worker(unit: Unit) -> Parsed:
-    return parse_unit(unit)
+    assert _worker_pricing is not None
+    parsed = parse_unit(unit, _worker_pricing.enrich)
+    parsed.lookups = _worker_pricing.remembered()
+    return parsed
 
 
 @contextmanager
@@ -183,8 +195,10 @@ def ingest(
         if batch.fresh is not None and total >= PARALLEL_BYTES:
             ledger.defer_indexes()
         try:
-            for unit, parsed in _parse_all(units, total, workers, start_method, stop or (lambda: False)):
+            for unit, parsed in _parse_all(units, total, workers, pricing, start_method, stop or (lambda: False)):
                 result.errors += parsed.errors
+                if parsed.lookups:
+                    pricing.remember(parsed.lookups)
                 batch.add(unit, parsed)
                 if progress:
                     progress(result.bytes_read + batch.size, total)
@@ -287,24 +301,23 @@ def _parts(f: fs.Found, start: int, end: int | None, counted: int = 0) -> list[P
 
 
 def _parse_all(
-    units: list[Unit], total: int, workers: int | None, start_method: str, stop: Callable[[], bool]
+    units: list[Unit], total: int, workers: int | None, pricing: Pricing, start_method: str, stop: Callable[[], bool]
 ) -> Iterator[tuple[Unit, Parsed]]:
-    """Parsed units in order; in worker processes when the backlog is large enough to pay off. They
-    are priced in this process as they are committed: the price data takes each process that loads it
-    a few tenths of a second, and pricing once per distinct model is cheap. A stop ends it without
-    waiting for the units being parsed."""
+    """Parsed and priced units in order; in worker processes when the backlog is large enough to
+    pay off. Pricing there too keeps the ledger's process free for merging and writing. A stop ends
+    it without waiting for the units being parsed."""
     count = workers if workers is not None else (os.cpu_count() or 1)
     if count < 2 or total < PARALLEL_BYTES or len(units) < 2:
         for unit in units:
-            yield unit, parse_unit(unit)
+            yield unit, parse_unit(unit, pricing.enrich)
         return
     if stop():  # no workers to start only to kill them
         return
     from exporter.ledger.workers import Workers  # only a large backlog pays for multiprocessing's imports
 
-    # fork (the CLI): workers start in milliseconds; the daemon, which
-    # has threads, spawns them. They only parse, never touching the ledger.
-    with Workers[Unit, Parsed](start_method, count, _start_worker, (), _parse_in_worker) as pool:
+    # fork (the CLI): workers start in milliseconds, and inherit `pricing` unpickled; the daemon, which
+    # has threads, spawns them. They only parse and price, never touching the ledger.
+    with Workers[Unit, Parsed](start_method, count, _start_worker, (pricing,), _parse_in_worker) as pool:
         yield from pool.ordered(units, stop, ahead=2 * count)  # bounded look-ahead keeps memory flat
 
 

@@ -15,6 +15,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -280,6 +281,7 @@ class Ledger:
                 self._changed()
             series.add_prompts(self.db, prompts)
             self.db.executemany("DELETE FROM pending WHERE request_id = ?", [(key,) for key in settled])
+            rows.sort(key=itemgetter(0))  # by key: the key index fills in order (stable: one key's last row wins)
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({COLUMNS}) VALUES ({MARKS})", rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
