@@ -1,5 +1,6 @@
 """A first ingest's fast path (parse workers, secondary indexes built at the end) builds the very ledger
-the plain path does, and a first ingest cut short leaves no index missing for good."""
+the plain path does, a first ingest cut short leaves no index missing for good, and the lines the fast
+decoder leaves to the full parser are counted."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import pytest
 
 from exporter.ledger import ingest as ingest_module
 from exporter.ledger.store import DEFERRED_INDEXES, Ledger
+from exporter.metrics.exposition import read_snapshot
+from exporter.metrics.points import LabelPolicy
 from exporter.pipeline import Pipeline, Setup
 from tests.support.corpus import generate
+from tests.support.lines import line, write
 
 
 def everything(ledger: Ledger) -> dict[str, object]:
@@ -59,3 +63,16 @@ def test_indexes_a_first_ingest_killed_midway_dropped_are_built_by_the_next_inge
     app.refresh(now_ms=1 << 42)
     assert set(DEFERRED_INDEXES) <= indexes(app.ledger)
     assert app.ledger.meta("deferred_indexes") is None
+
+
+def test_lines_the_fast_decoder_leaves_to_the_full_parser_are_counted_and_exposed(tmp_path: Path) -> None:
+    root = tmp_path / "claude"
+    odd = line(m_id="msg_2", m_content=["a text block that is no object"])  # a shape it does not know
+    write(root / "projects" / "p" / "s.jsonl", line(), odd, line(m_id="msg_3"))
+    app = Pipeline(Setup(state_dir=tmp_path / "state", roots=(root,), timezone="UTC"))
+    result = app.refresh(now_ms=1 << 42)
+    assert result.outcomes["usage"] == 3  # read all the same
+    assert app.ledger.counters()["slow.transcripts"] == 1
+    assert "lines.transcripts.slow" not in app.ledger.counters()  # no outcome of its own
+    points = read_snapshot(app.ledger, LabelPolicy(), {"version": "0", "pricing_source": "t", "pricing_version": "0"})
+    assert points.points["claude_usage_exporter_slow_lines_total"] == {(("source", "transcripts"),): 1}

@@ -109,9 +109,11 @@ def test_a_second_ingest_reads_only_the_bytes_appended_since_the_first(
     parsed: list[bytes] = []
     real = parse_chunk
 
-    def spy(buf: bytes, counts: Counter[str], prompts: list[Prompt] | None = None) -> list[UsageEvent]:
+    def spy(
+        buf: bytes, counts: Counter[str], prompts: list[Prompt] | None = None, slow: Counter[str] | None = None
+    ) -> list[UsageEvent]:
         parsed.append(bytes(buf))
-        return real(buf, counts, prompts)
+        return real(buf, counts, prompts, slow=slow)
 
     monkeypatch.setattr(ingest_module, "parse_chunk", spy)
     path = append(root / "projects/p/s1.jsonl", user_line(), A, B)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from exporter.events import Enrich, Outcome, Prompt, Request, Source, merge_all
 from exporter.ledger.store import Ledger
 from exporter.sources import files as fs
-from exporter.sources.transcripts import parse_chunk
+from exporter.sources.transcripts import SLOW, parse_chunk
 
 BATCH_BYTES = 64 << 20
 # A file untouched this long has stopped growing: a last line without its newline that is a whole JSON
@@ -97,7 +97,7 @@ def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
             for lines, offset, too_long in fs.read_lines(part.found.path, part.start, part.stop):
                 end = offset
                 counts[Outcome.SKIPPED] += too_long
-                events = parse_chunk(lines, counts, parsed.prompts)
+                events = parse_chunk(lines, counts, parsed.prompts, slow=counts)  # SLOW is taken out in `_Batch`
                 requests = (Request.from_event(e, origin) for e in events)
                 merge_all((r._replace(copies=0) for r in requests) if part.counted else requests, merged)
             parsed.ends.append((end, fs.head_of(part.found.path, end) if end > part.start else ""))
@@ -332,11 +332,13 @@ class _Batch:
         self.failed: set[tuple[int, int]] = set()
         self.files: dict[tuple[int, int], fs.FileState] = {}
         self.counts: Counter[str] = Counter()
+        self.slow = 0  # lines the fast decoder passed to the full parser (see `transcripts.SLOW`)
         self.prompts: list[Prompt] = []
         self.size = 0
 
     def add(self, unit: Unit, parsed: Parsed) -> None:
         merge_all(parsed.requests, self.requests)
+        self.slow += parsed.counts.pop(SLOW, 0)
         self.counts.update(parsed.counts)
         self.prompts += parsed.prompts
         for part, done in zip(unit, parsed.ends, strict=True):
@@ -363,7 +365,8 @@ class _Batch:
             self.size,
             self.fresh,
             self.prompts,
+            slow=self.slow,
         )
         self.result.outcomes.update(outcomes)
         self.result.bytes_read += self.size
-        self.requests, self.files, self.counts, self.prompts, self.size = {}, {}, Counter(), [], 0
+        self.requests, self.files, self.counts, self.prompts, self.size, self.slow = {}, {}, Counter(), [], 0, 0

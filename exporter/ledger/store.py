@@ -248,12 +248,14 @@ class Ledger:
         fresh: set[str] | None = None,
         prompts: Iterable[Prompt] = (),
         settled: Iterable[str] = (),
+        slow: int = 0,
     ) -> Counter[str]:
         """Merges a batch into the ledger in one transaction; returns the line outcomes.
 
         A line that brings a new request counts as `usage`; every other copy as `duplicate`.
         `fresh`, when the ledger was empty before this ingest, holds the keys committed since:
-        no other key can be stored, so a first ingest skips the look-ups.
+        no other key can be stored, so a first ingest skips the look-ups. `slow`: lines of the batch the
+        fast decoder left to the full parser, counted with the rest.
         """
         merged = merge_all(requests)
         outcomes: Counter[str] = Counter(counts or {})
@@ -288,7 +290,7 @@ class Ledger:
                 [(f.dev, f.ino, f.offset, f.head, f.mtime) for f in files],
             )
             lines = {f"lines.{source}.{k}": v for k, v in outcomes.items()}
-            self._add_counters(lines | {f"bytes.{source}": bytes_read})
+            self._add_counters(lines | {f"bytes.{source}": bytes_read, f"slow.{source}": slow})
         if fresh is not None:
             fresh.update(merged)
         return outcomes
