@@ -34,6 +34,7 @@ from exporter.ledger.schema import MIGRATIONS
 from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline, Setup
 from exporter.sources import files as fs
+from exporter.sources import transcripts
 from exporter.sources.transcripts import parse_chunk
 from tests.support.lines import SESSION, assistant_line, snapshot_line, user_line
 
@@ -115,7 +116,7 @@ def test_a_second_ingest_reads_only_the_bytes_appended_since_the_first(
         parsed.append(bytes(buf))
         return real(buf, counts, prompts, slow=slow)
 
-    monkeypatch.setattr(ingest_module, "parse_chunk", spy)
+    monkeypatch.setattr(transcripts, "parse_chunk", spy)  # imported from there at each unit
     path = append(root / "projects/p/s1.jsonl", user_line(), A, B)
     first = app.refresh()
     assert (first.files, first.bytes_read, outcomes(first)) == (1, len(user_line() + A + B), {"usage": 2, "skipped": 1})

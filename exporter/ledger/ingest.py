@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from exporter.events import Enrich, Outcome, Prompt, Request, Source, merge_all
 from exporter.ledger.store import Ledger
 from exporter.sources import files as fs
-from exporter.sources.transcripts import SLOW, parse_chunk
 
 BATCH_BYTES = 64 << 20
 # A file untouched this long has stopped growing: a last line without its newline that is a whole JSON
@@ -87,6 +86,8 @@ class IngestResult:
 def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
     """Reads, parses and (given `enrich`) prices one unit; a file that cannot be read gives an
     error, not an exception."""
+    from exporter.sources.transcripts import parse_chunk  # msgspec's import: only when there is something to parse
+
     parsed = Parsed([], Counter(), [], [])
     merged: dict[str, Request] = {}
     for part in unit:
@@ -338,6 +339,8 @@ class _Batch:
 
     def add(self, unit: Unit, parsed: Parsed) -> None:
         merge_all(parsed.requests, self.requests)
+        from exporter.sources.transcripts import SLOW  # loaded by then: `parse_unit` imported it
+
         self.slow += parsed.counts.pop(SLOW, 0)
         self.counts.update(parsed.counts)
         self.prompts += parsed.prompts
