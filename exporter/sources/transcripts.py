@@ -68,7 +68,7 @@ def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[by
     found: list[bytes] = []
     lines = start = 0
     size = len(data)
-    find = data.find
+    find, rfind = data.find, data.rfind
     while start < size:
         end = find(b"\n", start)
         if end == -1:
@@ -78,7 +78,7 @@ def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[by
         user = find(USER_HEAD, start, head) != -1 and find(ASSISTANT_MARK, start, head) == -1
         if (
             not user
-            and find(USAGE_MARK, start, end) != -1
+            and rfind(USAGE_MARK, start, end) != -1  # from the end: usage is the message's last field
             and (
                 find(ASSISTANT_MARK, start, end) != -1
                 or (find(TYPE_MARK, start, end) == -1 and find(MESSAGE_MARK, start, end) != -1)
