@@ -72,30 +72,32 @@ class Changes:
     def _add_first(self, new: Request) -> None:
         """`add` of a request not stored before: what most of a first ingest adds, so kept short."""
         i, o, cr, c5, c1h = tokens = new.tokens
-        grown = (max(0, i), max(0, o), max(0, cr), max(0, c5), max(0, c1h))
-        writes = max(0, c5 + c1h)  # as in `add`: cache writes grow as one quantity
-        hour = min(grown[4], writes)
-        five = min(grown[3], writes - hour)
+        if i < 0 or o < 0 or cr < 0 or c5 < 0 or c1h < 0:  # never from a source (they bound counts), but as `add`
+            i, o, cr, c5, c1h = (max(0, i), max(0, o), max(0, cr), max(0, c5), max(0, c1h))
+            writes = max(0, tokens.cache_write)  # as in `add`: cache writes grow as one quantity
+            c1h = min(c1h, writes)
+            c5 = min(c5, writes - c1h)
         row = self.usage[(new.model, new.agent, new.interaction, new.category, new.project, new.user)]
-        row[0] += grown[0]
-        row[1] += grown[1]
-        row[2] += grown[2]
-        row[3] += five
-        row[4] += hour
+        row[0] += i
+        row[1] += o
+        row[2] += cr
+        row[3] += c5
+        row[4] += c1h
         if new.cost is not None:
-            row[5] += max(0, new.cost)
+            row[5] += new.cost if new.cost > 0 else 0
         else:
-            row[6] += grown[0] + grown[1] + grown[2] + five + hour
+            row[6] += i + o + cr + c5 + c1h
         if new.uncached_cost is not None:
-            row[9] += max(0, new.uncached_cost)
+            row[9] += new.uncached_cost if new.uncached_cost > 0 else 0
         row[7] += 1
-        row[8] += max(0, new.web_search)
+        row[8] += new.web_search if new.web_search > 0 else 0
         for tool in sorted(new.tools):
             self.tools[(tool_label(tool), new.agent, new.project)] += 1
         self.new.append(new)
-        context = self.context[(new.model_family, context_bucket(i + cr + c5 + c1h))]
+        read = tokens.context
+        context = self.context[(new.model_family, context_bucket(read))]
         context[0] += 1
-        context[1] += tokens.context
+        context[1] += read
 
     def write(self, db: sqlite3.Connection) -> None:
         add(db, "usage_series", USAGE_LABELS, USAGE_VALUES, [(*k, *v) for k, v in self.usage.items()])
@@ -193,9 +195,10 @@ def _sessions(db: sqlite3.Connection, new: Iterable[Request]) -> None:
     for r in ordered:
         project, last_ts, family = known.get(r.session_id, (r.project, r.ts, ""))
         if r.agent == Agent.MAIN and r.ts >= last_ts:
-            if family and family != r.model_family:
-                switches[(family, r.model_family)] += 1
-            last_ts, family = r.ts, r.model_family
+            now = r.model_family
+            if family and family != now:
+                switches[(family, now)] += 1
+            last_ts, family = r.ts, now
         known[r.session_id] = (project, last_ts, family)
     db.executemany(
         "INSERT OR REPLACE INTO sessions (session_id, project, last_ts, last_family) VALUES (?, ?, ?, ?)",
