@@ -14,6 +14,7 @@ from exporter.metrics.exposition import read_snapshot
 from exporter.metrics.points import LabelPolicy
 from exporter.pipeline import Pipeline, Setup
 from tests.support.corpus import generate
+from tests.support.ledgers import roll_back
 from tests.support.lines import line, write
 
 
@@ -63,6 +64,16 @@ def test_indexes_a_first_ingest_killed_midway_dropped_are_built_by_the_next_inge
     app.refresh(now_ms=1 << 42)
     assert set(DEFERRED_INDEXES) <= indexes(app.ledger)
     assert app.ledger.meta("deferred_indexes") is None
+
+
+def test_an_upgrade_builds_the_indexes_a_killed_first_ingest_dropped_before_it_migrates(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    ledger.defer_indexes()
+    roll_back(ledger.db, 6)  # then the release that wrote it is replaced by a newer one
+    ledger.close()
+    upgraded = Ledger(tmp_path)
+    assert set(DEFERRED_INDEXES) <= indexes(upgraded)
+    assert upgraded.meta("deferred_indexes") is None
 
 
 def test_lines_the_fast_decoder_leaves_to_the_full_parser_are_counted_and_exposed(tmp_path: Path) -> None:

@@ -188,6 +188,8 @@ class Ledger:
                 f"{self.path} has schema version {version}, newer than this release knows"
                 f" ({len(MIGRATIONS)}): upgrade claude-usage-exporter"
             )
+        if 0 < version < len(MIGRATIONS):
+            self.build_indexes()  # those a first ingest killed midway dropped: a migration may expect them
         for number in range(version, len(MIGRATIONS)):
             # executescript commits whatever is pending, so the transaction is part of the script.
             self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
