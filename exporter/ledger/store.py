@@ -270,17 +270,20 @@ class Ledger:
             joined = self.by_request_id(k for k in events if k not in stored) if events else {}
             rows = []
             changes = series.Changes()
+            usage = duplicate = 0  # plain ints: an enum key hashes in Python, twice per `+=`
             for key, request in merged.items():
                 old = stored.get(key) or stored.get(request.request_id or key) or joined.get(request.request_id or key)
-                outcomes[Outcome.USAGE] += old is None
+                usage += old is None
                 # A copy re-read to re-derive its owner stands for no line (copies 0, see `Part.counted`).
-                outcomes[Outcome.DUPLICATE] += max(0, request.copies - (old is None))
+                duplicate += max(0, request.copies - (old is None))
                 if old is not None:
                     request = old.merge(request)
                 request = request if request.interaction else enrich(request)
                 changes.add(old, request)
                 rows.append(_row(request))
             if rows:
+                outcomes[Outcome.USAGE] += usage
+                outcomes[Outcome.DUPLICATE] += duplicate
                 changes.write(self.db)
                 self._changed()
             series.add_prompts(self.db, prompts)
