@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from fnmatch import fnmatchcase
 from functools import cache, cached_property
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -370,7 +369,8 @@ _FAST_PRICES = "fast_prices.toml"
 
 
 def _fast_text() -> str:
-    return (files("exporter.pricing") / _FAST_PRICES).read_text(encoding="utf-8")
+    # Beside this module (a wheel installs it as a file): importlib.resources costs a warm report ~3 ms.
+    return (Path(__file__).parent / _FAST_PRICES).read_text(encoding="utf-8")
 
 
 @cache
