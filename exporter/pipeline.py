@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from exporter.events import Request, Source, to_nanos
+from exporter.events import Request, Source
 from exporter.ledger.ingest import IngestResult, Progress, ingest
 from exporter.ledger.store import Ledger
 from exporter.pricing.prices import Override, Pricer, Rates
@@ -92,16 +91,15 @@ class Pipeline:
     def enrich(self, r: Request) -> Request:
         """Prices and classifies a merged request; labels derive from the merge, never one copy."""
         interaction, category = self.classifier.classify(r.agent, r.tools, r.compaction, r.web_search)
-        at = datetime.fromtimestamp(r.ts / 1000, UTC)
-        quote = self.pricer.describe(r.model, r.speed, at)
+        quote = self.pricer.quote_at(r.model, r.speed, r.ts)
         # The same context, so the same long-context tier, with nothing read from or written to the cache.
-        uncached = None if quote is None else to_nanos(quote.cost(r.tokens.uncached, r.web_search))
+        uncached = None if quote is None else quote.nanos(r.tokens.uncached, r.web_search)
         if r.source == Source.OTLP and r.reported_cost is not None:
             # Claude Code's own price: its event has no cache TTL split to price the tokens from. A model
             # with no rates here claims no saving rather than its whole cost as a loss.
             uncached = r.reported_cost if uncached is None else uncached
             return Request(*r[:-4], interaction, category, r.reported_cost, uncached)  # the last four fields
-        cost = None if quote is None else to_nanos(quote.cost(r.tokens, r.web_search))
+        cost = None if quote is None else quote.nanos(r.tokens, r.web_search)
         return Request(*r[:-4], interaction, category, cost, uncached)
 
     def __getstate__(self) -> dict[str, Any]:

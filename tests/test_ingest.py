@@ -34,6 +34,7 @@ from exporter.ledger.schema import MIGRATIONS
 from exporter.ledger.store import Ledger
 from exporter.pipeline import Pipeline, Setup
 from exporter.sources import files as fs
+from exporter.sources import transcripts
 from exporter.sources.transcripts import parse_chunk
 from tests.support.lines import SESSION, assistant_line, snapshot_line, user_line
 
@@ -109,11 +110,13 @@ def test_a_second_ingest_reads_only_the_bytes_appended_since_the_first(
     parsed: list[bytes] = []
     real = parse_chunk
 
-    def spy(buf: bytes, counts: Counter[str], prompts: list[Prompt] | None = None) -> list[UsageEvent]:
+    def spy(
+        buf: bytes, counts: Counter[str], prompts: list[Prompt] | None = None, slow: Counter[str] | None = None
+    ) -> list[UsageEvent]:
         parsed.append(bytes(buf))
-        return real(buf, counts, prompts)
+        return real(buf, counts, prompts, slow=slow)
 
-    monkeypatch.setattr(ingest_module, "parse_chunk", spy)
+    monkeypatch.setattr(transcripts, "parse_chunk", spy)  # imported from there at each unit
     path = append(root / "projects/p/s1.jsonl", user_line(), A, B)
     first = app.refresh()
     assert (first.files, first.bytes_read, outcomes(first)) == (1, len(user_line() + A + B), {"usage": 2, "skipped": 1})
@@ -483,6 +486,8 @@ from exporter.ledger import ingest as I
 from exporter.ledger.ingest import ingest
 
 state, root, point = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+if sys.argv[4] == "fast":
+    I.PARALLEL_BYTES = 0  # parse workers, secondary indexes dropped until the end
 commits = 0
 
 def pause():
@@ -514,12 +519,13 @@ print("finished", flush=True)
 KILL_POINTS = ["between batches", "inside a batch transaction"]
 
 
-def killed_then_rerun(tmp_path: Path, root: Path, point: str) -> tuple[Ledger, Ledger]:
-    """(ledger of a run killed at `point` and then run to the end, ledger of one clean run)."""
+def killed_then_rerun(tmp_path: Path, root: Path, point: str, path: str = "plain") -> tuple[Ledger, Ledger]:
+    """(ledger of a run killed at `point` and then run to the end, ledger of one clean run); `path`
+    "fast": the killed run is a first ingest's fast path."""
     write_corpus(root, sessions=4, requests=5)
     state = tmp_path / "crashed"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(state), str(root), point],
+        [sys.executable, "-c", CHILD, str(state), str(root), point, path],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=child_env(tmp_path),
@@ -539,15 +545,18 @@ def killed_then_rerun(tmp_path: Path, root: Path, point: str) -> tuple[Ledger, L
     return Ledger(state), clean.ledger
 
 
+@pytest.mark.parametrize("path", ["plain", "fast"])
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_a_run_killed_mid_ingest_and_run_again_counts_every_request_and_line_once(
-    tmp_path: Path, root: Path, point: str
+    tmp_path: Path, root: Path, point: str, path: str
 ) -> None:
-    crashed, clean = killed_then_rerun(tmp_path, root, point)
+    crashed, clean = killed_then_rerun(tmp_path, root, point, path)
     assert totals(crashed) == totals(clean)
     assert sorted(crashed.requests(), key=lambda r: r.key) == sorted(clean.requests(), key=lambda r: r.key)
     assert crashed.counters() == clean.counters()  # lines and bytes: nothing counted twice or lost
     assert crashed.file_states() == clean.file_states()
+    schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    assert crashed.db.execute(schema).fetchall() == clean.db.execute(schema).fetchall()  # every index back
 
 
 ARBITRARY = """
@@ -557,19 +566,23 @@ from exporter.ledger import ingest as I
 from exporter.pipeline import Pipeline, Setup
 
 I.UNIT_BYTES = 4096  # small units, so that batch_bytes=1 commits many batches
+if sys.argv[3] == "fast":
+    I.PARALLEL_BYTES = 0  # parse workers, secondary indexes dropped until the end
 app = Pipeline(Setup(state_dir=Path(sys.argv[1]), roots=(Path(sys.argv[2]),), timezone="UTC"))
-I.ingest(app.ledger, [Path(sys.argv[2])], app.enrich, batch_bytes=1)
+I.ingest(app.ledger, [Path(sys.argv[2])], app, batch_bytes=1)
 """
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", ["plain", "fast"])
 @pytest.mark.parametrize("lines_before_kill", [1, 300, 700])
 def test_a_run_killed_at_an_arbitrary_moment_and_run_again_counts_everything_once(
-    tmp_path: Path, root: Path, lines_before_kill: int
+    tmp_path: Path, root: Path, lines_before_kill: int, path: str
 ) -> None:
     write_corpus(root, sessions=30, requests=10)  # 1080 lines
     state = tmp_path / "crashed"
-    child = subprocess.Popen([sys.executable, "-c", ARBITRARY, str(state), str(root)], env=child_env(tmp_path))
+    command = [sys.executable, "-c", ARBITRARY, str(state), str(root), path]
+    child = subprocess.Popen(command, env=child_env(tmp_path))
     try:
         # Polls the ledger, never sleeps; if the child wins the race the rerun below simply reads nothing.
         while child.poll() is None and committed_lines(state / Ledger.FILE) < lines_before_kill:

@@ -10,8 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from exporter.events import Tokens
+from exporter.events import Tokens, to_nanos
 from exporter.pricing.prices import Override, Pricer, Quote, Rates
 
 D = Decimal
@@ -372,3 +374,21 @@ def test_remembered_lookups_price_the_same_without_loading_the_price_data() -> N
     second.remember(first.remembered())
     assert [second.price(m, tokens) for m in models] == prices
     assert second._provider is None  # the bundled data was never loaded
+
+
+_RATE = st.builds(lambda digits, places: Decimal(digits).scaleb(-places), st.integers(0, 10**7), st.integers(0, 12))
+_COUNT = st.integers(0, 100_000_000)
+
+
+@given(st.lists(_RATE, min_size=6, max_size=6), st.lists(_COUNT, min_size=5, max_size=5), st.integers(0, 1000))
+def test_integer_nanos_round_exactly_as_the_decimal_cost_does(rates: list[Decimal], counts: list[int], n: int) -> None:
+    r = Rates(*rates)
+    assert r.nanos(Tokens(*counts), n) == to_nanos(r.cost(Tokens(*counts), n))
+
+
+def test_a_quote_at_a_time_in_milliseconds_is_the_quote_described_at_that_moment() -> None:
+    pricer = Pricer()
+    for model in ("claude-opus-4-6", "claude-sonnet-4-6", "claude-haiku-4-5"):
+        for moment in (datetime(2026, 3, 12, 23, 59, 59, 999000, UTC), datetime(2026, 3, 13, tzinfo=UTC)):
+            ms = int(moment.timestamp() * 1000)
+            assert pricer.quote_at(model, "standard", ms) == pricer.describe(model, "standard", moment)

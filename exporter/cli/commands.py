@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from exporter import __version__
-
 if TYPE_CHECKING:  # imported where used: `--help` and a warm report stay quick
     from exporter.cli.tables import Layout
     from exporter.ledger.ingest import IngestResult
@@ -178,8 +176,39 @@ def emit(data: object) -> None:
     sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="claude-usage-exporter")
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # Looked up only when asked: importlib.metadata is a third of a warm report's imports.
+    if value and not ctx.resilient_parsing:
+        from exporter import __version__
+
+        click.echo(f"claude-usage-exporter, version {__version__}")
+        ctx.exit()
+
+
+class _Commands(click.Group):
+    """The commands, `setup` imported only when it runs or help lists it: it is a group of its own
+    (status line, telemetry, service) whose imports a report does not need."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "setup"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "setup":
+            from exporter.cli.setup import setup
+
+            return setup
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """What Claude Code use costs, and why: ledger, reports and Prometheus metrics."""
 
@@ -508,8 +537,3 @@ def doctor(url: str, as_json: bool, **opts: Any) -> None:
     from exporter.cli.doctor import run
 
     sys.exit(run(lambda: load(**opts), url, as_json, time.time()))
-
-
-from exporter.cli.setup import setup  # noqa: E402 (a group of its own: statusline, telemetry, service)
-
-main.add_command(setup)

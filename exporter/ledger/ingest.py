@@ -9,6 +9,7 @@ so offsets only ever advance over bytes that are committed.
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import time
 from collections import Counter
@@ -22,7 +23,6 @@ from typing import Any, Protocol
 from exporter.events import Enrich, Outcome, Prompt, Request, Source, merge_all
 from exporter.ledger.store import Ledger
 from exporter.sources import files as fs
-from exporter.sources.transcripts import parse_chunk
 
 BATCH_BYTES = 64 << 20
 # A file untouched this long has stopped growing: a last line without its newline that is a whole JSON
@@ -86,6 +86,8 @@ class IngestResult:
 def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
     """Reads, parses and (given `enrich`) prices one unit; a file that cannot be read gives an
     error, not an exception."""
+    from exporter.sources.transcripts import parse_chunk  # msgspec's import: only when there is something to parse
+
     parsed = Parsed([], Counter(), [], [])
     merged: dict[str, Request] = {}
     for part in unit:
@@ -96,7 +98,7 @@ def parse_unit(unit: Unit, enrich: Enrich | None = None) -> Parsed:
             for lines, offset, too_long in fs.read_lines(part.found.path, part.start, part.stop):
                 end = offset
                 counts[Outcome.SKIPPED] += too_long
-                events = parse_chunk(lines, counts, parsed.prompts)
+                events = parse_chunk(lines, counts, parsed.prompts, slow=counts)  # SLOW is taken out in `_Batch`
                 requests = (Request.from_event(e, origin) for e in events)
                 merge_all((r._replace(copies=0) for r in requests) if part.counted else requests, merged)
             parsed.ends.append((end, fs.head_of(part.found.path, end) if end > part.start else ""))
@@ -113,7 +115,22 @@ _worker_pricing: Pricing | None = None  # set once in each worker process, befor
 def _start_worker(pricing: Pricing) -> None:
     global _worker_pricing
     _worker_pricing = pricing
+    gc.disable()  # see `_no_cycle_collection`
     _keep_freed_memory()
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Parsing and merging make millions of tuples and free them by reference counting; none is in a
+    cycle, yet each allocation past the threshold wakes the cycle collector, which then walks every
+    live object: ~7 % of a serial ingest's CPU. It sleeps while an ingest runs."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _keep_freed_memory() -> None:
@@ -166,7 +183,7 @@ def ingest(
     `now_ns` (default the clock) tells which files have stopped growing (see `plan`).
     """
     result = IngestResult()
-    with ingest_lock(ledger.path.parent):
+    with ingest_lock(ledger.path.parent), _no_cycle_collection():
         found = fs.discover(roots, result.errors)
         result.found = found
         states = ledger.file_states()
@@ -174,17 +191,23 @@ def ingest(
         units = plan(found, states, result.errors, share, deferred, time.time_ns() if now_ns is None else now_ns)
         result.more = bool(deferred)
         total = sum((p.found.size if p.stop is None else p.stop) - p.start for u in units for p in u)
+        ledger.build_indexes()  # those a first ingest killed before its end left undone
         batch = _Batch(ledger, pricing.enrich, result, batch_bytes)
-        for unit, parsed in _parse_all(units, total, workers, pricing, start_method, stop or (lambda: False)):
-            result.errors += parsed.errors
-            if parsed.lookups:
-                pricing.remember(parsed.lookups)
-            batch.add(unit, parsed)
-            if progress:
-                progress(result.bytes_read + batch.size, total)
-            if stop and stop():
-                break
-        batch.flush()
+        if batch.fresh is not None and total >= PARALLEL_BYTES:
+            ledger.defer_indexes()
+        try:
+            for unit, parsed in _parse_all(units, total, workers, pricing, start_method, stop or (lambda: False)):
+                result.errors += parsed.errors
+                if parsed.lookups:
+                    pricing.remember(parsed.lookups)
+                batch.add(unit, parsed)
+                if progress:
+                    progress(result.bytes_read + batch.size, total)
+                if stop and stop():
+                    break
+            batch.flush()
+        finally:
+            ledger.build_indexes()
         gone = states.keys() - {(f.dev, f.ino) for f in found}
         if gone:
             ledger.forget_files(gone)
@@ -310,11 +333,15 @@ class _Batch:
         self.failed: set[tuple[int, int]] = set()
         self.files: dict[tuple[int, int], fs.FileState] = {}
         self.counts: Counter[str] = Counter()
+        self.slow = 0  # lines the fast decoder passed to the full parser (see `transcripts.SLOW`)
         self.prompts: list[Prompt] = []
         self.size = 0
 
     def add(self, unit: Unit, parsed: Parsed) -> None:
+        from exporter.sources.transcripts import SLOW  # loaded by then: `parse_unit` imported it
+
         merge_all(parsed.requests, self.requests)
+        self.slow += parsed.counts.pop(SLOW, 0)
         self.counts.update(parsed.counts)
         self.prompts += parsed.prompts
         for part, done in zip(unit, parsed.ends, strict=True):
@@ -341,7 +368,8 @@ class _Batch:
             self.size,
             self.fresh,
             self.prompts,
+            slow=self.slow,
         )
         self.result.outcomes.update(outcomes)
         self.result.bytes_read += self.size
-        self.requests, self.files, self.counts, self.prompts, self.size = {}, {}, Counter(), [], 0
+        self.requests, self.files, self.counts, self.prompts, self.size, self.slow = {}, {}, Counter(), [], 0, 0

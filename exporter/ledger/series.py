@@ -8,10 +8,11 @@ what it brought beyond the stored merge (never less than zero), so no counter ca
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from exporter.events import Agent, Prompt, Request, Tokens, tool_label
+from exporter.events import Agent, Prompt, Request, tool_label
 from exporter.ledger.schema import (
     CONTEXT_BUCKETS,
     PROMPT_COST_BUCKETS,
@@ -38,7 +39,10 @@ class Changes:
         it other labels (the ledger row, and so `report`, follows the merge): a request's count never
         moves between label sets, so no series can go down.
         """
-        before = old.tokens if old is not None else Tokens()
+        if old is None:
+            self._add_first(new)
+            return
+        before = old.tokens
         grown = [max(0, a - b) for a, b in zip(new.tokens, before, strict=True)]
         # Cache writes grow as one quantity: an OTLP event counted all of them as 5-minute writes, and
         # the transcript copy that replaces it must not count its 1-hour share again.
@@ -64,6 +68,36 @@ class Changes:
             context = self.context[(new.model_family, context_bucket(new.tokens.context))]
             context[0] += 1
             context[1] += new.tokens.context
+
+    def _add_first(self, new: Request) -> None:
+        """`add` of a request not stored before: what most of a first ingest adds, so kept short."""
+        i, o, cr, c5, c1h = tokens = new.tokens
+        if i < 0 or o < 0 or cr < 0 or c5 < 0 or c1h < 0:  # never from a source (they bound counts), but as `add`
+            i, o, cr, c5, c1h = (max(0, i), max(0, o), max(0, cr), max(0, c5), max(0, c1h))
+            writes = max(0, tokens.cache_write)  # as in `add`: cache writes grow as one quantity
+            c1h = min(c1h, writes)
+            c5 = min(c5, writes - c1h)
+        row = self.usage[(new.model, new.agent, new.interaction, new.category, new.project, new.user)]
+        row[0] += i
+        row[1] += o
+        row[2] += cr
+        row[3] += c5
+        row[4] += c1h
+        if new.cost is not None:
+            row[5] += new.cost if new.cost > 0 else 0
+        else:
+            row[6] += i + o + cr + c5 + c1h
+        if new.uncached_cost is not None:
+            row[9] += new.uncached_cost if new.uncached_cost > 0 else 0
+        row[7] += 1
+        row[8] += new.web_search if new.web_search > 0 else 0
+        for tool in sorted(new.tools):
+            self.tools[(tool_label(tool), new.agent, new.project)] += 1
+        self.new.append(new)
+        read = tokens.context
+        context = self.context[(new.model_family, context_bucket(read))]
+        context[0] += 1
+        context[1] += read
 
     def write(self, db: sqlite3.Connection) -> None:
         add(db, "usage_series", USAGE_LABELS, USAGE_VALUES, [(*k, *v) for k, v in self.usage.items()])
@@ -97,7 +131,7 @@ def add(
 
 def bucket(value: float, bounds: tuple[float, ...]) -> int:
     """Index of the first bound at or above `value`; len(bounds) is +Inf."""
-    return next((i for i, bound in enumerate(bounds) if value <= bound), len(bounds))
+    return bisect_left(bounds, value)  # the bounds ascend
 
 
 def context_bucket(tokens: int) -> int:
@@ -161,9 +195,10 @@ def _sessions(db: sqlite3.Connection, new: Iterable[Request]) -> None:
     for r in ordered:
         project, last_ts, family = known.get(r.session_id, (r.project, r.ts, ""))
         if r.agent == Agent.MAIN and r.ts >= last_ts:
-            if family and family != r.model_family:
-                switches[(family, r.model_family)] += 1
-            last_ts, family = r.ts, r.model_family
+            now = r.model_family
+            if family and family != now:
+                switches[(family, now)] += 1
+            last_ts, family = r.ts, now
         known[r.session_id] = (project, last_ts, family)
     db.executemany(
         "INSERT OR REPLACE INTO sessions (session_id, project, last_ts, last_family) VALUES (?, ?, ?, ?)",

@@ -15,6 +15,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -108,6 +109,11 @@ def _request(row: Any) -> Request:
     )
 
 
+# Secondary indexes: nothing a first ingest does reads them (it finds rows by key).
+DEFERRED_INDEXES = ("requests_ts", "requests_session", "requests_request_id", "prompts_session")
+_DEFERRED = "deferred_indexes"  # the meta key holding what `defer_indexes` dropped
+
+
 class LedgerError(Exception):
     """The ledger cannot be opened or written (permissions, disk, a newer schema)."""
 
@@ -182,6 +188,8 @@ class Ledger:
                 f"{self.path} has schema version {version}, newer than this release knows"
                 f" ({len(MIGRATIONS)}): upgrade claude-usage-exporter"
             )
+        if 0 < version < len(MIGRATIONS):
+            self.build_indexes()  # those a first ingest killed midway dropped: a migration may expect them
         for number in range(version, len(MIGRATIONS)):
             # executescript commits whatever is pending, so the transaction is part of the script.
             self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
@@ -242,12 +250,14 @@ class Ledger:
         fresh: set[str] | None = None,
         prompts: Iterable[Prompt] = (),
         settled: Iterable[str] = (),
+        slow: int = 0,
     ) -> Counter[str]:
         """Merges a batch into the ledger in one transaction; returns the line outcomes.
 
         A line that brings a new request counts as `usage`; every other copy as `duplicate`.
         `fresh`, when the ledger was empty before this ingest, holds the keys committed since:
-        no other key can be stored, so a first ingest skips the look-ups.
+        no other key can be stored, so a first ingest skips the look-ups. `slow`: lines of the batch the
+        fast decoder left to the full parser, counted with the rest.
         """
         merged = merge_all(requests)
         outcomes: Counter[str] = Counter(counts or {})
@@ -260,28 +270,32 @@ class Ledger:
             joined = self.by_request_id(k for k in events if k not in stored) if events else {}
             rows = []
             changes = series.Changes()
+            usage = duplicate = 0  # plain ints: an enum key hashes in Python, twice per `+=`
             for key, request in merged.items():
                 old = stored.get(key) or stored.get(request.request_id or key) or joined.get(request.request_id or key)
-                outcomes[Outcome.USAGE] += old is None
+                usage += old is None
                 # A copy re-read to re-derive its owner stands for no line (copies 0, see `Part.counted`).
-                outcomes[Outcome.DUPLICATE] += max(0, request.copies - (old is None))
+                duplicate += max(0, request.copies - (old is None))
                 if old is not None:
                     request = old.merge(request)
                 request = request if request.interaction else enrich(request)
                 changes.add(old, request)
                 rows.append(_row(request))
             if rows:
+                outcomes[Outcome.USAGE] += usage
+                outcomes[Outcome.DUPLICATE] += duplicate
                 changes.write(self.db)
                 self._changed()
             series.add_prompts(self.db, prompts)
             self.db.executemany("DELETE FROM pending WHERE request_id = ?", [(key,) for key in settled])
+            rows.sort(key=itemgetter(0))  # by key: the key index fills in order (stable: one key's last row wins)
             self.db.executemany(f"INSERT OR REPLACE INTO requests ({COLUMNS}) VALUES ({MARKS})", rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO files (dev, ino, offset, head, mtime) VALUES (?, ?, ?, ?, ?)",
                 [(f.dev, f.ino, f.offset, f.head, f.mtime) for f in files],
             )
             lines = {f"lines.{source}.{k}": v for k, v in outcomes.items()}
-            self._add_counters(lines | {f"bytes.{source}": bytes_read})
+            self._add_counters(lines | {f"bytes.{source}": bytes_read, f"slow.{source}": slow})
         if fresh is not None:
             fresh.update(merged)
         return outcomes
@@ -336,6 +350,31 @@ class Ledger:
             return 0  # the common case needs no write lock
         with self.transaction():
             return series.close_prompts(self.db, now_ms)
+
+    def defer_indexes(self) -> None:
+        """Drops the secondary indexes until `build_indexes`: one built over a first ingest's rows costs
+        a fraction of keeping it up to date row by row. Their definitions wait in `meta` (in the same
+        transaction), so a crash in between leaves them to the next `build_indexes`."""
+        marks = ",".join("?" * len(DEFERRED_INDEXES))
+        with self.transaction():
+            found = dict(
+                self.db.execute(
+                    f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN ({marks})", DEFERRED_INDEXES
+                )
+            )
+            if found:
+                self.set_meta(_DEFERRED, orjson.dumps({**orjson.loads(self.meta(_DEFERRED) or "{}"), **found}).decode())
+            for name in found:
+                self.db.execute(f"DROP INDEX {name}")
+
+    def build_indexes(self) -> None:
+        """Builds the indexes `defer_indexes` dropped, if any."""
+        if self.meta(_DEFERRED) is None:
+            return  # the common case needs no write lock
+        with self.transaction():
+            for sql in orjson.loads(self.meta(_DEFERRED) or "{}").values():
+                self.db.execute(sql)
+            self.db.execute("DELETE FROM meta WHERE key = ?", (_DEFERRED,))
 
     def empty(self) -> bool:
         return self.db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None

@@ -268,6 +268,14 @@ CONTRACT: tuple[Spec, ...] = (
     ),
     Spec("claude_usage_exporter_bytes_read_total", "counter", "{byte}", ("source",), "Bytes read from sources."),
     Spec(
+        "claude_usage_exporter_slow_lines_total",
+        "counter",
+        "{line}",
+        ("source",),
+        "Transcript lines the fast decoder could not take, read by the full parser instead (the same result,"
+        " slower); a rise means Claude Code changed its line format.",
+    ),
+    Spec(
         "claude_usage_exporter_read_errors_total",
         "counter",
         "{error}",

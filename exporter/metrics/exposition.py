@@ -74,6 +74,7 @@ def read_snapshot(
     lines: dict[Labels, float] = {(("outcome", o), ("source", src)): 0.0 for src in sources for o in Outcome}
     bytes_read: dict[Labels, float] = {(("source", Source.TRANSCRIPTS),): 0.0}
     errors = dict(bytes_read)
+    slow = dict(bytes_read)
     engineering: dict[str, dict[Labels, float]] = {}
     if Source.OTLP in sources:
         for name, kinds, _ in ENGINEERING.values():
@@ -91,6 +92,8 @@ def read_snapshot(
             bytes_read[(("source", rest),)] = value
         elif kind == "errors":
             errors[(("source", rest),)] = value
+        elif kind == "slow":
+            slow[(("source", rest),)] = value
     # Rows a release before the bound on future times stored (year 9999) must not pin the gauge there.
     (last,) = ledger.db.execute("SELECT max(ts) FROM requests WHERE ts <= ?", (to_ms(latest()),)).fetchone()
     count = sum(points.get("claude_usage_requests_total", {}).values())  # each request counts once there
@@ -98,6 +101,7 @@ def read_snapshot(
         "claude_usage_exporter_lines_total": lines,
         "claude_usage_exporter_bytes_read_total": bytes_read,
         "claude_usage_exporter_read_errors_total": errors,
+        "claude_usage_exporter_slow_lines_total": slow,
         "claude_usage_exporter_ledger_requests": {(): count},
         "claude_usage_exporter_build_info": {tuple(sorted(build.items())): 1},
         **engineering,

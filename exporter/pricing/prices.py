@@ -12,11 +12,10 @@ import hashlib
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from fnmatch import fnmatchcase
 from functools import cache, cached_property
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ PROVIDER = "anthropic"
 # Bump when the arithmetic below changes, so the ledger's stored fingerprint goes stale and it reprices.
 _FORMULA = "3"  # 3: fast mode priced at its own rates, or not at all
 _EPOCH = date(1970, 1, 1)
+_DAY_MS = 86_400_000
 STANDARD, FAST = "standard", "fast"
 
 
@@ -72,8 +72,11 @@ class Rates:
         )
 
     def cost(self, tokens: Tokens, web_search_requests: int) -> Decimal:
+        return Decimal(self._units(tokens, web_search_requests)).scaleb(-6 - self._places)
+
+    def _units(self, tokens: Tokens, web_search_requests: int) -> int:
         i, o, r, w5, w1, ws = self._scaled
-        units = (
+        return (
             tokens.input * i
             + tokens.output * o
             + tokens.cache_read * r
@@ -81,7 +84,22 @@ class Rates:
             + tokens.cache_write_1h * w1
             + web_search_requests * ws
         )
-        return Decimal(units).scaleb(-6 - self._places)
+
+    def nanos(self, tokens: Tokens, web_search_requests: int) -> int:
+        """`cost` in nano-USD rounded half to even, as `events.to_nanos` rounds it, in integers only."""
+        units = self._units(tokens, web_search_requests)
+        shift = 3 - self._places  # units are 10**-(6 + places) USD; a nano-USD is 10**-9
+        step: int = 10 ** abs(shift)
+        if shift >= 0:
+            return units * step
+        if units >= _EXACT:  # beyond Decimal's 28 digits its rounding decides: ask it
+            return int((self.cost(tokens, web_search_requests) * _NANOS).to_integral_value(ROUND_HALF_EVEN))
+        whole, rest = divmod(units, step)
+        return whole + (2 * rest > step or (2 * rest == step and whole % 2 == 1))
+
+
+_NANOS = Decimal(1_000_000_000)
+_EXACT = 10**18  # below this, units × 10**9 fits Decimal's 28 digits: the integer arithmetic is the same
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +126,13 @@ class Quote:
         if self.long_context is not None and tokens.context > (self.long_context_threshold or 0):
             rates = self.long_context
         return rates.cost(tokens, web_search_requests)
+
+    def nanos(self, tokens: Tokens, web_search_requests: int = 0) -> int:
+        """`cost` in nano-USD, with integers only (see `Rates.nanos`)."""
+        rates = self.rates
+        if self.long_context is not None and tokens.context > (self.long_context_threshold or 0):
+            rates = self.long_context
+        return rates.nanos(tokens, web_search_requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,18 +246,25 @@ class Pricer:
         return None if quote is None else quote.cost(tokens, web_search_requests)
 
     def describe(self, model: str, speed: str = STANDARD, at: datetime | None = None) -> Quote | None:
+        timeline = self._timeline_of(model, speed)
+        if timeline is None or at is None or len(timeline) == 1:
+            return None if timeline is None else timeline[-1][1]
+        return _on((at.astimezone(UTC) if at.tzinfo else at).date(), timeline)  # naive means UTC, as in genai-prices
+
+    def quote_at(self, model: str, speed: str, ts_ms: int) -> Quote | None:
+        """`describe` at a time in epoch milliseconds: the hot path of pricing every request."""
+        timeline = self._timeline_of(model, speed)
+        if timeline is None or len(timeline) == 1:
+            return None if timeline is None else timeline[-1][1]
+        return _on(_EPOCH + timedelta(days=ts_ms // _DAY_MS), timeline)
+
+    def _timeline_of(self, model: str, speed: str) -> _Timeline | None:
         key = (model, speed)
         try:
-            timeline = self._timelines[key]
+            return self._timelines[key]
         except KeyError:
             timeline = self._timelines[key] = self._lookup(model, speed)
-        if timeline is None:
-            return None
-        if at is None or len(timeline) == 1:
-            return timeline[-1][1]
-        day = (at.astimezone(UTC) if at.tzinfo else at).date()  # naive means UTC, as in genai-prices
-        # Before the first dated price, the oldest one applies, as genai-prices does it.
-        return next((quote for since, quote in reversed(timeline) if since <= day), timeline[0][1])
+            return timeline
 
     def remembered(self) -> dict[str, Any]:
         """The look-ups made so far as JSON data: a later process given them by `remember` prices
@@ -328,11 +360,17 @@ class Pricer:
         return tuple(timeline)
 
 
+def _on(day: date, timeline: _Timeline) -> Quote:
+    # Before the first dated price, the oldest one applies, as genai-prices does it.
+    return next((quote for since, quote in reversed(timeline) if since <= day), timeline[0][1])
+
+
 _FAST_PRICES = "fast_prices.toml"
 
 
 def _fast_text() -> str:
-    return (files("exporter.pricing") / _FAST_PRICES).read_text(encoding="utf-8")
+    # Beside this module (a wheel installs it as a file): importlib.resources costs a warm report ~3 ms.
+    return (Path(__file__).parent / _FAST_PRICES).read_text(encoding="utf-8")
 
 
 @cache

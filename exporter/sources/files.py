@@ -307,13 +307,13 @@ def complete_end(path: str, start: int, size: int, max_line: int | None = None) 
     limit = MAX_LINE if max_line is None else max_line
     floor = max(start, size - limit)
     with open(path, "rb") as f:
-        end = size
+        end, step = size, 512  # the last line is short, or already ends with its newline: read little first
         while end > floor:
-            begin = max(floor, end - (1 << 16))
+            begin = max(floor, end - step)
             f.seek(begin)
             block = f.read(end - begin)
             nl = block.rfind(b"\n")
             if nl != -1:
                 return begin + nl + 1
-            end = begin
+            end, step = begin, min(step * 8, 1 << 16)
     return start if size - start <= limit else None

@@ -5,6 +5,11 @@ Parsing is pure (bytes in, events and outcome counts out); finding and tailing f
 cannot be used ends as a counted outcome, never as an exception. Strings and timestamps are bounded
 as `exporter.events` says: an id or model longer than MAX_CHARS, or a time more than FUTURE_TOLERANCE
 after the wall clock (`now`, injected), makes the line malformed; a long project, tool or speed is shortened.
+
+Assistant lines are decoded by msgspec into only the fields an event needs (see `_Record`); a line it cannot
+take goes to orjson and the dict path, with the same result, and is counted as SLOW. The one difference
+left: a number past a double's range (1e400) in a field neither path reads makes orjson reject the whole
+line, which msgspec reads.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
 import orjson
 
 from exporter.events import (
@@ -62,7 +68,7 @@ def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[by
     found: list[bytes] = []
     lines = start = 0
     size = len(data)
-    find = data.find
+    find, rfind = data.find, data.rfind
     while start < size:
         end = find(b"\n", start)
         if end == -1:
@@ -72,7 +78,7 @@ def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[by
         user = find(USER_HEAD, start, head) != -1 and find(ASSISTANT_MARK, start, head) == -1
         if (
             not user
-            and find(USAGE_MARK, start, end) != -1
+            and rfind(USAGE_MARK, start, end) != -1  # from the end: usage is the message's last field
             and (
                 find(ASSISTANT_MARK, start, end) != -1
                 or (find(TYPE_MARK, start, end) == -1 and find(MESSAGE_MARK, start, end) != -1)
@@ -92,13 +98,18 @@ class Malformed(ValueError):
 
 
 def parse_chunk(
-    buf: bytes | memoryview, counts: Counter[str], prompts: list[Prompt] | None = None, now: datetime | None = None
+    buf: bytes | memoryview,
+    counts: Counter[str],
+    prompts: list[Prompt] | None = None,
+    now: datetime | None = None,
+    slow: Counter[str] | None = None,
 ) -> list[UsageEvent]:
     """Events of a run of complete lines; lines that give no event are counted in `counts`.
 
     Lines that do give one end as `usage` or `duplicate`, which only the ledger can tell apart.
     With `prompts`, the typed prompts found are added to it (their lines still count as skipped).
     `now` is the wall clock future timestamps are judged by (read once when not given).
+    With `slow`, the lines the fast decoder left to the full parser are counted in it under SLOW.
     """
     until = latest(now)
     typed: list[bytes] | None = [] if prompts is not None else None
@@ -107,41 +118,129 @@ def parse_chunk(
         prompts.extend(p for p in (parse_prompt(line, until) for line in typed) if p is not None)
     counts[Outcome.SKIPPED] += lines - len(maybe)
     events: list[UsageEvent] = []
-    last_id = last_model = last_usage = None  # of the last event
+    last: tuple[object, object, object] | None = None  # the id, usage and model of the last event's message
     for line in maybe:
-        try:
-            records = [(orjson.loads(line), line)]
-        except orjson.JSONDecodeError:  # rare: NUL padding, glued records, broken JSON
-            records = []
-            for raw in split_merged(line):
-                try:
-                    records.append((orjson.loads(raw), raw))
-                except orjson.JSONDecodeError:
-                    counts[Outcome.MALFORMED] += 1
+        fast = _decode(line, slow)
+        records: list[tuple[object, bytes]] = [(fast, line)] if fast is not None else []
+        if fast is None:
+            try:
+                records = [(orjson.loads(line), line)]
+            except orjson.JSONDecodeError:  # rare: NUL padding, glued records, broken JSON
+                for raw in split_merged(line):
+                    try:
+                        records.append((orjson.loads(raw), raw))
+                    except orjson.JSONDecodeError:
+                        counts[Outcome.MALFORMED] += 1
         for record, raw in records:
-            message = _message_of(record) if type(record) is dict else None
-            if (
-                type(message) is dict
-                and last_id is not None
-                and message.get("id") == last_id
-                and message.get("usage") == last_usage
-                and message.get("model") == last_model
-            ):
+            if type(record) is _Record:
+                message: object = record.message
+                mark = None if record.message is None else record.message.mark()
+            else:
+                message = _message_of(record) if type(record) is dict else None
+                mark = (
+                    (message.get("id"), message.get("usage"), message.get("model")) if type(message) is dict else None
+                )
+            if mark is not None and last is not None and mark == last:
                 # The next content block of the response just read, with the same usage: only its
                 # tools are new. Skipping the rest of the parse halves the cost of a cold ingest.
-                last, tools = events[-1], _tools(message)
-                if tools - last.tools:
-                    last = last._replace(tools=add_tools(last.tools, tools))
-                events[-1] = UsageEvent(*last[:-1], last.lines + 1)  # `lines` is the last field
+                tools = message.tools() if type(message) is _Message else _tools(message)  # type: ignore[arg-type]
+                event = events[-1]
+                if tools - event.tools:
+                    event = event._replace(tools=add_tools(event.tools, tools))
+                events[-1] = UsageEvent(*event[:-1], event.lines + 1)  # `lines` is the last field
                 continue
-            outcome = from_record(record, raw, until)
+            outcome = record.outcome(raw, until) if type(record) is _Record else from_record(record, raw, until)
             if isinstance(outcome, str):
                 counts[outcome] += 1
                 continue
             events.append(outcome)
-            assert type(message) is dict  # only a record with a message dict gives an event
-            last_id, last_model, last_usage = message.get("id"), message.get("model"), message.get("usage")
+            last = mark if mark is not None and mark[0] is not None else None  # only a message gives an event
     return events
+
+
+# The fast decoder: msgspec reads only the fields an assistant line's event needs, and skips the rest
+# (content text, tool inputs) without building it. It takes an assistant line (or one with no type)
+# that is valid UTF-8 and of the shape below; any other line is decoded by orjson, as it always was,
+# and one it fails on counts as SLOW: a rise means Claude Code's format changed.
+SLOW = "slow"  # not an Outcome: a key of the counts `parse_chunk` fills, taken out by the ingest
+_UNSET: Any = msgspec.UNSET  # a field the line does not have (`"agentId" in record`)
+
+
+class _Block(msgspec.Struct, gc=False):
+    type: Any = None
+    name: Any = None
+
+
+class _Message(msgspec.Struct, gc=False):
+    id: Any = None
+    model: Any = None
+    usage: Any = _UNSET
+    content: list[_Block] | str | None = None
+
+    def mark(self) -> tuple[object, object, object]:
+        return self.id, None if self.usage is _UNSET else self.usage, self.model
+
+    def tools(self) -> frozenset[str]:
+        if not isinstance(self.content, list):
+            return _NO_TOOLS
+        return _tool_names([b.name for b in self.content if b.type == "tool_use"])
+
+
+class _Record(msgspec.Struct, gc=False):
+    type: Any = None
+    message: _Message | None = None
+    requestId: Any = None  # Claude Code's field names
+    timestamp: Any = None
+    sessionId: Any = None
+    cwd: Any = None
+    isSidechain: Any = None
+    agentId: Any = _UNSET
+    costUSD: Any = None
+    isCompactSummary: Any = None
+
+    def outcome(self, line: bytes, until: datetime) -> UsageEvent | Outcome:
+        """As `from_record` for an assistant record (or one with no type)."""
+        message = self.message
+        if message is None or message.usage is _UNSET or message.model == "<synthetic>":
+            return Outcome.SKIPPED
+        try:
+            return _event_of(
+                message.usage,
+                message.model,
+                _key_of(message.id, self.requestId, line),
+                (self.requestId, self.timestamp, self.sessionId, self.cwd),
+                self.isSidechain is True or self.agentId is not _UNSET,
+                message.tools(),
+                _as_orjson(self.costUSD),
+                self.isCompactSummary is True,
+                until,
+            )
+        except Malformed:
+            return Outcome.MALFORMED
+
+
+_DECODER = msgspec.json.Decoder(_Record)
+
+
+def _decode(line: bytes, slow: Counter[str] | None) -> _Record | None:
+    """The line's record, or None for a line of another type (not counted) or one the fast decoder
+    cannot take (counted as SLOW)."""
+    try:
+        if not line.isascii():  # the common case, checked first (a tenth of the time)
+            line.decode()  # orjson rejects invalid UTF-8 anywhere; msgspec only in the fields it reads
+        record = _DECODER.decode(line)
+    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        if slow is not None:
+            slow[SLOW] += 1
+        return None
+    return record if record.type is None or record.type == "assistant" else None
+
+
+def _as_orjson(value: object) -> object:
+    """orjson reads an integer past 64 bits as a float; msgspec keeps it whole."""
+    if type(value) is int and not -(1 << 63) <= value < 1 << 64:
+        return float(value)
+    return value
 
 
 def parse_prompt(line: bytes, until: datetime | None = None) -> Prompt | None:
@@ -265,28 +364,51 @@ def _message_of(record: dict[str, Any]) -> object:
 def _event(
     record: dict[str, Any], message: dict[str, Any], line: bytes, until: datetime, subagent: bool = False
 ) -> UsageEvent:
-    usage = message["usage"]
-    model = message.get("model")
+    return _event_of(
+        message["usage"],
+        message.get("model"),
+        _key(message, record, line),
+        (record.get("requestId"), record.get("timestamp"), record.get("sessionId"), record.get("cwd")),
+        subagent or record.get("isSidechain") is True or "agentId" in record,
+        _tools(message),
+        record.get("costUSD"),
+        record.get("isCompactSummary") is True,
+        until,
+    )
+
+
+def _event_of(
+    usage: object,
+    model: object,
+    key: str,
+    where: tuple[object, object, object, object],  # requestId, timestamp, sessionId, cwd as the line has them
+    subagent: bool,
+    tools: frozenset[str],
+    cost: object,
+    compaction: bool,
+    until: datetime,
+) -> UsageEvent:
     if not isinstance(usage, dict) or not isinstance(model, str) or not model or len(model) > MAX_CHARS:
         raise Malformed
     server = usage.get("server_tool_use")
     web_searches = _count(server, "web_search_requests") if isinstance(server, dict) else 0
     speed = usage.get("speed")
+    request_id, timestamp, session_id, cwd = where
     return UsageEvent(  # positional: the fields in order (cheaper than keywords on this hot path)
-        _key(message, record, line),
-        _id(record.get("requestId")),
-        _timestamp(record.get("timestamp"), until),
-        _id(record.get("sessionId")) or "unknown",
-        project_name(_str(record.get("cwd"))),
+        key,
+        _id(request_id),
+        _timestamp(timestamp, until),
+        _id(session_id) or "unknown",
+        project_name(_str(cwd)),
         model,
-        _SUBAGENT if subagent or record.get("isSidechain") is True or "agentId" in record else _MAIN,
+        _SUBAGENT if subagent else _MAIN,
         _tokens(usage),
         web_searches,
-        _tools(message),
+        tools,
         shorten(speed) if isinstance(speed, str) and speed else "standard",
         _TRANSCRIPTS,
-        _cost(record.get("costUSD")),
-        record.get("isCompactSummary") is True,
+        _cost(cost),
+        compaction,
     )
 
 
@@ -298,14 +420,21 @@ def _tools(message: dict[str, Any]) -> frozenset[str]:
     content = message.get("content")
     if not isinstance(content, list):
         return _NO_TOOLS
-    names = [b.get("name") for b in content if type(b) is dict and b.get("type") == "tool_use"]
+    return _tool_names([b.get("name") for b in content if type(b) is dict and b.get("type") == "tool_use"])
+
+
+def _tool_names(names: list[object]) -> frozenset[str]:
     return add_tools(_NO_TOOLS, (name for name in names if isinstance(name, str))) if names else _NO_TOOLS
 
 
 def _key(message: dict[str, Any], record: dict[str, Any], line: bytes) -> str:
+    return _key_of(message.get("id"), record.get("requestId"), line)
+
+
+def _key_of(message_id: object, request_id: object, line: bytes) -> str:
     # message.id is shared by every copy of a response (blocks, forks, side-question replays);
     # requestId is the fallback; with neither, only a byte-identical re-read is the same request.
-    for candidate in (message.get("id"), record.get("requestId")):
+    for candidate in (message_id, request_id):
         if isinstance(candidate, str) and candidate:
             if len(candidate) > MAX_CHARS:
                 raise Malformed

@@ -522,3 +522,19 @@ def test_a_files_origin_is_its_first_recorded_time_wherever_the_key_sits(tmp_pat
     quoted = write(tmp_path / "quoted.jsonl", copied + b',"timestamp":"2026-11-25T21:14:55.743Z"}\n')
     assert files.origin_of(str(quoted)) == 1_795_641_295_743  # a quoted key inside a string is not one
     assert files.origin_of(str(write(tmp_path / "none.jsonl", b'{"type":"mode"}\n'))) is None
+
+
+@pytest.mark.parametrize("back", [None, 1, 2, 511, 512, 513, 4607, 4608, 4609, 37376, 37377, 70000, 199_999])
+@pytest.mark.parametrize("max_line", [100_000, 1 << 20])
+def test_complete_lines_end_after_the_last_newline_however_far_back_it_is(
+    tmp_path: Path, back: int | None, max_line: int
+) -> None:
+    size = 200_000
+    data = bytearray(b"x" * size)
+    if back is not None:
+        data[size - back] = ord("\n")  # `back` bytes from the end; the read-back blocks grow from 512
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(data)
+    last = bytes(data).rfind(b"\n", max(0, size - max_line))
+    expected = last + 1 if last != -1 else (0 if size <= max_line else None)
+    assert files.complete_end(str(path), 0, size, max_line) == expected

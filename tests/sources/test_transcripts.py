@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import orjson
 import pytest
 
 from exporter.events import Tokens, UsageEvent
+from exporter.sources import transcripts
 from exporter.sources.transcripts import candidates, parse_chunk, parse_line, split_merged
+from tests.support.corpus import generate
 from tests.support.lines import USAGE, line
 
 
@@ -310,3 +313,55 @@ def test_a_line_with_usage_but_neither_a_type_nor_assistant_reaches_the_parser()
     snapshot = b'{"type":"file-history-snapshot","snapshot":{"notes.txt":"usage: run it"}}'
     found, lines = candidates(BARE + b"\n" + snapshot + b"\n")
     assert (found, lines) == ([BARE], 2)
+
+
+# Lines the fast decoder (msgspec) must read exactly as orjson and `from_record` do, or leave to them.
+ODD_LINES = [
+    line(),
+    b"\x00" * 8 + line(),  # NUL padding: msgspec refuses it, the full parser strips it
+    line() + line(),  # two records glued on one line
+    line(m_content="just text"),  # content as a string: no tools
+    line(m_content=["text block", {"type": "tool_use", "name": "Read"}]),  # a block that is no object
+    line(m_content=[{"type": "tool_use", "name": 7}, {"type": "tool_use", "name": "Bash"}]),
+    line().replace(b'{"parentUuid"', b'{"costUSD":10000000000000000000000001,"parentUuid"'),  # orjson: a float
+    line(costUSD=True),
+    line().replace(b'{"parentUuid"', b'{"agentId":null,"parentUuid"'),  # present, even null: a subagent
+    line(isSidechain="true"),
+    line(m_id=None, requestId="req_only"),
+    line(m_id=None, requestId=None),
+    line(m_id="x" * 200),
+    line(m_usage={**USAGE, "output_tokens": 1.0e0}),
+    line(type=None),
+    line(type="user"),
+    line(type="progress"),
+    line().replace(b"I'll read", b"\xff\xfe\xfd"),  # invalid UTF-8 in a field neither decoder keeps
+    line().replace(b'"type":"assistant"', b'"type":"assistant","type":"assistant"'),  # a duplicate key
+    line().replace(b'{"type"', b'{"message":null,"type"'),
+]
+
+
+def test_the_fast_decoder_gives_every_event_and_count_the_full_parser_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate(tmp_path, seed=9, days=3)  # every duplicate trap, progress lines and line shapes the generator knows
+    chunks = [p.read_bytes() for p in sorted(tmp_path.rglob("*.jsonl"))]
+    chunks.append(b"\n".join(ODD_LINES) + b"\n")
+    chunks += [odd + b"\n" + odd + b"\n" for odd in ODD_LINES]  # the same response twice: the shortcut
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def parse(chunk: bytes) -> tuple[list[UsageEvent], Counter[str]]:
+        counts: Counter[str] = Counter()
+        return parse_chunk(chunk, counts, now=now), counts
+
+    fast = [parse(chunk) for chunk in chunks]
+    monkeypatch.setattr(transcripts, "_decode", lambda line, slow: None)  # orjson for every line
+    assert fast == [parse(chunk) for chunk in chunks]
+    assert sum(len(events) for events, _ in fast) > 300
+
+
+def test_a_line_the_fast_decoder_cannot_take_is_counted_as_slow() -> None:
+    slow: Counter[str] = Counter()
+    odd = line(m_content=["text block", {"type": "tool_use", "name": "Read"}])
+    events = parse_chunk(line() + b"\n" + odd + b"\n" + line(type="user") + b"\n", Counter(), slow=slow)
+    assert len(events) == 1  # one response: the odd line is a later block of it
+    assert slow == Counter({transcripts.SLOW: 1})  # the user line is another type, not a slow one
