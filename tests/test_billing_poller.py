@@ -13,6 +13,8 @@ import pytest
 
 from exporter.daemon.billing import SOURCE, run
 from exporter.ledger.store import Ledger
+from exporter.metrics.exposition import read_snapshot
+from exporter.metrics.points import LabelPolicy
 from exporter.sources.anthropic_admin import AdminClient
 from tests.support.fakeadmin import (
     KEY,
@@ -155,3 +157,26 @@ def test_the_source_comes_back_up_at_the_next_good_poll(fake, client, tmp_path) 
     state.faults = [Fault(500)]  # attempts=1: the first poll fails, the second reads
     source_up, changes = poll(client, tmp_path, polls=2)
     assert (source_up, changes) == ({SOURCE: 1}, [1])
+
+
+def test_rows_not_shaped_as_documented_are_skipped_logged_and_counted_and_the_rest_is_stored(
+    fake, client, tmp_path, caplog
+) -> None:
+    _, state = fake
+    bad_cost = cost_result("1.5") | {"currency": "EUR"}
+    state.costs = [message_bucket(YESTERDAY, DAY, cost_result("100"), bad_cost, {"amount": None})]
+    state.messages = [message_bucket(YESTERDAY, DAY, message_result(10, 20)), {"starting_at": "never"}]
+    with caplog.at_level(logging.WARNING, logger="claude_usage_exporter"):
+        source_up, _ = poll(client, tmp_path)
+    assert source_up == {SOURCE: 1}
+    assert "Admin API read: skipped 1 malformed bucket, 1 malformed row, 1 not USD" in caplog.text
+    ledger = Ledger(tmp_path)
+    try:
+        assert ledger.db.execute("SELECT cost_nanos FROM billing_cost_day").fetchall() == [(10**9,)]
+        assert ledger.db.execute("SELECT output FROM billing_usage_day").fetchall() == [(20,)]
+        points = read_snapshot(ledger, LabelPolicy(), {}, billing=True).points
+    finally:
+        ledger.close()
+    lines = points["claude_usage_exporter_lines_total"]
+    assert lines[(("outcome", "malformed"), ("source", SOURCE))] == 2
+    assert lines[(("outcome", "skipped"), ("source", SOURCE))] == 1

@@ -40,16 +40,27 @@ def private(rows: list[ClaudeCodeDay], users: str) -> list[ClaudeCodeDay]:
 
 def poll_once(client: AdminClient, ledger: Ledger, now: datetime, users: str = "off") -> None:
     """One read of every report, each from its own first unfinished day to today (UTC); raises on any failure,
-    having replaced only the reports read in full before it."""
+    having replaced only the reports read in full before it. Buckets and rows not shaped as documented are skipped,
+    logged and counted (`claude_usage_exporter_lines_total{source="anthropic_admin"}`), once per read."""
     today = now.astimezone(UTC).date()
     end = _midnight(today + timedelta(days=1))
     start = first_unfinished_day(ledger.db, "usage", today)
-    replace_days(ledger.db, "usage", _days(start, today), client.messages(_midnight(start), end).rows)
+    usage = client.messages(_midnight(start), end)
+    replace_days(ledger.db, "usage", _days(start, today), usage.rows)
     start = first_unfinished_day(ledger.db, "cost", today)
-    replace_days(ledger.db, "cost", _days(start, today), client.costs(_midnight(start), end).rows)
+    cost = client.costs(_midnight(start), end)
+    replace_days(ledger.db, "cost", _days(start, today), cost.rows)
+    skipped = usage.skipped + cost.skipped
     for day in _days(first_unfinished_day(ledger.db, "claude_code", today), today):
-        replace_days(ledger.db, "claude_code", [day], private(client.claude_code(day).rows, users))
+        claude_code = client.claude_code(day)
+        replace_days(ledger.db, "claude_code", [day], private(claude_code.rows, users))
+        skipped += claude_code.skipped
     mark_read(ledger.db, now.timestamp())
+    if skipped:
+        log.warning("Admin API read: skipped %s", ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))
+        not_usd = skipped.pop("not USD", 0)
+        counts = {f"lines.{SOURCE}.malformed": skipped.total(), f"lines.{SOURCE}.skipped": not_usd}
+        ledger.add_counters({name: n for name, n in counts.items() if n})
 
 
 def run(

@@ -264,7 +264,8 @@ CONTRACT: tuple[Spec, ...] = (
         "counter",
         "{line}",
         ("source", "outcome"),
-        "Lines read, by outcome: usage, duplicate, skipped (not usage) or malformed.",
+        "Lines read, by outcome: usage, duplicate, skipped (not usage) or malformed; for the billing source, the"
+        " report rows and buckets skipped at each read (a day is read again until it is final).",
     ),
     Spec("claude_usage_exporter_bytes_read_total", "counter", "{byte}", ("source",), "Bytes read from sources."),
     Spec(

@@ -72,6 +72,8 @@ def read_snapshot(
     points = read_points(ledger, policy)
     # Every source's counters exist from the start at 0, so rate() and increase() see their first rise.
     lines: dict[Labels, float] = {(("outcome", o), ("source", src)): 0.0 for src in sources for o in Outcome}
+    if billing:  # the Admin API's rows: skipped (not USD) or malformed, never usage or duplicate
+        lines |= {(("outcome", o), ("source", "anthropic_admin")): 0.0 for o in (Outcome.SKIPPED, Outcome.MALFORMED)}
     bytes_read: dict[Labels, float] = {(("source", Source.TRANSCRIPTS),): 0.0}
     errors = dict(bytes_read)
     slow = dict(bytes_read)
