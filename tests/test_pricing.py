@@ -3,17 +3,20 @@ with genai-prices' own calculator. Rates in comments are USD per million tokens.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.events import Tokens, to_nanos
+from exporter.pricing import prices
 from exporter.pricing.prices import Override, Pricer, Quote, Rates
 
 D = Decimal
@@ -392,3 +395,48 @@ def test_a_quote_at_a_time_in_milliseconds_is_the_quote_described_at_that_moment
         for moment in (datetime(2026, 3, 12, 23, 59, 59, 999000, UTC), datetime(2026, 3, 13, tzinfo=UTC)):
             ms = int(moment.timestamp() * 1000)
             assert pricer.quote_at(model, "standard", ms) == pricer.describe(model, "standard", moment)
+
+
+def test_the_bundled_price_table_is_made_from_the_installed_price_data() -> None:
+    # A genai-prices upgrade, a fast_prices.toml edit or a change of the arithmetic shows here first:
+    # `UPDATE_GOLDEN=1` writes the table again (and a stale table is never used: see its basis).
+    path = Path(prices.__file__).parent / prices.TABLE
+    made = orjson.dumps(Pricer().table(), option=orjson.OPT_INDENT_2) + b"\n"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_bytes(made)
+    assert path.read_bytes() == made
+
+
+def _refs() -> list[str]:
+    """Model ids as transcripts may name them: every literal of every match rule, dated, compact-dated,
+    upper case, prefixed; and ids no rule knows."""
+
+    def literals(clause: dict[str, object]) -> list[str]:
+        ((_, value),) = clause.items()
+        return [x for c in value for x in literals(c)] if isinstance(value, list) else [str(value)]
+
+    table = Pricer().table()
+    refs = [x for m in table["models"] for x in [m["id"], *literals(m["match"])]]
+    refs += [f"{r}-20250929" for r in refs] + [f"{r}-2025-09-29" for r in refs] + [r.upper() for r in refs]
+    refs += [f"x-{r}" for r in refs[:40]]
+    return [*refs, "claude-opus-5-20260230", "claude-opus-5-20260101", "<synthetic>", "gpt-4o", ""]
+
+
+def test_the_price_table_finds_what_the_price_data_finds_for_every_model_and_speed() -> None:
+    tabled, loaded = Pricer(), Pricer()
+    loaded._table = None  # the price data's own look-up
+    assert tabled._table is not None
+    refs = _refs()
+    for speed in ("standard", "fast", "batch", "priority"):
+        for ref in refs:
+            assert (ref, speed, tabled._lookup(ref, speed)) == (ref, speed, loaded._lookup(ref, speed))
+    assert tabled._provider is None  # the table alone answered
+    assert sum(tabled._lookup(r, "standard") is not None for r in refs) > len(refs) // 2
+
+
+def test_a_price_table_made_from_other_price_data_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    pricer = Pricer()
+    monkeypatch.setattr(Pricer, "version", "0.0.1")  # as after an upgrade of genai-prices alone
+    assert pricer._table is None
+    assert pricer.price(SONNET_45, Tokens(input=1_000)) == D("0.003")
+    assert pricer._provider is not None

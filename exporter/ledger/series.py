@@ -11,8 +11,9 @@ import sqlite3
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from operator import attrgetter
 
-from exporter.events import Agent, Prompt, Request, tool_label
+from exporter.events import Agent, Prompt, Request, model_family, tool_label
 from exporter.ledger.schema import (
     CONTEXT_BUCKETS,
     PROMPT_COST_BUCKETS,
@@ -20,6 +21,20 @@ from exporter.ledger.schema import (
     PROMPT_REQUEST_BUCKETS,
     USAGE_LABELS,
     USAGE_VALUES,
+)
+
+_FIRST = attrgetter(
+    "model",
+    "agent",
+    "tokens",
+    "web_search",
+    "tools",
+    "project",
+    "user",
+    "interaction",
+    "category",
+    "cost",
+    "uncached_cost",
 )
 
 
@@ -70,32 +85,35 @@ class Changes:
             context[1] += new.tokens.context
 
     def _add_first(self, new: Request) -> None:
-        """`add` of a request not stored before: what most of a first ingest adds, so kept short."""
-        i, o, cr, c5, c1h = tokens = new.tokens
+        """`add` of a request not stored before: what most of a first ingest adds, so kept short
+        (the fields unpacked once: a named field costs a call)."""
+        model, agent, tokens, web, tools, project, user, interaction, category, cost, uncached = _FIRST(new)
+        i, o, cr, c5, c1h = tokens
         if i < 0 or o < 0 or cr < 0 or c5 < 0 or c1h < 0:  # never from a source (they bound counts), but as `add`
             i, o, cr, c5, c1h = (max(0, i), max(0, o), max(0, cr), max(0, c5), max(0, c1h))
             writes = max(0, tokens.cache_write)  # as in `add`: cache writes grow as one quantity
             c1h = min(c1h, writes)
             c5 = min(c5, writes - c1h)
-        row = self.usage[(new.model, new.agent, new.interaction, new.category, new.project, new.user)]
+        row = self.usage[(model, agent, interaction, category, project, user)]
         row[0] += i
         row[1] += o
         row[2] += cr
         row[3] += c5
         row[4] += c1h
-        if new.cost is not None:
-            row[5] += new.cost if new.cost > 0 else 0
+        if cost is not None:
+            row[5] += cost if cost > 0 else 0
         else:
             row[6] += i + o + cr + c5 + c1h
-        if new.uncached_cost is not None:
-            row[9] += new.uncached_cost if new.uncached_cost > 0 else 0
+        if uncached is not None:
+            row[9] += uncached if uncached > 0 else 0
         row[7] += 1
-        row[8] += new.web_search if new.web_search > 0 else 0
-        for tool in sorted(new.tools):
-            self.tools[(tool_label(tool), new.agent, new.project)] += 1
+        row[8] += web if web > 0 else 0
+        if tools:
+            for tool in sorted(tools):
+                self.tools[(tool_label(tool), agent, project)] += 1
         self.new.append(new)
-        read = tokens.context
-        context = self.context[(new.model_family, context_bucket(read))]
+        read = tokens[0] + tokens[2] + tokens[3] + tokens[4]  # `Tokens.context`, unclamped
+        context = self.context[(model_family(model), bisect_left(CONTEXT_BUCKETS, read))]
         context[0] += 1
         context[1] += read
 

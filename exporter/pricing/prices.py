@@ -9,6 +9,7 @@ Anthropic's published multiplier in `fast_prices.toml`; with neither, the reques
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,8 @@ from fnmatch import fnmatchcase
 from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from exporter.events import Tokens
 
@@ -269,17 +272,12 @@ class Pricer:
     def remembered(self) -> dict[str, Any]:
         """The look-ups made so far as JSON data: a later process given them by `remember` prices
         the same models without loading the price data (~0.3 s), e.g. on an incremental report."""
-        return {
-            f"{model}\t{speed}": None if t is None else [[since.isoformat(), _quote_json(q)] for since, q in t]
-            for (model, speed), t in self._timelines.items()
-        }
+        return {f"{model}\t{speed}": _timeline_json(t) for (model, speed), t in self._timelines.items()}
 
     def remember(self, lookups: dict[str, Any]) -> None:
         for key, t in lookups.items():
             model, _, speed = key.partition("\t")
-            self._timelines[(model, speed)] = (
-                None if t is None else tuple((date.fromisoformat(since), _quote_from(q)) for since, q in t)
-            )
+            self._timelines[(model, speed)] = _timeline_from(t)
 
     def known_models(self) -> list[Quote]:
         """Overrides first (they win), then every Anthropic model in the bundled data, at its newest rates."""
@@ -304,8 +302,42 @@ class Pricer:
             if override.matches(model):
                 quote = override.quote(speed)
                 return None if quote is None else ((_EPOCH, quote),)
+        table = self._table
+        if table is not None:  # the bundled data's look-up, without loading it
+            entry = _find(table["models"], model)
+            return None if entry is None else _timeline_from(entry["speeds"].get(speed))
         info = self._anthropic().find_model(model)
         return None if info is None else self._timeline(info, speed)
+
+    @cached_property
+    def _table(self) -> dict[str, Any] | None:
+        """`TABLE` when it was made from the installed price data and this module's arithmetic, else None."""
+        try:
+            table: dict[str, Any] = orjson.loads((Path(__file__).parent / TABLE).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return table if table.get("basis") == self._basis else None
+
+    @cached_property
+    def _basis(self) -> str:
+        """What the bundled prices' timelines depend on: the arithmetic, the price data, fast mode's table."""
+        data = "\n".join([_FORMULA, f"{PRICE_DATA} {self.version}", _fast_text(), repr(_MISSING_TIERS)])
+        return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+    def table(self) -> dict[str, Any]:
+        """`TABLE`'s content, made from the bundled data: each Anthropic model's match rules (in
+        genai-prices' order) and its timeline at each speed it has a price for."""
+        models = []
+        for info in self._anthropic().models:
+            speeds = {v.when["speed"] for v in info.price_variants or () if set(v.when) == {"speed"}}
+            models.append(
+                {
+                    "id": info.id,
+                    "match": _clause_json(info.match),
+                    "speeds": {s: _timeline_json(self._timeline(info, s)) for s in sorted({STANDARD, FAST} | speeds)},
+                }
+            )
+        return {"basis": self._basis, "models": models}
 
     def _anthropic(self) -> Provider:
         if self._provider is None:
@@ -417,6 +449,74 @@ def _quote_from(data: dict[str, Any]) -> Quote:
     base = rates(data["rates"])
     assert base is not None
     return Quote(data["model"], data["name"], base, data["source"], data["threshold"], rates(data["long_context"]))
+
+
+def _timeline_json(t: _Timeline | None) -> list[list[Any]] | None:
+    return None if t is None else [[since.isoformat(), _quote_json(q)] for since, q in t]
+
+
+def _timeline_from(data: list[list[Any]] | None) -> _Timeline | None:
+    return None if data is None else tuple((date.fromisoformat(since), _quote_from(q)) for since, q in data)
+
+
+# The bundled data's look-up without loading it (genai-prices and pydantic cost each parse worker ~0.1 s of
+# CPU): `Pricer.table()` written out, used while its basis matches. `tests/test_pricing.py` checks it is
+# current; `UPDATE_GOLDEN=1` there writes it again.
+TABLE = "anthropic_prices.json"
+_CLAUSES = {  # genai-prices' match clauses: the class, and its key in the price data's YAML
+    "ClauseStartsWith": "starts_with",
+    "ClauseEndsWith": "ends_with",
+    "ClauseContains": "contains",
+    "ClauseRegex": "regex",
+    "ClauseEquals": "equals",
+    "ClauseOr": "or",
+    "ClauseAnd": "and",
+}
+# genai-prices' `_COMPACT_DATE_RE`: a ref matching nothing is tried again with its compact date dashed.
+_COMPACT_DATE = re.compile(r"(-)(20\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?=-|:|$)")
+
+
+def _clause_json(clause: Any) -> dict[str, Any]:
+    key = _CLAUSES[type(clause).__name__]
+    if key in ("or", "and"):
+        return {key: [_clause_json(c) for c in getattr(clause, key + "_")]}
+    return {key: getattr(clause, key)}
+
+
+def _matches(clause: dict[str, Any], ref: str) -> bool:
+    """genai-prices' `is_match` of a clause, `ref` lower case."""
+    ((key, value),) = clause.items()
+    if key == "or":
+        return any(_matches(c, ref) for c in value)
+    if key == "and":
+        return all(_matches(c, ref) for c in value)
+    if key == "regex":
+        return re.search(value, ref) is not None
+    value = value.lower()
+    if key == "starts_with":
+        return ref.startswith(value)
+    if key == "ends_with":
+        return ref.endswith(value)
+    return value in ref if key == "contains" else ref == value
+
+
+def _find(models: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
+    """genai-prices' `Provider.find_model` over the table's models."""
+    ref = model.lower()
+    found = next((m for m in models if _matches(m["match"], ref)), None)
+    if found is not None:
+        return found
+    dashed = _COMPACT_DATE.sub(_dashed, ref)
+    return None if dashed == ref else next((m for m in models if _matches(m["match"], dashed)), None)
+
+
+def _dashed(match: re.Match[str]) -> str:
+    year, month, day = (int(match.group(i)) for i in range(2, 5))
+    try:
+        date(year, month, day)
+    except ValueError:
+        return match.group(0)
+    return f"{match.group(1)}{year:04d}-{month:02d}-{day:02d}"
 
 
 def _price_change_dates(info: ModelInfo) -> set[date]:

@@ -69,18 +69,22 @@ def candidates(data: bytes, prompts: list[bytes] | None = None) -> tuple[list[by
     lines = start = 0
     size = len(data)
     find, rfind = data.find, data.rfind
+    # Locals, not globals, and no call where an operator does: this loop runs once per line.
+    user_head, assistant, usage = USER_HEAD, ASSISTANT_MARK, USAGE_MARK
     while start < size:
         end = find(b"\n", start)
         if end == -1:
             end = size
         lines += 1
-        head = min(start + LINE_HEAD_BYTES, end)
-        user = find(USER_HEAD, start, head) != -1 and find(ASSISTANT_MARK, start, head) == -1
+        head = start + LINE_HEAD_BYTES
+        if head > end:
+            head = end
+        user = find(user_head, start, head) != -1 and find(assistant, start, head) == -1
         if (
             not user
-            and rfind(USAGE_MARK, start, end) != -1  # from the end: usage is the message's last field
+            and rfind(usage, start, end) != -1  # from the end: usage is the message's last field
             and (
-                find(ASSISTANT_MARK, start, end) != -1
+                find(assistant, start, end) != -1
                 or (find(TYPE_MARK, start, end) == -1 and find(MESSAGE_MARK, start, end) != -1)
             )
         ):
