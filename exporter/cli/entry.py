@@ -1,8 +1,10 @@
-"""The console script: `statusline` runs without loading click or the rest of the package.
+"""The console script: `statusline` runs without loading click or the rest of the package, and so does a
+warm `report --json` (see warm.py).
 
 Claude Code runs the status line on every message, so its start-up must stay near a bare Python's.
 """
 
+import os
 import sys
 
 
@@ -11,6 +13,19 @@ def main() -> None:
         from exporter.sources.statusline import main as statusline
 
         sys.exit(statusline(sys.argv[2:]))
-    from exporter.cli.commands import main as cli
-
     cli()
+
+
+def cli() -> None:
+    """The commands (`python -m exporter` too): a report the ledger's cache answers as it stands is
+    printed from there; anything else goes to click."""
+    if sys.argv[1:2] == ["report"]:
+        from exporter.cli.warm import answer
+
+        body = answer(sys.argv[1:], os.environ)
+        if body is not None:
+            sys.stdout.buffer.write(body + b"\n")
+            return
+    from exporter.cli.commands import main as commands
+
+    commands()
