@@ -119,11 +119,26 @@ def test_a_change_in_the_package_sends_the_report_to_the_full_command(
 def test_a_warm_report_loads_neither_click_nor_the_ingest(run: Run, tmp_path: Path) -> None:
     printed = run("report", "daily", "--json", *folders(tmp_path))
     heavy = ("click", "orjson", "pydantic", "msgspec", "exporter.ledger.store", "exporter.pricing.prices")
+    # The answer ends the process with os._exit: the child looks at its modules there.
     child = (
-        "import runpy, sys\n"
+        "import os, runpy, sys\n"
+        "end = os._exit\n"
+        f"loaded = lambda: sorted(m for m in {heavy!r} if m in sys.modules)\n"
+        "os._exit = lambda code: (print(loaded(), file=sys.stderr), end(code))\n"
         f"sys.argv = ['exporter', 'report', 'daily', '--json', *{folders(tmp_path)!r}]\n"
         "runpy.run_module('exporter', run_name='__main__')\n"
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr, done.stdout) == (0, "[]\n", printed)
+
+
+def test_the_machines_zone_is_the_one_the_full_command_takes(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = ("daily", "--json", *folders(tmp_path)[:4])  # no -z
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    printed = run("report", *flags)
+    assert answer(*flags) == printed.encode().removesuffix(b"\n")
+    monkeypatch.setenv("TZ", "Nowhere/Atlantis")  # the full command takes /etc/localtime's zone, or UTC
+    run("report", *flags)
+    assert answer(*flags) is None

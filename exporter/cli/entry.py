@@ -25,7 +25,10 @@ def cli() -> None:
         body = answer(sys.argv[1:], os.environ)
         if body is not None:
             sys.stdout.buffer.write(body + b"\n")
-            return
+            sys.stdout.buffer.flush()
+            # All is written and nothing is left open: the interpreter's teardown (~4 ms of freeing every
+            # module, a tenth of the answer) is skipped.
+            os._exit(0)
     from exporter.cli.commands import main as commands
 
     commands()

@@ -34,62 +34,43 @@ def transcripts(roots: Sequence[str | os.PathLike[str]], errors: list[str] | Non
             projects = os.fspath(root)  # ccusage accepts the projects folder itself as a root, so do we
         if not os.path.isdir(projects) or not _first_visit(projects, seen, errors):
             continue
-        for project in _entries(projects, projects, errors):
-            if _is_dir(project, projects, errors):
+        for project in _entries(projects, errors):
+            if _is_dir(project, errors):
                 _project(project.path, seen, found, errors)
     return found
 
 
 def _project(folder: str, seen: Seen, found: list[Stat], errors: list[str] | None) -> None:
-    # Opened once, its session folders opened and its files stat'ed relative to it: fewer path lookups
-    # than by full paths, on thousands of files. Paths are joined by hand: `folder` (an entry's path) never
-    # ends in a slash, and a name holds none.
-    fd = _open(folder, errors)
-    if fd is None:
+    # Its files are stat'ed relative to it, held open: thousands of shorter path lookups. Paths are joined
+    # by hand: `folder` (an entry's path) never ends in a slash, and a name holds none.
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        _report(errors, folder, err)
         return
     try:
-        for entry in _entries(fd, folder, errors):
-            folder_or_file = _is_dir(entry, folder, errors)
+        for entry in _entries(folder, errors):
+            folder_or_file = _is_dir(entry, errors)
             if folder_or_file:  # a session's folder (most sessions have none): only its subagents count
-                _subagents(fd, entry.name, f"{folder}/{entry.name}/{SUBAGENTS}", seen, found, errors)
+                subagents = f"{entry.name}/{SUBAGENTS}"
+                for sub in _entries(f"{folder}/{subagents}", errors, missing_ok=True):
+                    if sub.name.endswith(".jsonl") and _is_dir(sub, errors) is False:
+                        _stat(fd, folder, f"{subagents}/{sub.name}", seen, found, errors)
             elif folder_or_file is False and entry.name.endswith(".jsonl"):
-                _stat(entry, folder, seen, found, errors)
+                _stat(fd, folder, entry.name, seen, found, errors)
     finally:
         os.close(fd)
 
 
-def _subagents(at: int, session: str, folder: str, seen: Seen, found: list[Stat], errors: list[str] | None) -> None:
-    fd = _open(folder, errors, f"{session}/{SUBAGENTS}", at)
-    if fd is None:
-        return
+def _stat(fd: int, folder: str, name: str, seen: Seen, found: list[Stat], errors: list[str] | None) -> None:
     try:
-        for sub in _entries(fd, folder, errors):
-            if sub.name.endswith(".jsonl") and _is_dir(sub, folder, errors) is False:
-                _stat(sub, folder, seen, found, errors)
-    finally:
-        os.close(fd)
-
-
-def _open(folder: str, errors: list[str] | None, relative: str | None = None, at: int | None = None) -> int | None:
-    """A folder's descriptor; None when it cannot be opened: reported, unless it is a session's missing
-    (or not a folder) `subagents`."""
-    try:
-        return os.open(folder if relative is None else relative, os.O_RDONLY | os.O_DIRECTORY, dir_fd=at)
+        st = os.stat(name, dir_fd=fd)  # a dangling link raises, and is reported
     except OSError as err:
-        if relative is None or not isinstance(err, FileNotFoundError | NotADirectoryError):
-            _report(errors, folder, err)
-        return None
-
-
-def _stat(entry: os.DirEntry[str], folder: str, seen: Seen, found: list[Stat], errors: list[str] | None) -> None:
-    try:
-        st = entry.stat()  # a dangling link raises, and is reported
-    except OSError as err:
-        _report(errors, f"{folder}/{entry.name}", err)
+        _report(errors, f"{folder}/{name}", err)
         return
     if (st.st_dev, st.st_ino) not in seen:
         seen.add((st.st_dev, st.st_ino))
-        found.append((f"{folder}/{entry.name}", st))  # `folder` never ends in a slash here
+        found.append((f"{folder}/{name}", st))
 
 
 def _first_visit(folder: str, seen: Seen, errors: list[str] | None) -> bool:
@@ -104,21 +85,22 @@ def _first_visit(folder: str, seen: Seen, errors: list[str] | None) -> bool:
     return True
 
 
-def _entries(folder: str | int, path: str, errors: list[str] | None) -> list[os.DirEntry[str]]:
+def _entries(folder: str, errors: list[str] | None, missing_ok: bool = False) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(folder) as it:
             return list(it)
     except OSError as err:
-        _report(errors, path, err)
+        if not (missing_ok and isinstance(err, FileNotFoundError | NotADirectoryError)):
+            _report(errors, folder, err)
         return []
 
 
-def _is_dir(entry: os.DirEntry[str], folder: str, errors: list[str] | None) -> bool | None:
+def _is_dir(entry: os.DirEntry[str], errors: list[str] | None) -> bool | None:
     """Follows symlinks; None (reported) for one that loops."""
     try:
         return entry.is_dir()
     except OSError as err:
-        _report(errors, f"{folder}/{entry.name}", err)
+        _report(errors, entry.path, err)
         return None
 
 
