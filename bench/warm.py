@@ -23,21 +23,21 @@ from pathlib import Path
 from bench.cold import Run, _env, find_ccusage_native, measure
 from bench.run import REPO, corpus, parse_size, read_everything
 
+CPUS = "0,1"  # as bench/cold.py pins its runs
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="1GiB", help="corpus size, e.g. 256MiB (default 1GiB)")
+    parser.add_argument("--size", default="1GiB", help="corpus size, as bench.cold takes it (default 1GiB)")
     parser.add_argument("--repeat", type=int, default=20, help="rounds (default 20)")
-    parser.add_argument("--cpus", default="0,1", help="taskset's CPU list for every run (default 0,1)")
-    parser.add_argument("--cache", type=Path, default=REPO / "bench/.cache", help="where corpora are kept")
     parser.add_argument("--ccusage", help="ccusage's native binary (default: tests/node's install)")
     args = parser.parse_args(argv)
-    args.cache.mkdir(parents=True, exist_ok=True)
+    (REPO / "bench/.cache").mkdir(parents=True, exist_ok=True)
     native = find_ccusage_native(args.ccusage)
-    c = corpus(parse_size(args.size), args.cache)
+    c = corpus(parse_size(args.size), REPO / "bench/.cache")
     read_everything(c.root)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "exporter")], check=True, capture_output=True)
-    pin = ["taskset", "-c", args.cpus]
+    pin = ["taskset", "-c", CPUS]
     with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
         work = Path(tmp)
         (work / "home").mkdir()
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = c.info
     print(
         f"corpus {c.root}: {info['bytes'] / (1 << 20):,.0f} MiB, {info['files']:,} files; {args.repeat} rounds,"
-        f" each pinned to CPUs {args.cpus}"
+        f" each pinned to CPUs {CPUS}"
     )
     base = statistics.median(r.wall_s for r in runs["ccusage"])
     print(f"{'':<16}{'wall':>10}{'min':>10}{'CPU-s':>9}{'peak RSS':>11}{'wall ÷ ccusage':>16}")
