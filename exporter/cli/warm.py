@@ -62,8 +62,9 @@ def answer(argv: Sequence[str], env: Mapping[str, str]) -> bytes | None:
     if not _named_dirs_ok(roots, env):
         return None
     state = Path(options["--state-dir"]).expanduser() if "--state-dir" in options else defaults.default_state_dir(env)
-    if not (state / "ledger.sqlite3").is_file():
-        return None
+    ledger = state / "ledger.sqlite3"
+    if not (ledger.is_file() and os.access(ledger, os.W_OK) and os.access(state, os.W_OK)):
+        return None  # the full command opens it for writing, and says what is wrong
     try:
         since, until = _day(options.get("--since")), _day(options.get("--until"))
     except ValueError:
@@ -80,7 +81,7 @@ def answer(argv: Sequence[str], env: Mapping[str, str]) -> bytes | None:
         options.get("--start-of-week", "sunday"),
     )
     try:
-        db = sqlite3.connect(state / "ledger.sqlite3", timeout=30, isolation_level=None)
+        db = sqlite3.connect(ledger, timeout=30, isolation_level=None)
         try:
             return _cached(db, key, roots)
         finally:
