@@ -103,6 +103,22 @@ def test_prices_fingerprinted_otherwise_send_the_report_to_the_full_command(run:
     assert answer("daily", "--json", *folders(tmp_path)) is None
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "INSERT INTO meta (key, value) VALUES ('deferred_indexes', '{}')",  # a first ingest killed before its indexes
+        "INSERT INTO prompts (key, session_id, ts, project) VALUES ('k', 's1', 0, 'p')",  # a prompt still open
+        "UPDATE meta SET value = value + 1 WHERE key = 'generation'",  # requests changed since the document
+        "DELETE FROM meta WHERE key = 'warm'",  # never stamped
+    ],
+)
+def test_a_ledger_the_full_command_would_change_or_recompute_goes_to_it(run: Run, tmp_path: Path, change: str) -> None:
+    run("report", "daily", "--json", *folders(tmp_path))
+    with sqlite3.connect(tmp_path / "state/ledger.sqlite3") as db:
+        db.execute(change)
+    assert answer("daily", "--json", *folders(tmp_path)) is None
+
+
 def test_a_change_in_the_package_sends_the_report_to_the_full_command(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
