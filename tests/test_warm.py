@@ -158,3 +158,18 @@ def test_the_machines_zone_is_the_one_the_full_command_takes(
     monkeypatch.setenv("TZ", "Nowhere/Atlantis")  # the full command takes /etc/localtime's zone, or UTC
     run("report", *flags)
     assert answer(*flags) is None
+
+
+def test_a_reader_gone_ends_a_warm_report_as_it_ends_the_full_command(run: Run, tmp_path: Path) -> None:
+    run("report", "daily", "--json", *folders(tmp_path))
+    command = [sys.executable, "-m", "exporter", "report", "daily", "--json", *folders(tmp_path)]
+    env = {**os.environ, "CLAUDE_USAGE_EXPORTER_CONFIG": str(tmp_path / "empty.yaml")}  # the full command
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    ends = []
+    for path_env in (os.environ, env):
+        reader, writer = os.pipe()
+        os.close(reader)  # gone before a byte is written
+        with os.fdopen(writer, "wb") as stdout:
+            done = subprocess.run(command, cwd=ROOT, env=path_env, stdout=stdout, stderr=subprocess.PIPE, timeout=60)
+        ends.append((done.returncode, done.stderr))
+    assert ends == [(1, b""), (1, b"")]

@@ -24,8 +24,11 @@ def cli() -> None:
 
         body = answer(sys.argv[1:], os.environ)
         if body is not None:
-            sys.stdout.buffer.write(body + b"\n")
-            sys.stdout.buffer.flush()
+            try:
+                sys.stdout.buffer.write(body + b"\n")
+                sys.stdout.buffer.flush()
+            except BrokenPipeError:
+                os._exit(1)  # the reader is gone: status 1 and no word, as click ends then
             # All is written and nothing is left open: the interpreter's teardown (~4 ms of freeing every
             # module, a tenth of the answer) is skipped.
             os._exit(0)
