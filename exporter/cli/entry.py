@@ -22,7 +22,11 @@ def cli() -> None:
     if sys.argv[1:2] == ["report"]:
         from exporter.cli.warm import answer
 
-        body = answer(sys.argv[1:], os.environ)
+        try:
+            body = answer(sys.argv[1:], os.environ)
+        except KeyboardInterrupt:
+            sys.stderr.write("\nAborted!\n")  # as click ends on Ctrl-C
+            sys.exit(1)
         if body is not None:
             try:
                 sys.stdout.buffer.write(body + b"\n")

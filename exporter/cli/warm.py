@@ -86,7 +86,7 @@ def answer(argv: Sequence[str], env: Mapping[str, str]) -> bytes | None:
             return _cached(db, key, roots)
         finally:
             db.close()
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):  # the full command says what is wrong
         return None
 
 
