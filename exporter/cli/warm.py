@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from exporter import defaults
+from exporter import DISTRIBUTION, defaults
 from exporter.sources.layout import transcripts
 
 KINDS = ("daily", "weekly", "monthly", "session")  # the reports kept in the cache
@@ -190,8 +190,8 @@ def _all_read(db: sqlite3.Connection, roots: tuple[Path, ...]) -> bool:
 def stamp(fingerprint: str, schema_version: int) -> str:
     """What a warm answer relies on besides the ledger: the prices' fingerprint and the schema version as
     the full command left them, and the code and price data that made them (each of the package's files
-    by size and mtime, genai-prices' installed version)."""
-    lines = [fingerprint, str(schema_version), str(PACKAGE), *_price_data()]
+    by size and mtime, the installed versions)."""
+    lines = [fingerprint, str(schema_version), str(PACKAGE), *_installed()]
     for folder, subfolders, names in os.walk(PACKAGE):
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
         for name in sorted(names):
@@ -200,14 +200,18 @@ def stamp(fingerprint: str, schema_version: int) -> str:
     return "\n".join(lines)
 
 
-def _price_data() -> list[str]:
+def _installed() -> list[str]:
+    """genai-prices' place and installed version, and ours when installed (a release whose files kept their
+    sizes and mtimes still has another version)."""
     from importlib.util import find_spec
 
     spec = find_spec("genai_prices")
-    if spec is None or not spec.origin:
-        return ["no genai-prices"]
-    site = os.path.dirname(os.path.dirname(spec.origin))
-    return [spec.origin, *sorted(n for n in os.listdir(site) if n.startswith("genai_prices-"))]
+    prices = os.path.dirname(os.path.dirname(spec.origin)) if spec and spec.origin else None
+    ours = DISTRIBUTION.replace("-", "_") + "-"
+    found = [str(spec and spec.origin)]
+    for site, prefix in ((prices, "genai_prices-"), (str(PACKAGE.parent), ours)):
+        found += sorted(n for n in (os.listdir(site) if site else ()) if n.startswith(prefix))
+    return found
 
 
 def remember(db: sqlite3.Connection, fingerprint: str) -> None:
