@@ -1,3 +1,3 @@
-from exporter.cli.commands import main
+from exporter.cli.entry import cli
 
-main()
+cli()

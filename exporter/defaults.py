@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 CONFIG_ENV = "CLAUDE_USAGE_EXPORTER_CONFIG"
 ENV_PREFIX = "CLAUDE_USAGE_EXPORTER_"
 
 
 def is_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # ~3 ms: a warm report needs no zone checked
+
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -21,12 +22,17 @@ def is_zone(name: str) -> bool:
     return True
 
 
-def default_timezone(env: Mapping[str, str], localtime: Path = Path("/etc/localtime")) -> str:
-    """The machine's zone name: `TZ`, else where /etc/localtime points, else UTC."""
+def zone_names(env: Mapping[str, str], localtime: Path = Path("/etc/localtime")) -> list[str]:
+    """The names the machine's zone may go by, unchecked, in order: `TZ`, then where /etc/localtime points."""
     candidates = [env.get("TZ", "").removeprefix(":")]
     if localtime.is_symlink():
         candidates.append(str(localtime.resolve()).partition("/zoneinfo/")[2])
-    return next((name for name in candidates if name and is_zone(name)), "UTC")
+    return [name for name in candidates if name]
+
+
+def default_timezone(env: Mapping[str, str], localtime: Path = Path("/etc/localtime")) -> str:
+    """The machine's zone name: the first of `zone_names` that is a zone, else UTC."""
+    return next((name for name in zone_names(env, localtime) if is_zone(name)), "UTC")
 
 
 def _home(env: Mapping[str, str]) -> Path:

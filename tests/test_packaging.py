@@ -90,3 +90,20 @@ def test_the_installed_wheel_serves_once_and_counts_a_transcripts_request(dist: 
     families = text_string_to_metric_families(text)
     assert [s.value for f in families for s in f.samples if s.name == "claude_usage_requests_total"] == [1.0]
     assert (home / ".local/state/claude-usage-exporter").is_dir()
+
+
+def test_the_installed_wheel_answers_a_warm_report_without_click(dist: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    install(next(dist.glob("*.whl")), venv)
+    claude = tmp_path / "claude"
+    write(claude / "projects" / "-home-dev-notes-app" / "s1.jsonl", line())
+    env = {**clean_env(), "HOME": str(tmp_path / "home"), "TZ": "UTC"}
+    env.pop("CLAUDE_CONFIG_DIR", None)
+    report = [venv / "bin" / "python", "-X", "importtime", "-m", "exporter", "report", "daily", "--json"]
+    first, again = (
+        subprocess.run([*map(str, report), "--claude-dir", str(claude)], capture_output=True, text=True, env=env)
+        for _ in range(2)
+    )
+    loaded = [{row.rsplit("|", 1)[-1].strip() for row in done.stderr.splitlines()} for done in (first, again)]
+    assert (first.returncode, again.returncode, again.stdout) == (0, 0, first.stdout)
+    assert ("click" in loaded[0], "click" in loaded[1], "exporter.cli.warm" in loaded[1]) == (True, False, True)

@@ -262,6 +262,7 @@ def report(
 ) -> None:
     """Usage and cost per day, week, month, session or 5-hour block; where each budget stands; or our estimate
     beside what Anthropic billed (reconcile: per UTC day and model, needs sources.anthropic_admin)."""
+    from exporter.cli import warm
     from exporter.events import Outcome
     from exporter.reports import blocks
     from exporter.reports import periods as reports
@@ -287,16 +288,21 @@ def report(
         _budgets(app, ledger, q.cost, as_json, layout_of(width, wide))
         return
     if kind == "blocks":  # depends on the clock (active block, projection): never cached
-        body = orjson.dumps(blocks.report(ledger, q, int(time.time() * 1000)))
+        body = orjson.dumps(blocks.report(ledger, q, int(time.time() * 1000)), option=orjson.OPT_INDENT_2)
     else:
 
         def compute() -> bytes:
             data = reports.sessions(ledger, q) if kind == "session" else reports.periods(ledger, kind, q)
-            return orjson.dumps(data)
+            return orjson.dumps(data, option=orjson.OPT_INDENT_2)
 
-        body = ledger.cached_report(f"{kind} {q.key}", compute)
+        c = app.core
+        body = ledger.cached_report(
+            warm.cache_key(kind, c.timezone, since, until, by, c.pricing_mode, start_of_week), compute
+        )
+        if not (c.overrides or c.tools or c.categories):  # priced as with no config: a warm answer may follow
+            warm.remember(ledger.db, app.fingerprint)
     if as_json:
-        emit(orjson.loads(body))
+        sys.stdout.buffer.write(body + b"\n")
     else:
         from exporter.cli.tables import print_report
 

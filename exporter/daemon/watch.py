@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from exporter.sources.files import SUBAGENTS, Found
+from exporter.sources.files import Found
+from exporter.sources.layout import SUBAGENTS
 
 log = logging.getLogger("claude_usage_exporter")
 

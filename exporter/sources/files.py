@@ -7,7 +7,6 @@ inode) or a reused inode is read from the start, and a truncated one (size below
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +17,13 @@ from typing import BinaryIO
 import orjson
 
 from exporter.events import to_ms
+from exporter.sources.layout import transcripts
 
 CHUNK = 1 << 20  # above ~1 MiB, fresh buffers cost more in page faults than the reads
 # No usage line comes near this; longer lines (file snapshots can be hundreds of MB) are skipped
 # without ever being held in memory whole.
 MAX_LINE = 16 << 20
 FINGERPRINT_BYTES = 1024  # a file is known by a hash of its first bytes, this many at most
-SUBAGENTS = "subagents"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,85 +50,8 @@ class Found:
 
 
 def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
-    """The transcripts of Claude Code's layout under the roots, each file once:
-    `projects/<project>/*.jsonl` (sessions, and older versions' `agent-*.jsonl`) and
-    `projects/<project>/<session>/subagents/*.jsonl`.
-
-    Nothing deeper is walked: a symlink under `projects/` (to `/`, or back up the tree) costs a few
-    listings at the layout's own depth, never a walk of what it points to. Symlinked project and
-    session folders are followed at their level; a file or `projects` folder reached twice (by
-    device and inode) counts once, which makes overlapping roots harmless.
-    """
-    seen: set[tuple[int, int]] = set()
-    found: list[Found] = []
-    for root in roots:
-        projects = os.path.join(root, "projects")
-        if not os.path.isdir(projects) and os.path.basename(os.path.normpath(root)) == "projects":
-            projects = str(root)  # ccusage accepts the projects folder itself as a root, so do we
-        if not os.path.isdir(projects) or not _first_visit(projects, seen, errors):
-            continue
-        for project in _entries(projects, errors):
-            if _is_dir(project, errors):
-                _project(project.path, seen, found, errors)
-    return found
-
-
-def _project(folder: str, seen: set[tuple[int, int]], found: list[Found], errors: list[str] | None) -> None:
-    for entry in _entries(folder, errors):
-        folder_or_file = _is_dir(entry, errors)
-        if folder_or_file:  # a session's folder (most sessions have none): only its subagents count
-            for sub in _entries(os.path.join(entry.path, SUBAGENTS), errors, missing_ok=True):
-                if sub.name.endswith(".jsonl") and _is_dir(sub, errors) is False:
-                    _add(sub, seen, found, errors)
-        elif folder_or_file is False and entry.name.endswith(".jsonl"):
-            _add(entry, seen, found, errors)
-
-
-def _first_visit(folder: str, seen: set[tuple[int, int]], errors: list[str] | None) -> bool:
-    try:
-        st = os.stat(folder)
-    except OSError as err:
-        _report(errors, folder, err)
-        return False
-    if (st.st_dev, st.st_ino) in seen:
-        return False
-    seen.add((st.st_dev, st.st_ino))
-    return True
-
-
-def _entries(folder: str, errors: list[str] | None, missing_ok: bool = False) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(folder) as it:
-            return list(it)
-    except OSError as err:
-        if not (missing_ok and isinstance(err, FileNotFoundError | NotADirectoryError)):
-            _report(errors, folder, err)
-        return []
-
-
-def _is_dir(entry: os.DirEntry[str], errors: list[str] | None) -> bool | None:
-    """Follows symlinks; None (reported) for one that loops."""
-    try:
-        return entry.is_dir()
-    except OSError as err:
-        _report(errors, entry.path, err)
-        return None
-
-
-def _add(entry: os.DirEntry[str], seen: set[tuple[int, int]], found: list[Found], errors: list[str] | None) -> None:
-    try:
-        st = entry.stat()  # a dangling link raises, and is reported
-    except OSError as err:
-        _report(errors, entry.path, err)
-        return
-    if (st.st_dev, st.st_ino) not in seen:
-        seen.add((st.st_dev, st.st_ino))
-        found.append(Found(entry.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-
-
-def _report(errors: list[str] | None, path: str, err: OSError) -> None:
-    if errors is not None:
-        errors.append(f"{path}: {err.strerror or err}")
+    """The transcripts of Claude Code's layout under the roots, each file once (see `layout.transcripts`)."""
+    return [Found(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for path, st in transcripts(roots, errors)]
 
 
 def head_of(path: str, length: int) -> str:

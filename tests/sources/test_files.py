@@ -222,18 +222,24 @@ def test_a_folder_without_read_permission_is_reported_and_the_others_are_read(tm
 def test_a_folder_that_cannot_be_listed_is_reported_and_the_others_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The same failure without a real permission: listing raises as it would on a locked folder.
+    # The same failure without a real permission: listing (or opening) raises as it would on a locked folder.
     write(tmp_path / "claude/projects/a/s1.jsonl", b"")
     locked = write(tmp_path / "claude/projects/b/s2.jsonl", b"").parent
     write(tmp_path / "claude/projects/c/s3.jsonl", b"")
-    real = os.scandir
+    real, real_open = os.scandir, os.open
 
-    def scandir(path: Path) -> Iterator[os.DirEntry[str]]:
-        if Path(path) == locked:
+    def scandir(path: Path | int) -> Iterator[os.DirEntry[str]]:
+        if not isinstance(path, int) and Path(path) == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
+    def open_folder(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if dir_fd is None and Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
     monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "open", open_folder)
     errors: list[str] = []
     assert listed([tmp_path / "claude"], tmp_path, errors) == [
         "claude/projects/a/s1.jsonl",
