@@ -299,7 +299,8 @@ def test_serve_with_a_missing_bearer_tokens_file_names_the_file_and_exits_1(run:
     missing = tmp_path / "tokens"
     (tmp_path / "claude").mkdir()  # a Claude Code dir given by name must exist
     config.write_text(f"sources:\n  otlp: {{enabled: true, listen: 127.0.0.1:0, bearer_tokens_file: {missing}}}\n")
-    out = run("serve", "--config", str(config), *folders(tmp_path), code=1)
+    # Port 0: the metrics listener may bind before the tokens file is read, and 9477 may be taken here.
+    out = run("serve", "--config", str(config), "--web.listen-address", "127.0.0.1:0", *folders(tmp_path), code=1)
     assert out == f"Error: cannot read sources.otlp.bearer_tokens_file {missing}: No such file or directory\n"
 
 
