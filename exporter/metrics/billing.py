@@ -3,9 +3,10 @@ of that day, the drift between the two, and Claude Code analytics' counters per 
 
 Every label is bounded: model family (opus, sonnet, haiku, other; a cost line without a model is other), the
 costliest workspaces (the rest `other`), and a user label only under `labels.user`, as the poller stored it
-(shaped as team mode shapes it) and capped at `labels.max_users` in first-seen order. The drift is shown only for a day whose bill was read
-after the day ended: a bill read while its day still ran is partial, not a drift. The bill is clock-driven (the
-daemon's windows pass reads it); the Claude Code counters are the ledger's durable ones, read at each publish.
+(shaped as team mode shapes it) and capped at `labels.max_users` in first-seen order. The drift is shown only
+for a day whose bill was read after the day ended: a bill read while its day still ran is partial, not a drift.
+The bill is clock-driven (the daemon's windows pass reads it); the Claude Code counters are the ledger's durable
+ones, read at each publish.
 """
 
 from __future__ import annotations
