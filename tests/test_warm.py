@@ -173,3 +173,18 @@ def test_a_reader_gone_ends_a_warm_report_as_it_ends_the_full_command(run: Run, 
             done = subprocess.run(command, cwd=ROOT, env=path_env, stdout=stdout, stderr=subprocess.PIPE, timeout=60)
         ends.append((done.returncode, done.stderr))
     assert ends == [(1, b""), (1, b"")]
+
+
+def test_documents_cached_by_other_code_are_dropped_before_the_full_command_answers(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "report.py").write_text("# the release that cached the documents\n")
+    monkeypatch.setattr(warm, "PACKAGE", package)
+    printed = run("report", "daily", "--json", *folders(tmp_path))
+    with sqlite3.connect(tmp_path / "state/ledger.sqlite3") as db:
+        db.execute("UPDATE reports SET body = ?", (b'{"shape": "of an older release"}',))
+    assert run("report", "daily", "--json", *folders(tmp_path)) != printed  # the same code: the cache answers
+    (package / "report.py").write_text("# an upgrade: a report's shape may have changed\n")
+    assert run("report", "daily", "--json", *folders(tmp_path)) == printed

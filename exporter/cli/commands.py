@@ -296,6 +296,7 @@ def report(
             return orjson.dumps(data, option=orjson.OPT_INDENT_2)
 
         c = app.core
+        warm.drop_other_codes_reports(ledger.db)
         body = ledger.cached_report(
             warm.cache_key(kind, c.timezone, since, until, by, c.pricing_mode, start_of_week), compute
         )

@@ -24,6 +24,7 @@ BY = ("model", "category", "interaction", "project", "agent", "speed")
 MODES = ("auto", "calculate", "reported")
 WEEK_STARTS = ("monday", "sunday")
 STAMP = "warm"  # the meta key of what the cached documents were made with
+CODE = "reports.code"  # the meta key of the code that made the cached documents (see drop_other_codes_reports)
 PACKAGE = Path(__file__).resolve().parent.parent
 
 _VALUED = {
@@ -191,13 +192,31 @@ def stamp(fingerprint: str, schema_version: int) -> str:
     """What a warm answer relies on besides the ledger: the prices' fingerprint and the schema version as
     the full command left them, and the code and price data that made them (each of the package's files
     by size and mtime, the installed versions)."""
-    lines = [fingerprint, str(schema_version), str(PACKAGE), *_installed()]
+    return "\n".join([fingerprint, str(schema_version), _code()])
+
+
+def _code() -> str:
+    """The code and price data in use: the package's place, the installed versions, each file by size and mtime."""
+    lines = [str(PACKAGE), *_installed()]
     for folder, subfolders, names in os.walk(PACKAGE):
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
         for name in sorted(names):
             st = os.stat(os.path.join(folder, name))
             lines.append(f"{os.path.relpath(os.path.join(folder, name), PACKAGE)} {st.st_size} {st.st_mtime_ns}")
     return "\n".join(lines)
+
+
+def drop_other_codes_reports(db: sqlite3.Connection) -> None:
+    """Empties the report cache when other code made its documents: an upgrade may change a report's shape, and
+    the cache is otherwise kept until a request changes. A busy ledger is left as it is: the next report tries."""
+    from contextlib import suppress
+
+    code = _code()
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (CODE,)).fetchone()
+    if row is None or row[0] != code:
+        with suppress(sqlite3.OperationalError):
+            db.execute("DELETE FROM reports")  # first: a stop in between only empties the cache once more
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CODE, code))
 
 
 def _installed() -> list[str]:
