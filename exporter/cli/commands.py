@@ -296,12 +296,12 @@ def report(
             return orjson.dumps(data, option=orjson.OPT_INDENT_2)
 
         c = app.core
-        warm.drop_other_codes_reports(ledger.db)
+        code = warm.drop_other_codes_reports(ledger.db)
         body = ledger.cached_report(
             warm.cache_key(kind, c.timezone, since, until, by, c.pricing_mode, start_of_week), compute
         )
         if not (c.overrides or c.tools or c.categories):  # priced as with no config: a warm answer may follow
-            warm.remember(ledger.db, app.fingerprint)
+            warm.remember(ledger.db, app.fingerprint, code)
     if as_json:
         sys.stdout.buffer.write(body + b"\n")
     else:

@@ -157,7 +157,7 @@ def _cached(db: sqlite3.Connection, key: str, roots: tuple[Path, ...]) -> bytes 
     meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN (?, ?, ?, ?, ?)", _META))
     fingerprint = meta.get("fingerprint")
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    if fingerprint is None or meta.get(STAMP) != stamp(fingerprint, version) or "deferred_indexes" in meta:
+    if fingerprint is None or meta.get(STAMP) != stamp(fingerprint, version, _code()) or "deferred_indexes" in meta:
         return None
     if not str(meta.get("prices", "")).startswith(f'{{"fingerprint":"{fingerprint}"'):
         return None  # the full command would store its price look-ups again
@@ -188,11 +188,10 @@ def _all_read(db: sqlite3.Connection, roots: tuple[Path, ...]) -> bool:
     return found == set(db.execute("SELECT dev, ino, offset, mtime FROM files"))
 
 
-def stamp(fingerprint: str, schema_version: int) -> str:
+def stamp(fingerprint: str, schema_version: int, code: str) -> str:
     """What a warm answer relies on besides the ledger: the prices' fingerprint and the schema version as
-    the full command left them, and the code and price data that made them (each of the package's files
-    by size and mtime, the installed versions)."""
-    return "\n".join([fingerprint, str(schema_version), _code()])
+    the full command left them, and the code and price data that made them (`_code`)."""
+    return "\n".join([fingerprint, str(schema_version), code])
 
 
 def _code() -> str:
@@ -206,9 +205,10 @@ def _code() -> str:
     return "\n".join(lines)
 
 
-def drop_other_codes_reports(db: sqlite3.Connection) -> None:
+def drop_other_codes_reports(db: sqlite3.Connection) -> str:
     """Empties the report cache when other code made its documents: an upgrade may change a report's shape, and
-    the cache is otherwise kept until a request changes. A busy ledger is left as it is: the next report tries."""
+    the cache is otherwise kept until a request changes. A busy ledger is left as it is: the next report tries.
+    Returns the code's identity (`_code`), for `remember`."""
     from contextlib import suppress
 
     code = _code()
@@ -217,6 +217,7 @@ def drop_other_codes_reports(db: sqlite3.Connection) -> None:
         with suppress(sqlite3.OperationalError):
             db.execute("DELETE FROM reports")  # first: a stop in between only empties the cache once more
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CODE, code))
+    return code
 
 
 def _installed() -> list[str]:
@@ -233,14 +234,14 @@ def _installed() -> list[str]:
     return found
 
 
-def remember(db: sqlite3.Connection, fingerprint: str) -> None:
+def remember(db: sqlite3.Connection, fingerprint: str, code: str) -> None:
     """Stamps the ledger after a full report whose settings price as the defaults do (no overrides, no
     classification remaps): a warm answer is then valid while the stamp holds. A busy ledger stays
     unstamped: the next report tries again."""
     from contextlib import suppress
 
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    value = stamp(fingerprint, version)
+    value = stamp(fingerprint, version, code)
     row = db.execute("SELECT value FROM meta WHERE key = ?", (STAMP,)).fetchone()
     if row is None or row[0] != value:
         with suppress(sqlite3.OperationalError):

@@ -397,12 +397,7 @@ class Daemon:
 def options_from(settings: Settings) -> Options:
     t, labels = settings.sources.transcripts, settings.labels
     policy = LabelPolicy(
-        labels.project,
-        labels.max_projects,
-        labels.max_models,
-        labels.max_tools,
-        labels.user != "off",
-        labels.max_users,
+        labels.project, labels.max_projects, labels.max_models, labels.max_tools, labels.user != "off", labels.max_users
     )
     sources = (*([Source.TRANSCRIPTS] if t.enabled else []), *([Source.OTLP] if settings.sources.otlp.enabled else []))
     return Options(

@@ -125,17 +125,17 @@ class Quote:
         return replace(self, rates=self.rates.times(factor), source=source, long_context=long_context)
 
     def cost(self, tokens: Tokens, web_search_requests: int = 0) -> Decimal:
-        rates = self.rates
-        if self.long_context is not None and tokens.context > (self.long_context_threshold or 0):
-            rates = self.long_context
-        return rates.cost(tokens, web_search_requests)
+        return self._rates_for(tokens).cost(tokens, web_search_requests)
 
     def nanos(self, tokens: Tokens, web_search_requests: int = 0) -> int:
         """`cost` in nano-USD, with integers only (see `Rates.nanos`)."""
-        rates = self.rates
+        return self._rates_for(tokens).nanos(tokens, web_search_requests)
+
+    def _rates_for(self, tokens: Tokens) -> Rates:
+        """The long-context rates past their threshold, else the base ones."""
         if self.long_context is not None and tokens.context > (self.long_context_threshold or 0):
-            rates = self.long_context
-        return rates.nanos(tokens, web_search_requests)
+            return self.long_context
+        return self.rates
 
 
 @dataclass(frozen=True, slots=True)

@@ -371,7 +371,7 @@ def _event(
     return _event_of(
         message["usage"],
         message.get("model"),
-        _key(message, record, line),
+        _key_of(message.get("id"), record.get("requestId"), line),
         (record.get("requestId"), record.get("timestamp"), record.get("sessionId"), record.get("cwd")),
         subagent or record.get("isSidechain") is True or "agentId" in record,
         _tools(message),
@@ -429,10 +429,6 @@ def _tools(message: dict[str, Any]) -> frozenset[str]:
 
 def _tool_names(names: list[object]) -> frozenset[str]:
     return add_tools(_NO_TOOLS, (name for name in names if isinstance(name, str))) if names else _NO_TOOLS
-
-
-def _key(message: dict[str, Any], record: dict[str, Any], line: bytes) -> str:
-    return _key_of(message.get("id"), record.get("requestId"), line)
 
 
 def _key_of(message_id: object, request_id: object, line: bytes) -> str:
