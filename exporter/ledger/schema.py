@@ -246,6 +246,14 @@ CREATE TABLE claude_code_model_day (
 """
 
 
+# Migration 9: closing prompts (series.close_prompts) sums each prompt's requests' cost by session and time: the
+# session index carries the cost too, so that sum reads the index alone (a third of the time on a large ledger).
+SCHEMA_9 = """
+DROP INDEX requests_session;
+CREATE INDEX requests_session ON requests (session_id, ts, cost);
+"""
+
+
 # Each entry migrates the schema from version i to i + 1; released entries never change.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -289,6 +297,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA_6,
     SCHEMA_7,
     SCHEMA_8,
+    SCHEMA_9,
 )
 
 

@@ -217,9 +217,12 @@ def local_day_sql(ledger: Ledger, q: Query, start: int, end: int) -> tuple[str, 
 
 def _rows(ledger: Ledger, q: Query, key_sql: str, key_params: list[Any]) -> Any:
     start, end = q.bounds()
+    # All the history is read faster in the table's order than through the time index (a look-up per row):
+    # `+ts` keeps SQLite off the index.
+    ts = "+ts" if q.since is None and q.until is None else "ts"
     sql = (
         f"SELECT {key_sql} AS k, model, category, {q.by}, speed, {_SUMS.format(cost=q.cost)}"
-        f" FROM requests WHERE ts >= ? AND ts < ? GROUP BY k, model, category, {q.by}, speed"
+        f" FROM requests WHERE {ts} >= ? AND {ts} < ? GROUP BY k, model, category, {q.by}, speed"
     )
     return ledger.db.execute(sql, [*key_params, start, end])
 
