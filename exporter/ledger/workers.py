@@ -129,7 +129,7 @@ class Workers(Generic[T, R]):
                     self._lock.wait()
                 if self._closed:
                     return
-                new = []
+                new: list[int] = []
                 while len(handed) + len(new) < IN_FLIGHT and self._left() and self._room():
                     new.append(self._next)
                     self._next += 1
