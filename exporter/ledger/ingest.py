@@ -329,7 +329,7 @@ def _parse_all(
     # fork (the CLI): workers start in milliseconds, and inherit `pricing` unpickled; the daemon, which
     # has threads, spawns them. They only parse and price, never touching the ledger.
     with Workers[Unit, Parsed](start_method, count, _start_worker, (pricing,), _parse_in_worker, units) as pool:
-        yield from pool.ordered(stop, ahead=2 * count)  # bounded look-ahead keeps memory flat
+        yield from pool.ordered(stop, ahead=4 * count)  # bounded look-ahead keeps memory flat
 
 
 class _Batch:
