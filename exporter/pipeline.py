@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class Pipeline:
     core: Setup
     # "fork" starts parse workers in milliseconds; a process with threads (the daemon) must not fork.
     start_method: str = "fork"
+    _finishing: _Beside | None = field(default=None, init=False, repr=False)
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -111,11 +113,15 @@ class Pipeline:
         stop: Callable[[], bool] | None = None,
         now_ms: int | None = None,
         share: int | None = None,
+        beside: bool = False,
     ) -> IngestResult:
         """Brings the ledger up to date with the transcripts, and with price or rule changes; then
         closes the prompts that are over (`now_ms`, default the clock, decides which are idle, and which
         files have stopped growing).
-        `share` bounds what one file with new bytes may add to the pass while others have new bytes too."""
+        `share` bounds what one file with new bytes may add to the pass while others have new bytes too.
+        `beside`: after a first ingest of a large backlog, building its indexes and closing its prompts
+        run on another connection in a thread (`finishing`), while the caller reads the requests (they
+        change neither); `finished` waits for them. A caller that writes must call `finished` first."""
         self.ledger.reprice(self.fingerprint, self.enrich)
         # Price look-ups are kept in the ledger: a later run prices the same models without loading
         # the price data (~0.3 s), which is most of an incremental report's work.
@@ -131,18 +137,69 @@ class Pipeline:
             start_method=self.start_method,
             share=share,
             now_ns=None if now_ms is None else now_ms * 1_000_000,
+            later=beside,
         )
-        self.ledger.close_prompts(int(time.time() * 1000) if now_ms is None else now_ms)
+        now = int(time.time() * 1000) if now_ms is None else now_ms
         lookups = self.remembered()
+        prices = None
         if lookups != saved.get("lookups"):
-            self.ledger.set_meta("prices", orjson.dumps({"fingerprint": self.fingerprint, "lookups": lookups}).decode())
+            prices = orjson.dumps({"fingerprint": self.fingerprint, "lookups": lookups}).decode()
+        if result.deferred:
+            state_dir = self.core.state_dir
+            self._finishing = _Beside(lambda: _finish(Ledger(state_dir), now, prices, close=True))
+        else:
+            _finish(self.ledger, now, prices)
         return result
+
+    @property
+    def finishing(self) -> bool:
+        return self._finishing is not None
+
+    def finished(self) -> None:
+        """Waits for what `refresh(beside=True)` left running, and raises what it raised."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is not None:
+            finishing.wait()
 
     def remembered(self) -> dict[str, Any]:
         return self.pricer.remembered()
 
     def remember(self, lookups: dict[str, Any]) -> None:
         self.pricer.remember(lookups)
+
+
+def _finish(ledger: Ledger, now_ms: int, prices: str | None, close: bool = False) -> None:
+    """What follows an ingest: the deferred indexes, the prompts that are over, the price look-ups."""
+    try:
+        ledger.build_indexes()
+        ledger.close_prompts(now_ms)
+        if prices is not None:
+            ledger.set_meta("prices", prices)
+    finally:
+        if close:
+            ledger.close()
+
+
+class _Beside(threading.Thread):
+    """`work` run in a thread beside the caller; `wait` joins it and raises what it raised. Not a daemon
+    thread: the interpreter waits for it at exit, so a command that ends early still leaves the ledger whole."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        super().__init__(name="ledger-finish")
+        self.work = work
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as err:  # handed to `wait`'s caller
+            self.error = err
+
+    def wait(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 def budget(b: BudgetSettings) -> BudgetSpec:

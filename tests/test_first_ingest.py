@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from exporter.ledger import ingest as ingest_module
-from exporter.ledger.store import DEFERRED_INDEXES, Ledger
+from exporter.ledger.store import DEFERRED_INDEXES, Ledger, LedgerError
 from exporter.metrics.exposition import read_snapshot
 from exporter.metrics.points import LabelPolicy
 from exporter.pipeline import Pipeline, Setup
+from tests.support.cli import cli
 from tests.support.corpus import generate
 from tests.support.ledgers import roll_back
 from tests.support.lines import line, write
@@ -39,19 +40,65 @@ def corpus(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.parametrize("beside", [False, True], ids=["then", "beside"])
 def test_the_fast_first_ingest_builds_the_same_ledger_as_the_plain_one(
-    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, beside: bool
 ) -> None:
     monkeypatch.setattr(ingest_module, "UNIT_BYTES", 64 << 10)  # many units, the same for both
     monkeypatch.setattr(ingest_module, "BATCH_BYTES", 256 << 10)  # several commits, merged across
     plain = Pipeline(Setup(state_dir=tmp_path / "plain", roots=(corpus,), timezone="UTC"))
     monkeypatch.setattr(ingest_module, "PARALLEL_BYTES", 1 << 40)  # one process, every index kept up to date
-    plain.refresh(now_ms=1 << 42)
+    plain.refresh(now_ms=1 << 42, beside=beside)
+    assert not plain.finishing  # nothing deferred: finished in place
     fast = Pipeline(Setup(state_dir=tmp_path / "fast", roots=(corpus,), timezone="UTC"))
     monkeypatch.setattr(ingest_module, "PARALLEL_BYTES", 0)  # workers, indexes built at the end
-    fast.refresh(now_ms=1 << 42)
+    fast.refresh(now_ms=1 << 42, beside=beside)
+    assert fast.finishing == beside
+    fast.finished()
     assert everything(fast.ledger) == everything(plain.ledger)
     assert fast.ledger.counters()["lines.transcripts.usage"] > 500  # a corpus worth comparing
+
+
+def test_a_first_report_read_beside_the_finishing_ledger_is_the_report_of_the_finished_one(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = cli(tmp_path, monkeypatch)
+    plain = ["--claude-dir", str(corpus), "-z", "UTC", "--json"]
+    waited: list[bool] = []
+    finished = Pipeline.finished
+
+    def spy(self: Pipeline) -> None:
+        waited.append(self.finishing)
+        finished(self)
+
+    monkeypatch.setattr(Pipeline, "finished", spy)
+    monkeypatch.setattr(ingest_module, "PARALLEL_BYTES", 0)  # a first ingest on the fast path: the report beside
+    first = run("report", "daily", *plain, "--state-dir", str(tmp_path / "fast"))
+    assert waited == [True]
+    monkeypatch.setattr(ingest_module, "PARALLEL_BYTES", 1 << 40)
+    other = run("report", "daily", *plain, "--state-dir", str(tmp_path / "plain"))
+    assert first == other and '"totalCost"' in first
+    fast, slow = Ledger(tmp_path / "fast"), Ledger(tmp_path / "plain")
+    assert everything(fast)["prompts"] == everything(slow)["prompts"]  # closed by the thread beside
+    assert set(DEFERRED_INDEXES) <= indexes(fast) and fast.meta("deferred_indexes") is None
+
+
+def test_what_fails_beside_the_report_fails_the_command(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Ledger, now_ms: int) -> int:
+        raise LedgerError("the disk is full")
+
+    monkeypatch.setattr(Ledger, "close_prompts", broken)
+    monkeypatch.setattr(ingest_module, "PARALLEL_BYTES", 0)
+    app = Pipeline(Setup(state_dir=tmp_path / "state", roots=(corpus,), timezone="UTC"))
+    app.refresh(now_ms=1 << 42, beside=True)
+    with pytest.raises(LedgerError, match="the disk is full"):
+        app.finished()
+    app.finished()  # told once
+    run = cli(tmp_path, monkeypatch)
+    out = run("report", "daily", "--claude-dir", str(corpus), "--state-dir", str(tmp_path / "again"), code=1)
+    assert "the disk is full" in out
 
 
 def test_indexes_a_first_ingest_killed_midway_dropped_are_built_by_the_next_ingest(

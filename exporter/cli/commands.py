@@ -133,16 +133,27 @@ def not_counted(malformed: int, since: str) -> str:
     )
 
 
-def refreshed(app: Pipeline) -> tuple[Ledger, IngestResult]:
-    """Ingests what is new (with a progress bar on a long first ingest) and returns the ledger."""
+def refreshed(app: Pipeline, beside: bool = False) -> tuple[Ledger, IngestResult]:
+    """Ingests what is new (with a progress bar on a long first ingest) and returns the ledger; `beside`:
+    see `Pipeline.refresh`."""
     from exporter.ledger.store import LedgerError
 
     try:
         with _progress() as progress:
-            result = app.refresh(progress)
+            result = app.refresh(progress, beside=beside)
         for error in result.errors[:20]:
             click.echo(f"warning: {error}", err=True)
         return app.ledger, result
+    except LedgerError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def finished(app: Pipeline) -> None:
+    """`Pipeline.finished`, its ledger errors as `refreshed` gives them."""
+    from exporter.ledger.store import LedgerError
+
+    try:
+        app.finished()
     except LedgerError as err:
         raise click.ClickException(str(err)) from None
 
@@ -274,7 +285,7 @@ def report(
         return
     app = load(**opts, mode=mode)
     check_claude_dirs(app.core.roots, dict(os.environ))
-    ledger, result = refreshed(app)
+    ledger, result = refreshed(app, beside=kind in ("daily", "weekly", "monthly", "session"))
     if malformed := result.outcomes.get(Outcome.MALFORMED, 0):  # on stderr: stdout may carry JSON
         click.echo(f"note: {not_counted(malformed, 'since the last run')}", err=True)
     if result.files == 0 and ledger.empty():
@@ -295,10 +306,14 @@ def report(
             data = reports.sessions(ledger, q) if kind == "session" else reports.periods(ledger, kind, q)
             return orjson.dumps(data, option=orjson.OPT_INDENT_2)
 
+        # After a first ingest (nothing cached), the report is read while the ledger finishes beside it.
+        early = compute() if app.finishing else None
+        finished(app)
         c = app.core
         code = warm.drop_other_codes_reports(ledger.db)
         body = ledger.cached_report(
-            warm.cache_key(kind, c.timezone, since, until, by, c.pricing_mode, start_of_week), compute
+            warm.cache_key(kind, c.timezone, since, until, by, c.pricing_mode, start_of_week),
+            (lambda: early) if early is not None else compute,
         )
         if not (c.overrides or c.tools or c.categories):  # priced as with no config: a warm answer may follow
             warm.remember(ledger.db, app.fingerprint, code)

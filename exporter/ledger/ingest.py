@@ -87,6 +87,7 @@ class IngestResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     more: bool = False  # a fair share left new bytes to the next pass
+    deferred: bool = False  # the secondary indexes wait for `Ledger.build_indexes` (see `ingest`'s `later`)
 
     @property
     def files(self) -> int:
@@ -185,12 +186,15 @@ def ingest(
     start_method: str = "fork",
     share: int | None = None,
     now_ns: int | None = None,
+    later: bool = False,
 ) -> IngestResult:
     """Reads every new byte under the roots into the ledger; one bad file never stops the rest.
 
     `stop`, checked after each unit, ends the ingest early: what was read so far is committed.
     `share` (see `plan`) leaves part of a large backlog to the next pass; `result.more` says so.
     `now_ns` (default the clock) tells which files have stopped growing (see `plan`).
+    `later`: the indexes a first ingest deferred are left to the caller (`result.deferred` says so),
+    who may build them while reading the requests; after an error they are built here all the same.
     """
     result = IngestResult()
     with ingest_lock(ledger.path.parent), _no_cycle_collection():
@@ -205,6 +209,7 @@ def ingest(
         batch = _Batch(ledger, pricing.enrich, result, batch_bytes)
         if batch.fresh is not None and total >= PARALLEL_BYTES:
             ledger.defer_indexes()
+            result.deferred = later
         try:
             for unit, parsed in _parse_all(units, total, workers, pricing, start_method, stop or (lambda: False)):
                 result.errors += parsed.errors
@@ -216,7 +221,10 @@ def ingest(
                 if stop and stop():
                     break
             batch.flush()
-        finally:
+        except BaseException:
+            ledger.build_indexes()
+            raise
+        if not result.deferred:
             ledger.build_indexes()
         gone = states.keys() - {(f.dev, f.ino) for f in found}
         if gone:
