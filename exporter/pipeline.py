@@ -94,15 +94,14 @@ class Pipeline:
         """Prices and classifies a merged request; labels derive from the merge, never one copy."""
         interaction, category = self.classifier.classify(r.agent, r.tools, r.compaction, r.web_search)
         quote = self.pricer.quote_at(r.model, r.speed, r.ts)
-        # The same context, so the same long-context tier, with nothing read from or written to the cache.
-        uncached = None if quote is None else quote.nanos(r.tokens.uncached, r.web_search)
+        # The uncached cost: the same context, so the same long-context tier, with nothing read from or
+        # written to the cache.
+        cost, uncached = (None, None) if quote is None else quote.nanos_and_uncached(r.tokens, r.web_search)
         if r.source == Source.OTLP and r.reported_cost is not None:
             # Claude Code's own price: its event has no cache TTL split to price the tokens from. A model
             # with no rates here claims no saving rather than its whole cost as a loss.
-            uncached = r.reported_cost if uncached is None else uncached
-            return Request(*r[:-4], interaction, category, r.reported_cost, uncached)  # the last four fields
-        cost = None if quote is None else quote.nanos(r.tokens, r.web_search)
-        return Request(*r[:-4], interaction, category, cost, uncached)
+            cost, uncached = r.reported_cost, r.reported_cost if uncached is None else uncached
+        return Request(*r[:-4], interaction, category, cost, uncached)  # the last four fields
 
     def __getstate__(self) -> dict[str, Any]:
         return {"core": self.core}  # for parse workers: the ledger stays in this process

@@ -387,6 +387,8 @@ _COUNT = st.integers(0, 100_000_000)
 def test_integer_nanos_round_exactly_as_the_decimal_cost_does(rates: list[Decimal], counts: list[int], n: int) -> None:
     r = Rates(*rates)
     assert r.nanos(Tokens(*counts), n) == to_nanos(r.cost(Tokens(*counts), n))
+    tokens = Tokens(*counts)
+    assert r.nanos_and_uncached(tokens, n) == (r.nanos(tokens, n), to_nanos(r.cost(tokens.uncached, n)))
 
 
 def test_a_quote_at_a_time_in_milliseconds_is_the_quote_described_at_that_moment() -> None:

@@ -90,13 +90,23 @@ class Rates:
 
     def nanos(self, tokens: Tokens, web_search_requests: int) -> int:
         """`cost` in nano-USD rounded half to even, as `events.to_nanos` rounds it, in integers only."""
-        units = self._units(tokens, web_search_requests)
+        return self._nanos(self._units(tokens, web_search_requests))
+
+    def nanos_and_uncached(self, tokens: Tokens, web_search_requests: int) -> tuple[int, int]:
+        """`nanos` of the request and of its `Tokens.uncached` form (every cached token as uncached input),
+        in one pass: what pricing every request asks for."""
+        i, o, r, w5, w1, ws = self._scaled
+        ti, to, tr, t5, t1 = tokens
+        rest = to * o + web_search_requests * ws
+        return self._nanos(ti * i + tr * r + t5 * w5 + t1 * w1 + rest), self._nanos((ti + tr + t5 + t1) * i + rest)
+
+    def _nanos(self, units: int) -> int:
         shift = 3 - self._places  # units are 10**-(6 + places) USD; a nano-USD is 10**-9
         step: int = 10 ** abs(shift)
         if shift >= 0:
             return units * step
         if units >= _EXACT:  # beyond Decimal's 28 digits its rounding decides: ask it
-            return int((self.cost(tokens, web_search_requests) * _NANOS).to_integral_value(ROUND_HALF_EVEN))
+            return int((Decimal(units).scaleb(-6 - self._places) * _NANOS).to_integral_value(ROUND_HALF_EVEN))
         whole, rest = divmod(units, step)
         return whole + (2 * rest > step or (2 * rest == step and whole % 2 == 1))
 
@@ -130,6 +140,10 @@ class Quote:
     def nanos(self, tokens: Tokens, web_search_requests: int = 0) -> int:
         """`cost` in nano-USD, with integers only (see `Rates.nanos`)."""
         return self._rates_for(tokens).nanos(tokens, web_search_requests)
+
+    def nanos_and_uncached(self, tokens: Tokens, web_search_requests: int = 0) -> tuple[int, int]:
+        """`Rates.nanos_and_uncached` at the request's tier: its uncached form has the same context, so the same."""
+        return self._rates_for(tokens).nanos_and_uncached(tokens, web_search_requests)
 
     def _rates_for(self, tokens: Tokens) -> Rates:
         """The long-context rates past their threshold, else the base ones."""
