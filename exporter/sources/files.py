@@ -7,8 +7,10 @@ inode) or a reused inode is read from the start, and a truncated one (size below
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,8 +58,19 @@ def discover(roots: list[Path], errors: list[str] | None = None) -> list[Found]:
 
 def head_of(path: str, length: int) -> str:
     """Fingerprint of a file's first `length` bytes (at most FINGERPRINT_BYTES)."""
-    with open(path, "rb") as f:
-        return hashlib.blake2b(f.read(min(length, FINGERPRINT_BYTES)), digest_size=8).hexdigest()
+    with _opened(path) as fd:
+        return hashlib.blake2b(os.pread(fd, min(length, FINGERPRINT_BYTES), 0), digest_size=8).hexdigest()
+
+
+@contextmanager
+def _opened(path: str) -> Iterator[int]:
+    """A descriptor to `os.pread` from: these small reads at known places, once per file of an ingest,
+    cost a third of what `open`'s file objects do."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 ORIGIN_BYTES = 1 << 16  # a file's first time is looked for this far: it is on its first lines
@@ -72,8 +85,8 @@ def origin_of(path: str) -> int | None:
     the one that started first is where it was made. A string value's quotes are escaped in JSON, so
     the pattern only finds a key's value."""
     head, found = b"", None
-    with open(path, "rb") as f:
-        while found is None and len(head) < ORIGIN_BYTES and (block := f.read(4096)):
+    with _opened(path) as fd:
+        while found is None and len(head) < ORIGIN_BYTES and (block := os.pread(fd, 4096, len(head))):
             head += block  # usually the first block: the time is on the first lines
             found = _TIMESTAMP.search(head)
     if found is None:
@@ -228,12 +241,11 @@ def complete_end(path: str, start: int, size: int, max_line: int | None = None) 
     end passes over it (see `read_lines`). Reads back at most `max_line` bytes from `size`."""
     limit = MAX_LINE if max_line is None else max_line
     floor = max(start, size - limit)
-    with open(path, "rb") as f:
+    with _opened(path) as fd:
         end, step = size, 512  # the last line is short, or already ends with its newline: read little first
         while end > floor:
             begin = max(floor, end - step)
-            f.seek(begin)
-            block = f.read(end - begin)
+            block = os.pread(fd, end - begin, begin)
             nl = block.rfind(b"\n")
             if nl != -1:
                 return begin + nl + 1
