@@ -259,9 +259,10 @@ class Ledger:
         merged = merge_all(requests)
         outcomes: Counter[str] = Counter(counts or {})
         with self.transaction():
-            # A request the OTLP source stored first is keyed by its request id (see `receive`).
-            wanted = [*merged, *(r.request_id for r in merged.values() if r.request_id)]
-            stored = self.existing(wanted if fresh is None else [k for k in merged if k in fresh])
+            if fresh is None:  # a request the OTLP source stored first is keyed by its request id (see `receive`)
+                stored = self.existing([*merged, *(r.request_id for r in merged.values() if r.request_id)])
+            else:
+                stored = self.existing([k for k in merged if k in fresh])
             # An event whose transcript line came first joins that row (stored under its message id).
             events = [r.request_id for k, r in merged.items() if r.source == Source.OTLP and r.request_id]
             joined = self.by_request_id(k for k in events if k not in stored) if events else {}
