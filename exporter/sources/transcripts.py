@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -129,33 +129,38 @@ def parse_chunk(
     last: tuple[object, object, object] | None = None  # the id, usage and model of the last event's message
     for line in maybe:
         fast = _decode(line, slow)
-        records: list[tuple[object, bytes]] = [(fast, line)] if fast is not None else []
-        if fast is None:
-            try:
-                records = [(orjson.loads(line), line)]
-            except orjson.JSONDecodeError:  # rare: NUL padding, glued records, broken JSON
-                for raw in split_merged(line):
-                    try:
-                        records.append((orjson.loads(raw), raw))
-                    except orjson.JSONDecodeError:
-                        counts[Outcome.MALFORMED] += 1
+        records: Iterable[tuple[object, bytes]] = ((fast, line),) if fast is not None else _full(line, counts)
         for record, raw in records:
             if type(record) is _Record:
-                message: object = record.message
-                mark = None if record.message is None else record.message.mark()
+                read = record.message
+                mark = None if read is None else (read.id, read.usage or None, read.model)
+                message: object = read
             else:
                 message = _message_of(record) if type(record) is dict else None
                 mark = (
                     (message.get("id"), message.get("usage"), message.get("model")) if type(message) is dict else None
                 )
-            if mark is not None and last is not None and _same(mark, last):
+            try:  # `mark == last`, with usage compared as the dicts it decodes to (the fast decoder keeps bytes)
+                same = (
+                    mark is not None
+                    and last is not None
+                    and (
+                        mark == last
+                        or (mark[0] == last[0] and mark[2] == last[2] and _plain(mark[1]) == _plain(last[1]))
+                    )
+                )
+            except RecursionError:  # nested too deep to compare: the line is read in full
+                same = False
+            if same:
                 # The next content block of the response just read, with the same usage: only its
                 # tools are new. Skipping the rest of the parse halves the cost of a cold ingest.
                 tools = message.tools() if type(message) is _Message else _tools(message)  # type: ignore[arg-type]
                 event = events[-1]
-                if tools - event.tools:
-                    event = event._replace(tools=add_tools(event.tools, tools))
-                events[-1] = UsageEvent(*event[:-1], event.lines + 1)  # `lines` is the last field
+                have = event.tools
+                if tools and not tools <= have:
+                    have = add_tools(have, tools)
+                # In field order: the fields before `tools`, the tools, those after, and one more line.
+                events[-1] = _new(UsageEvent, (*event[:_TOOLS], have, *event[_TOOLS + 1 : -1], event.lines + 1))
                 continue
             outcome = record.outcome(raw, until) if type(record) is _Record else from_record(record, raw, until)
             if isinstance(outcome, str):
@@ -164,6 +169,25 @@ def parse_chunk(
             events.append(outcome)
             last = mark if mark is not None and mark[0] is not None else None  # only a message gives an event
     return events
+
+
+def _full(line: bytes, counts: Counter[str]) -> list[tuple[object, bytes]]:
+    """The records of a line the fast decoder left to orjson, each with its bytes; each part that is no
+    JSON at all counts as malformed."""
+    try:
+        return [(orjson.loads(line), line)]
+    except orjson.JSONDecodeError:  # rare: NUL padding, glued records, broken JSON
+        pass
+    records: list[tuple[object, bytes]] = []
+    for raw in split_merged(line):
+        try:
+            records.append((orjson.loads(raw), raw))
+        except orjson.JSONDecodeError:
+            counts[Outcome.MALFORMED] += 1
+    return records
+
+
+_TOOLS = UsageEvent._fields.index("tools")
 
 
 # The fast decoder: msgspec reads only the fields an assistant line's event needs, and skips the rest
@@ -214,9 +238,6 @@ class _Message(msgspec.Struct, gc=False):
     model: Any = None
     usage: msgspec.Raw = _NO_USAGE  # decoded only for a line that gives an event (see `_Record.outcome`)
     content: list[_Block] | str | None = None
-
-    def mark(self) -> tuple[object, object, object]:
-        return self.id, self.usage if self.usage else None, self.model
 
     def tools(self) -> frozenset[str]:
         content = self.content
@@ -303,18 +324,6 @@ class _Record(msgspec.Struct, gc=False):
 
 
 _new: Callable[..., Any] = tuple.__new__  # a named tuple from all its fields in order, without its Python __new__
-
-
-def _same(mark: tuple[object, object, object], last: tuple[object, object, object]) -> bool:
-    """`mark == last`, with usage compared as the dicts it decodes to (the fast decoder keeps it as bytes)."""
-    if mark[0] != last[0] or mark[2] != last[2]:
-        return False
-    usage, known = mark[1], last[1]
-    try:
-        # Equal bytes decode to equal dicts; only different bytes are decoded to be compared.
-        return usage == known or _plain(usage) == _plain(known)
-    except RecursionError:  # usage nested too deep to compare: the line is read in full
-        return False
 
 
 def _plain(usage: object) -> object:

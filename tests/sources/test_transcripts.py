@@ -397,6 +397,8 @@ ODD_USAGE = [
     line().replace(b'"usage":{', b'"usage":{"input_tokens":99,'),
     line().replace(b'"usage":{', b'"usage":{"input_tokens":null,"input_tokens":3,'),
     line().replace(b'"usage":{', b'"usage":{"output_tokens":1.5,"output_tokens":3,'),
+    b'{"type":"assistant","message":null,"usage":{}}',  # no message: no mark to compare
+    b'{"usage":{},"message":{"id":"msg_011CeDq"}}',
     line(m_model=7),
     line(m_model="m" * 200),
     line(m_model="<synthetic>"),
