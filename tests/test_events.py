@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from exporter.events import Request, Tokens
 
 
-def _request(**changes: object) -> Request:
+def _request(**changes: Any) -> Request:
     base = Request(
         key="msg_1",
         request_id="req_1",
