@@ -243,6 +243,12 @@ class _Message(msgspec.Struct, gc=False):
         content = self.content
         if type(content) is not list:
             return _NO_TOOLS
+        if len(content) == 1:  # Claude Code writes one block a line
+            if content[0].type != "tool_use":
+                return _NO_TOOLS
+            name = content[0].name
+            if type(name) is str and len(name) <= MAX_CHARS:
+                return _one_tool(name)
         return _tool_names([b.name for b in content if b.type == "tool_use"])
 
 
