@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -129,8 +129,8 @@ def parse_chunk(
     last: tuple[object, object, object] | None = None  # the id, usage and model of the last event's message
     for line in maybe:
         fast = _decode(line, slow)
-        records: Iterable[tuple[object, bytes]] = ((fast, line),) if fast is not None else _full(line, counts)
-        for record, raw in records:
+        records = [(fast, line)] if fast is not None else _full(line, counts)
+        for record, raw in records:  # grows by the full parser's records when the fast one cannot do (`_reread`)
             if type(record) is _Record:
                 read = record.message
                 mark = None if read is None else (read.id, read.usage or None, read.model)
@@ -151,6 +151,9 @@ def parse_chunk(
                 )
             except RecursionError:  # nested too deep to compare: the line is read in full
                 same = False
+            except msgspec.ValidationError:  # see `_reread`
+                records += _reread(line, counts, slow)
+                continue
             if same:
                 # The next content block of the response just read, with the same usage: only its
                 # tools are new. Skipping the rest of the parse halves the cost of a cold ingest.
@@ -163,6 +166,9 @@ def parse_chunk(
                 events[-1] = _new(UsageEvent, (*event[:_TOOLS], have, *event[_TOOLS + 1 : -1], event.lines + 1))
                 continue
             outcome = record.outcome(raw, until) if type(record) is _Record else from_record(record, raw, until)
+            if outcome is None:
+                records += _reread(line, counts, slow)
+                continue
             if isinstance(outcome, str):
                 counts[outcome] += 1
                 continue
@@ -187,6 +193,14 @@ def _full(line: bytes, counts: Counter[str]) -> list[tuple[object, bytes]]:
     return records
 
 
+def _reread(line: bytes, counts: Counter[str], slow: Counter[str] | None) -> list[tuple[object, bytes]]:
+    """The full parser's records of a line whose usage holds a number msgspec cannot read as a dict
+    (1e400), counted as SLOW: the fast decoder once read usage as a dict and so refused such a line."""
+    if slow is not None:
+        slow[SLOW] += 1
+    return _full(line, counts)
+
+
 _TOOLS = UsageEvent._fields.index("tools")
 
 
@@ -206,19 +220,21 @@ class _Block(msgspec.Struct, gc=False):
 _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]  # what `_count` accepts without a question
 
 
-class _Split(msgspec.Struct, gc=False):
+class _Split(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     ephemeral_5m_input_tokens: _Count = 0
     ephemeral_1h_input_tokens: _Count = 0
 
 
-class _Server(msgspec.Struct, gc=False):
+class _Server(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     web_search_requests: _Count = 0
+    web_fetch_requests: Any = None
 
 
-class _Usage(msgspec.Struct, gc=False):
+class _Usage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """A usage object whose every count is a plain integer in bounds: the common case. Any other (a
-    null, a float, a string, a count out of bounds, a split that is no object) is read as a dict by
-    `_event_of`, as it always was."""
+    null, a float, a string, a count out of bounds, a split that is no object, a field Claude Code does
+    not write) is read as a dict by `_event_of`, as it always was. Every field is read, none skipped,
+    so a number msgspec cannot hold (1e400) is never let through: see `_Record.outcome`."""
 
     input_tokens: _Count = 0
     output_tokens: _Count = 0
@@ -227,6 +243,9 @@ class _Usage(msgspec.Struct, gc=False):
     cache_creation: _Split | None = None
     server_tool_use: _Server | None = None
     speed: Any = None
+    service_tier: Any = None
+    inference_geo: Any = None
+    iterations: Any = None
 
 
 _USAGE = msgspec.json.Decoder(_Usage)
@@ -264,8 +283,9 @@ class _Record(msgspec.Struct, gc=False):
     costUSD: Any = None
     isCompactSummary: Any = None
 
-    def outcome(self, line: bytes, until: datetime) -> UsageEvent | Outcome:
-        """As `from_record` for an assistant record (or one with no type)."""
+    def outcome(self, line: bytes, until: datetime) -> UsageEvent | Outcome | None:
+        """As `from_record` for an assistant record (or one with no type); None when its usage holds a
+        number msgspec cannot read as a dict (1e400), which leaves the line to the full parser."""
         message = self.message
         if message is None or not message.usage or message.model == "<synthetic>":
             return Outcome.SKIPPED
@@ -312,6 +332,8 @@ class _Record(msgspec.Struct, gc=False):
             return event
         except Malformed:
             return Outcome.MALFORMED
+        except msgspec.ValidationError:
+            return None
 
     def _event(self, usage: object, line: bytes, until: datetime) -> UsageEvent:
         message = self.message

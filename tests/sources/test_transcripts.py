@@ -431,6 +431,47 @@ def test_usage_the_typed_decoder_refuses_gives_the_events_and_counts_of_the_dict
     assert sum(1 for events, _, _ in fast[: len(ODD_USAGE)] if events) > 15
 
 
+def _in_usage(member: bytes) -> bytes:
+    return line().replace(b'"usage":{', b'"usage":{' + member + b",")
+
+
+# Numbers msgspec cannot read as a dict: the fast decoder refused these lines when it read usage as one.
+HUGE_NUMBERS = [
+    _in_usage(b'"iterations":1e400'),
+    _in_usage(b'"x":[-1e400]'),
+    _in_usage(b'"output_tokens":2e308,"output_tokens":5'),
+    _in_usage(b'"x":1' + b"0" * 400 + b".0"),
+    _in_usage(b'"x":1' + b"0" * 250 + b"e99"),
+    _in_usage(b'"x":1' + b"0" * 5000),
+    line().replace(b'"cache_creation":{', b'"cache_creation":{"x":1e400,'),
+]
+
+
+def test_a_number_msgspec_cannot_hold_in_usage_leaves_the_line_to_the_full_parser_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    # Alone, twice, after and before a plain copy of the same response (usage compared as dicts).
+    cases = [(odd, shape) for odd in HUGE_NUMBERS for shape in ([odd], [odd, odd], [line(), odd], [odd, line()])]
+    chunks = [b"".join(part + b"\n" for part in shape) for _, shape in cases]
+
+    def parse(chunk: bytes) -> tuple[list[UsageEvent], Counter[str], Counter[str]]:
+        counts, slow = Counter[str](), Counter[str]()
+        return parse_chunk(chunk, counts, now=now, slow=slow), counts, slow
+
+    fast = [parse(chunk) for chunk in chunks]
+    assert [slow[transcripts.SLOW] for _, _, slow in fast] == [shape.count(odd) for odd, shape in cases]
+    monkeypatch.setattr(transcripts, "_decode", lambda line, slow: None)  # orjson for every line
+    assert [(events, counts) for events, counts, _ in fast] == [parse(chunk)[:2] for chunk in chunks]
+
+
+def test_a_whole_number_past_64_bits_in_usage_is_still_read_by_the_fast_decoder() -> None:
+    # msgspec holds it, orjson does not: the one difference the module's docstring names, as before.
+    slow: Counter[str] = Counter()
+    events = parse_chunk(_in_usage(b'"x":1' + b"0" * 400) + b"\n", Counter(), slow=slow)
+    assert (len(events), slow) == (1, Counter())
+
+
 def test_usage_written_in_another_order_is_the_same_usage() -> None:
     reordered = line(m_usage=dict(reversed(USAGE.items())), m_content=[{"type": "tool_use", "name": "Read"}])
     assert reordered != line()
