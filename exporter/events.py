@@ -299,18 +299,25 @@ class Request(NamedTuple):
         # The earliest copy gives the identity; of copies at one time (a fork copies its parent's lines
         # unchanged but for the session id), the one whose file started first: never the order read in.
         first, later = (other, self) if (other.ts, _origin(other)) < (self.ts, _origin(self)) else (self, other)
-        return first._replace(
-            tokens=self.tokens.merge(other.tokens),
-            web_search=max(self.web_search, other.web_search),
-            tools=add_tools(self.tools, other.tools),
-            compaction=self.compaction or other.compaction,
-            reported_cost=_max_opt(self.reported_cost, other.reported_cost),
-            copies=self.copies + other.copies,
-            request_id=first.request_id or later.request_id,
-            interaction="",  # labels and cost derive from the merge: `enrich` sets them again
-            category="",
-            cost=None,
-            uncached_cost=None,
+        return Request(  # positional, in field order (cheaper than `_replace`: a parse worker merges its copies)
+            first.key,
+            first.request_id or later.request_id,
+            first.ts,
+            first.session_id,
+            first.project,
+            first.model,
+            first.agent,
+            self.tokens.merge(other.tokens),
+            max(self.web_search, other.web_search),
+            add_tools(self.tools, other.tools),
+            first.speed,
+            first.source,
+            self.compaction or other.compaction,
+            _max_opt(self.reported_cost, other.reported_cost),
+            first.user,
+            self.copies + other.copies,
+            first.origin,
+            # interaction, category, cost and uncached cost derive from the merge: `enrich` sets them again
         )
 
 

@@ -7,7 +7,9 @@ as `exporter.events` says: an id or model longer than MAX_CHARS, or a time more 
 after the wall clock (`now`, injected), makes the line malformed; a long project, tool or speed is shortened.
 
 Assistant lines are decoded by msgspec into only the fields an event needs (see `_Record`); a line it cannot
-take goes to orjson and the dict path, with the same result, and is counted as SLOW. The one difference
+take goes to orjson and the dict path, with the same result, and is counted as SLOW. Usage stays bytes
+until a line gives an event: then counts that are plain integers in bounds need no check (`_Usage`), and
+any other usage is read as a dict, as the full parser reads it. The one difference
 left: a number past a double's range (1e400) in a field neither path reads makes orjson reject the whole
 line, which msgspec reads.
 """
@@ -17,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from functools import lru_cache
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -125,41 +129,79 @@ def parse_chunk(
     last: tuple[object, object, object] | None = None  # the id, usage and model of the last event's message
     for line in maybe:
         fast = _decode(line, slow)
-        records: list[tuple[object, bytes]] = [(fast, line)] if fast is not None else []
-        if fast is None:
-            try:
-                records = [(orjson.loads(line), line)]
-            except orjson.JSONDecodeError:  # rare: NUL padding, glued records, broken JSON
-                for raw in split_merged(line):
-                    try:
-                        records.append((orjson.loads(raw), raw))
-                    except orjson.JSONDecodeError:
-                        counts[Outcome.MALFORMED] += 1
-        for record, raw in records:
+        records = [(fast, line)] if fast is not None else _full(line, counts)
+        for record, raw in records:  # grows by the full parser's records when the fast one cannot do (`_reread`)
             if type(record) is _Record:
-                message: object = record.message
-                mark = None if record.message is None else record.message.mark()
+                read = record.message
+                mark = None if read is None else (read.id, read.usage or None, read.model)
+                message: object = read
             else:
                 message = _message_of(record) if type(record) is dict else None
                 mark = (
                     (message.get("id"), message.get("usage"), message.get("model")) if type(message) is dict else None
                 )
-            if mark is not None and last is not None and mark == last:
+            try:  # `mark == last`, with usage compared as the dicts it decodes to (the fast decoder keeps bytes)
+                same = (
+                    mark is not None
+                    and last is not None
+                    and (
+                        mark == last
+                        or (mark[0] == last[0] and mark[2] == last[2] and _plain(mark[1]) == _plain(last[1]))
+                    )
+                )
+            except RecursionError:  # nested too deep to compare: the line is read in full
+                same = False
+            except msgspec.ValidationError:  # see `_reread`
+                records += _reread(line, counts, slow)
+                continue
+            if same:
                 # The next content block of the response just read, with the same usage: only its
                 # tools are new. Skipping the rest of the parse halves the cost of a cold ingest.
                 tools = message.tools() if type(message) is _Message else _tools(message)  # type: ignore[arg-type]
                 event = events[-1]
-                if tools - event.tools:
-                    event = event._replace(tools=add_tools(event.tools, tools))
-                events[-1] = UsageEvent(*event[:-1], event.lines + 1)  # `lines` is the last field
+                have = event.tools
+                if tools and not tools <= have:
+                    have = add_tools(have, tools)
+                # In field order: the fields before `tools`, the tools, those after, and one more line.
+                events[-1] = _new(UsageEvent, (*event[:_TOOLS], have, *event[_TOOLS + 1 : -1], event.lines + 1))
                 continue
             outcome = record.outcome(raw, until) if type(record) is _Record else from_record(record, raw, until)
+            if outcome is None:
+                records += _reread(line, counts, slow)
+                continue
             if isinstance(outcome, str):
                 counts[outcome] += 1
                 continue
             events.append(outcome)
             last = mark if mark is not None and mark[0] is not None else None  # only a message gives an event
     return events
+
+
+def _full(line: bytes, counts: Counter[str]) -> list[tuple[object, bytes]]:
+    """The records of a line the fast decoder left to orjson, each with its bytes; each part that is no
+    JSON at all counts as malformed."""
+    try:
+        return [(orjson.loads(line), line)]
+    except orjson.JSONDecodeError:  # rare: NUL padding, glued records, broken JSON
+        pass
+    records: list[tuple[object, bytes]] = []
+    for raw in split_merged(line):
+        try:
+            records.append((orjson.loads(raw), raw))
+        except orjson.JSONDecodeError:
+            counts[Outcome.MALFORMED] += 1
+    return records
+
+
+def _reread(line: bytes, counts: Counter[str], slow: Counter[str] | None) -> list[tuple[object, bytes]]:
+    """The full parser's records of a line whose usage holds a number msgspec cannot read as a dict
+    (1e400), counted as SLOW: the fast decoder once read usage as a dict and so refused such a line."""
+    if slow is not None:
+        slow[SLOW] += 1
+    return _full(line, counts)
+
+
+_TOOLS = UsageEvent._fields.index("tools")
 
 
 # The fast decoder: msgspec reads only the fields an assistant line's event needs, and skips the rest
@@ -175,19 +217,58 @@ class _Block(msgspec.Struct, gc=False):
     name: Any = None
 
 
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]  # what `_count` accepts without a question
+
+
+class _Split(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    ephemeral_5m_input_tokens: _Count = 0
+    ephemeral_1h_input_tokens: _Count = 0
+
+
+class _Server(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    web_search_requests: _Count = 0
+    web_fetch_requests: Any = None
+
+
+class _Usage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    """A usage object whose every count is a plain integer in bounds: the common case. Any other (a
+    null, a float, a string, a count out of bounds, a split that is no object, a field Claude Code does
+    not write) is read as a dict by `_event_of`, as it always was. Every field is read, none skipped,
+    so a number msgspec cannot hold (1e400) is never let through: see `_Record.outcome`."""
+
+    input_tokens: _Count = 0
+    output_tokens: _Count = 0
+    cache_read_input_tokens: _Count = 0
+    cache_creation_input_tokens: _Count = 0
+    cache_creation: _Split | None = None
+    server_tool_use: _Server | None = None
+    speed: Any = None
+    service_tier: Any = None
+    inference_geo: Any = None
+    iterations: Any = None
+
+
+_USAGE = msgspec.json.Decoder(_Usage)
+_NO_USAGE = msgspec.Raw()  # the message has no "usage" (a present one is never empty)
+
+
 class _Message(msgspec.Struct, gc=False):
     id: Any = None
     model: Any = None
-    usage: Any = _UNSET
+    usage: msgspec.Raw = _NO_USAGE  # decoded only for a line that gives an event (see `_Record.outcome`)
     content: list[_Block] | str | None = None
 
-    def mark(self) -> tuple[object, object, object]:
-        return self.id, None if self.usage is _UNSET else self.usage, self.model
-
     def tools(self) -> frozenset[str]:
-        if not isinstance(self.content, list):
+        content = self.content
+        if type(content) is not list:
             return _NO_TOOLS
-        return _tool_names([b.name for b in self.content if b.type == "tool_use"])
+        if len(content) == 1:  # Claude Code writes one block a line
+            if content[0].type != "tool_use":
+                return _NO_TOOLS
+            name = content[0].name
+            if type(name) is str and len(name) <= MAX_CHARS:
+                return _one_tool(name)
+        return _tool_names([b.name for b in content if b.type == "tool_use"])
 
 
 class _Record(msgspec.Struct, gc=False):
@@ -202,25 +283,79 @@ class _Record(msgspec.Struct, gc=False):
     costUSD: Any = None
     isCompactSummary: Any = None
 
-    def outcome(self, line: bytes, until: datetime) -> UsageEvent | Outcome:
-        """As `from_record` for an assistant record (or one with no type)."""
+    def outcome(self, line: bytes, until: datetime) -> UsageEvent | Outcome | None:
+        """As `from_record` for an assistant record (or one with no type); None when its usage holds a
+        number msgspec cannot read as a dict (1e400), which leaves the line to the full parser."""
         message = self.message
-        if message is None or message.usage is _UNSET or message.model == "<synthetic>":
+        if message is None or not message.usage or message.model == "<synthetic>":
             return Outcome.SKIPPED
         try:
-            return _event_of(
-                message.usage,
-                message.model,
-                _key_of(message.id, self.requestId, line),
-                (self.requestId, self.timestamp, self.sessionId, self.cwd),
-                self.isSidechain is True or self.agentId is not _UNSET,
-                message.tools(),
-                _as_orjson(self.costUSD),
-                self.isCompactSummary is True,
-                until,
+            usage = _USAGE.decode(message.usage)
+        except msgspec.ValidationError:
+            usage = None
+        try:
+            if usage is None:  # an odd one: as the dict path reads it
+                return self._event(msgspec.json.decode(message.usage), line, until)
+            model = message.model
+            if type(model) is not str or not model or len(model) > MAX_CHARS:
+                return Outcome.MALFORMED
+            write = usage.cache_creation_input_tokens
+            split = usage.cache_creation
+            if split is None:
+                five, hour = write, 0
+            else:
+                five, hour = split.ephemeral_5m_input_tokens, split.ephemeral_1h_input_tokens
+                if write > five + hour:  # a partial split leaves the rest at the 5-minute rate
+                    five = write - hour
+            server, speed, cost = usage.server_tool_use, usage.speed, self.costUSD
+            event: UsageEvent = _new(
+                UsageEvent,
+                (
+                    _key_of(message.id, self.requestId, line),
+                    _id(self.requestId),
+                    _timestamp(self.timestamp, until),
+                    _id(self.sessionId) or "unknown",
+                    project_name(_str(self.cwd)),
+                    model,
+                    _SUBAGENT if self.isSidechain is True or self.agentId is not _UNSET else _MAIN,
+                    _new(Tokens, (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens, five, hour)),
+                    0 if server is None else server.web_search_requests,
+                    message.tools(),
+                    shorten(speed) if type(speed) is str and speed else "standard",
+                    _TRANSCRIPTS,
+                    None if cost is None else _cost(_as_orjson(cost)),
+                    self.isCompactSummary is True,
+                    "",
+                    1,
+                ),
             )
+            return event
         except Malformed:
             return Outcome.MALFORMED
+        except msgspec.ValidationError:
+            return None
+
+    def _event(self, usage: object, line: bytes, until: datetime) -> UsageEvent:
+        message = self.message
+        assert message is not None
+        return _event_of(
+            usage,
+            message.model,
+            _key_of(message.id, self.requestId, line),
+            (self.requestId, self.timestamp, self.sessionId, self.cwd),
+            self.isSidechain is True or self.agentId is not _UNSET,
+            message.tools(),
+            _as_orjson(self.costUSD),
+            self.isCompactSummary is True,
+            until,
+        )
+
+
+_new: Callable[..., Any] = tuple.__new__  # a named tuple from all its fields in order, without its Python __new__
+
+
+def _plain(usage: object) -> object:
+    return msgspec.json.decode(usage) if type(usage) is msgspec.Raw else usage
 
 
 _DECODER = msgspec.json.Decoder(_Record)
@@ -428,7 +563,16 @@ def _tools(message: dict[str, Any]) -> frozenset[str]:
 
 
 def _tool_names(names: list[object]) -> frozenset[str]:
-    return add_tools(_NO_TOOLS, (name for name in names if isinstance(name, str))) if names else _NO_TOOLS
+    if not names:
+        return _NO_TOOLS
+    if len(names) == 1 and type(names[0]) is str and len(names[0]) <= MAX_CHARS:  # a line is one block
+        return _one_tool(names[0])
+    return add_tools(_NO_TOOLS, (name for name in names if isinstance(name, str)))
+
+
+@lru_cache(maxsize=1024)  # short names only: 1024 cached names of 10 MB each would hold 10 GB
+def _one_tool(name: str) -> frozenset[str]:
+    return add_tools(_NO_TOOLS, (name,))
 
 
 def _key_of(message_id: object, request_id: object, line: bytes) -> str:

@@ -340,6 +340,158 @@ ODD_LINES = [
 ]
 
 
+def _usage(**changes: object) -> bytes:
+    return line(m_usage={**USAGE, **changes})
+
+
+def _null(name: bytes) -> bytes:
+    """A line whose usage field `name` (a count) is null."""
+    raw = line()
+    at = raw.index(b'"' + name + b'":', raw.index(b'"usage"'))
+    end = at + len(name) + 3
+    while raw[end : end + 1].isdigit():
+        end += 1
+    return raw[: at + len(name) + 3] + b"null" + raw[end:]
+
+
+# Usage the typed decoder refuses: read as a dict, exactly as before (valid, malformed or skipped).
+ODD_USAGE = [
+    *(_null(name) for name in (b"input_tokens", b"output_tokens", b"cache_read_input_tokens")),
+    _null(b"ephemeral_1h_input_tokens"),
+    _usage(output_tokens=5.0),
+    _usage(output_tokens=5.5),
+    _usage(output_tokens=-1),
+    _usage(output_tokens=-0.0),
+    _usage(input_tokens=100_000_001),
+    _usage(input_tokens=100_000_000),
+    _usage(input_tokens=123456789).replace(b"123456789", b"1" + b"0" * 30),  # past 64 bits
+    _usage(input_tokens=True),
+    _usage(input_tokens=False),
+    _usage(input_tokens="7"),
+    _usage(input_tokens=[7]),
+    _usage(cache_read_input_tokens={"n": 7}),
+    line(m_usage={}),
+    line(m_usage={"output_tokens": 3}),
+    line(m_usage={"cache_creation_input_tokens": 50, "cache_creation": {"ephemeral_1h_input_tokens": 20}}),
+    _usage(cache_creation=[1, 2]),
+    _usage(cache_creation="split"),
+    _usage(cache_creation={"ephemeral_5m_input_tokens": 2.0, "ephemeral_1h_input_tokens": 9905}),
+    _usage(cache_creation={"ephemeral_5m_input_tokens": -2, "ephemeral_1h_input_tokens": 9907}),
+    _usage(cache_creation={"ephemeral_5m_input_tokens": 9000, "ephemeral_1h_input_tokens": 9000}),
+    _usage(server_tool_use=[]),
+    _usage(server_tool_use=3),
+    _usage(server_tool_use={"web_search_requests": 2}),
+    _usage(server_tool_use={"web_search_requests": 2.0}),
+    _usage(server_tool_use={"web_search_requests": "2"}),
+    _usage(server_tool_use={"web_search_requests": 10**9}),
+    _usage(speed=7),
+    _usage(speed=""),
+    _usage(speed="fast"),
+    _usage(speed="x" * 300),
+    _usage(speed={"mode": "fast"}),
+    line(m_usage=[1, 2]),
+    line(m_usage="usage"),
+    line(m_usage=7),
+    line(m_content=[]).replace(b'"usage":{', b'"usage":null,"x":{'),
+    line().replace(b'"usage":{', b'"usage":{"input_tokens":"x",'),  # a duplicate key: the last one counts
+    line().replace(b'"usage":{', b'"usage":{"input_tokens":99,'),
+    line().replace(b'"usage":{', b'"usage":{"input_tokens":null,"input_tokens":3,'),
+    line().replace(b'"usage":{', b'"usage":{"output_tokens":1.5,"output_tokens":3,'),
+    b'{"type":"assistant","message":null,"usage":{}}',  # no message: no mark to compare
+    b'{"usage":{},"message":{"id":"msg_011CeDq"}}',
+    line(m_model=7),
+    line(m_model="m" * 200),
+    line(m_model="<synthetic>"),
+    line(timestamp="yesterday"),
+    line(timestamp=None),
+    line(sessionId="s" * 200),
+    line(cwd=["/home"]),
+    line(requestId="r" * 200),
+]
+
+
+def test_usage_the_typed_decoder_refuses_gives_the_events_and_counts_of_the_dict_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    # Alone, twice (the shortcut), and after a plain copy of the same response (usage compared as dicts).
+    chunks = [odd + b"\n" for odd in ODD_USAGE] + [odd + b"\n" + odd + b"\n" for odd in ODD_USAGE]
+    chunks += [line() + b"\n" + odd + b"\n" for odd in ODD_USAGE] + [odd + b"\n" + line() + b"\n" for odd in ODD_USAGE]
+
+    def parse(chunk: bytes) -> tuple[list[UsageEvent], Counter[str], Counter[str]]:
+        counts, slow = Counter[str](), Counter[str]()
+        return parse_chunk(chunk, counts, now=now, slow=slow), counts, slow
+
+    fast = [parse(chunk) for chunk in chunks]
+    assert all(not slow for _, _, slow in fast)  # every one is read by the fast decoder, as before
+    monkeypatch.setattr(transcripts, "_decode", lambda line, slow: None)  # orjson for every line
+    assert [(events, counts) for events, counts, _ in fast] == [parse(chunk)[:2] for chunk in chunks]
+    outcomes = Counter(outcome for _, counts, _ in fast[: len(ODD_USAGE)] for outcome in counts)
+    assert outcomes.keys() == {"malformed", "skipped"}
+    assert sum(1 for events, _, _ in fast[: len(ODD_USAGE)] if events) > 15
+
+
+def _in_usage(member: bytes) -> bytes:
+    return line().replace(b'"usage":{', b'"usage":{' + member + b",")
+
+
+# Numbers msgspec cannot read as a dict: the fast decoder refused these lines when it read usage as one.
+HUGE_NUMBERS = [
+    _in_usage(b'"iterations":1e400'),
+    _in_usage(b'"x":[-1e400]'),
+    _in_usage(b'"output_tokens":2e308,"output_tokens":5'),
+    _in_usage(b'"x":1' + b"0" * 400 + b".0"),
+    _in_usage(b'"x":1' + b"0" * 250 + b"e99"),
+    _in_usage(b'"x":1' + b"0" * 5000),
+    line().replace(b'"cache_creation":{', b'"cache_creation":{"x":1e400,'),
+]
+
+
+def test_a_number_msgspec_cannot_hold_in_usage_leaves_the_line_to_the_full_parser_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    # Alone, twice, after and before a plain copy of the same response (usage compared as dicts).
+    cases = [(odd, shape) for odd in HUGE_NUMBERS for shape in ([odd], [odd, odd], [line(), odd], [odd, line()])]
+    chunks = [b"".join(part + b"\n" for part in shape) for _, shape in cases]
+
+    def parse(chunk: bytes) -> tuple[list[UsageEvent], Counter[str], Counter[str]]:
+        counts, slow = Counter[str](), Counter[str]()
+        return parse_chunk(chunk, counts, now=now, slow=slow), counts, slow
+
+    fast = [parse(chunk) for chunk in chunks]
+    assert [slow[transcripts.SLOW] for _, _, slow in fast] == [shape.count(odd) for odd, shape in cases]
+    monkeypatch.setattr(transcripts, "_decode", lambda line, slow: None)  # orjson for every line
+    assert [(events, counts) for events, counts, _ in fast] == [parse(chunk)[:2] for chunk in chunks]
+
+
+def test_a_whole_number_past_64_bits_in_usage_is_still_read_by_the_fast_decoder() -> None:
+    # msgspec holds it, orjson does not: the one difference the module's docstring names, as before.
+    slow: Counter[str] = Counter()
+    events = parse_chunk(_in_usage(b'"x":1' + b"0" * 400) + b"\n", Counter(), slow=slow)
+    assert (len(events), slow) == (1, Counter())
+
+
+def test_usage_written_in_another_order_is_the_same_usage() -> None:
+    reordered = line(m_usage=dict(reversed(USAGE.items())), m_content=[{"type": "tool_use", "name": "Read"}])
+    assert reordered != line()
+    events = parse_chunk(line() + b"\n" + reordered + b"\n", Counter())
+    assert [(e.lines, e.tools) for e in events] == [(2, frozenset({"Bash", "Read"}))]
+
+
+@pytest.mark.parametrize("depth", range(850, 1010, 2))
+def test_usage_nested_near_the_recursion_limit_neither_crashes_nor_reads_otherwise_than_the_full_parser(
+    depth: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = line().replace(b'"usage":{', b'"usage":{"iterations":' + b"[" * depth + b"]" * depth + b",")
+    chunk = line() + b"\n" + deep + b"\n" + deep + b"\n"
+    counts: Counter[str] = Counter()
+    fast = parse_chunk(chunk, counts)
+    monkeypatch.setattr(transcripts, "_decode", lambda line, slow: None)
+    slow: Counter[str] = Counter()
+    assert (fast, counts) == (parse_chunk(chunk, slow), slow)
+
+
 def test_the_fast_decoder_gives_every_event_and_count_the_full_parser_gives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
