@@ -273,8 +273,8 @@ CONTRACT: tuple[Spec, ...] = (
         "counter",
         "{line}",
         ("source",),
-        "Transcript lines the fast decoder could not take, read by the full parser instead (the same result,"
-        " slower); a rise means Claude Code changed its line format.",
+        "Transcript lines the fast decoder could not take, or whose usage holds a field it does not know, read"
+        " by a slower parser instead (the same result); a rise means Claude Code changed its line format.",
     ),
     Spec(
         "claude_usage_exporter_read_errors_total",

@@ -9,7 +9,8 @@ after the wall clock (`now`, injected), makes the line malformed; a long project
 Assistant lines are decoded by msgspec into only the fields an event needs (see `_Record`); a line it cannot
 take goes to orjson and the dict path, with the same result, and is counted as SLOW. Usage stays bytes
 until a line gives an event: then counts that are plain integers in bounds need no check (`_Usage`), and
-any other usage is read as a dict, as the full parser reads it. The one difference
+any other usage is read as a dict, as the full parser reads it (counted as SLOW too when it holds a field
+`_Usage` does not name: a format change). The one difference
 left: a number past a double's range (1e400) in a field neither path reads makes orjson reject the whole
 line, which msgspec reads.
 """
@@ -165,7 +166,7 @@ def parse_chunk(
                 # In field order: the fields before `tools`, the tools, those after, and one more line.
                 events[-1] = _new(UsageEvent, (*event[:_TOOLS], have, *event[_TOOLS + 1 : -1], event.lines + 1))
                 continue
-            outcome = record.outcome(raw, until) if type(record) is _Record else from_record(record, raw, until)
+            outcome = record.outcome(raw, until, slow) if type(record) is _Record else from_record(record, raw, until)
             if outcome is None:
                 records += _reread(line, counts, slow)
                 continue
@@ -249,6 +250,19 @@ class _Usage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
 
 
 _USAGE = msgspec.json.Decoder(_Usage)
+_FIELDS = set(_Usage.__struct_fields__)
+_NESTED = {"cache_creation": set(_Split.__struct_fields__), "server_tool_use": set(_Server.__struct_fields__)}
+
+
+def _new_fields(usage: object) -> bool:
+    """Whether a usage object holds a field `_Usage` (or a split in it) does not name."""
+    if type(usage) is not dict:
+        return False
+    if not usage.keys() <= _FIELDS:
+        return True
+    return any(type(inner := usage.get(name)) is dict and not inner.keys() <= known for name, known in _NESTED.items())
+
+
 _NO_USAGE = msgspec.Raw()  # the message has no "usage" (a present one is never empty)
 
 
@@ -283,9 +297,11 @@ class _Record(msgspec.Struct, gc=False):
     costUSD: Any = None
     isCompactSummary: Any = None
 
-    def outcome(self, line: bytes, until: datetime) -> UsageEvent | Outcome | None:
+    def outcome(self, line: bytes, until: datetime, slow: Counter[str] | None = None) -> UsageEvent | Outcome | None:
         """As `from_record` for an assistant record (or one with no type); None when its usage holds a
-        number msgspec cannot read as a dict (1e400), which leaves the line to the full parser."""
+        number msgspec cannot read as a dict (1e400), which leaves the line to the full parser. With
+        `slow`, a usage with a field `_Usage` does not name (Claude Code's format changed) is counted
+        there under SLOW: every line then takes the dict path, and that must show."""
         message = self.message
         if message is None or not message.usage or message.model == "<synthetic>":
             return Outcome.SKIPPED
@@ -295,7 +311,10 @@ class _Record(msgspec.Struct, gc=False):
             usage = None
         try:
             if usage is None:  # an odd one: as the dict path reads it
-                return self._event(msgspec.json.decode(message.usage), line, until)
+                plain = msgspec.json.decode(message.usage)
+                if slow is not None and _new_fields(plain):
+                    slow[SLOW] += 1
+                return self._event(plain, line, until)
             model = message.model
             if type(model) is not str or not model or len(model) > MAX_CHARS:
                 return Outcome.MALFORMED

@@ -468,8 +468,31 @@ def test_a_number_msgspec_cannot_hold_in_usage_leaves_the_line_to_the_full_parse
 def test_a_whole_number_past_64_bits_in_usage_is_still_read_by_the_fast_decoder() -> None:
     # msgspec holds it, orjson does not: the one difference the module's docstring names, as before.
     slow: Counter[str] = Counter()
-    events = parse_chunk(_in_usage(b'"x":1' + b"0" * 400) + b"\n", Counter(), slow=slow)
+    events = parse_chunk(_in_usage(b'"iterations":1' + b"0" * 400) + b"\n", Counter(), slow=slow)
     assert (len(events), slow) == (1, Counter())
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        _in_usage(b'"cache_tier":"gold"'),
+        line().replace(b'"cache_creation":{', b'"cache_creation":{"ephemeral_24h_input_tokens":0,'),
+        line().replace(b'"server_tool_use":{', b'"server_tool_use":{"code_execution_requests":1,'),
+    ],
+    ids=["usage", "cache_creation", "server_tool_use"],
+)
+def test_a_usage_field_claude_code_did_not_write_before_is_read_and_counted_as_slow(
+    new: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A format change: every line then takes the dict path, which must show on the slow lines' metric.
+    chunk = new + b"\n" + new + b"\n" + line(m_id="msg_other") + b"\n"
+    counts, slow = Counter[str](), Counter[str]()
+    events = parse_chunk(chunk, counts, slow=slow)
+    assert slow == Counter({transcripts.SLOW: 1})  # the second line is the first's next block: not decoded again
+    assert len(events) == 2
+    monkeypatch.setattr(transcripts, "_decode", lambda line, slow: None)  # the full parser: the same events
+    full = Counter[str]()
+    assert (events, counts) == (parse_chunk(chunk, full), full)
 
 
 def test_usage_written_in_another_order_is_the_same_usage() -> None:
