@@ -102,6 +102,18 @@ def test_the_ledger_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
     assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
+def test_a_new_ledger_has_8_kib_pages_and_an_older_one_keeps_its_own(tmp_path: Path) -> None:
+    assert Ledger(tmp_path / "new").db.execute("PRAGMA page_size").fetchone()[0] == 8192
+    (tmp_path / "old").mkdir()
+    older = sqlite3.connect(tmp_path / "old" / Ledger.FILE)  # as releases before it made them
+    older.executescript(f"PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; {MIGRATIONS[0]}; PRAGMA user_version = 1")
+    older.close()
+    ledger = Ledger(tmp_path / "old")
+    assert ledger.db.execute("PRAGMA page_size").fetchone()[0] == 4096
+    ledger.commit(requests(event()), label)
+    assert len(rows(ledger)) == 1
+
+
 def test_a_ledger_from_a_newer_release_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     Ledger(tmp_path).close()
     db = sqlite3.connect(tmp_path / Ledger.FILE)

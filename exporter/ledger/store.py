@@ -106,6 +106,7 @@ def _request(row: Any) -> Request:
     )
 
 
+PAGE_SIZE = 8192  # bytes, for a new ledger (see `_migrate`)
 # Secondary indexes: nothing a first ingest does reads them (it finds rows by key).
 DEFERRED_INDEXES = ("requests_ts", "requests_session", "requests_request_id", "prompts_session")
 _DEFERRED = "deferred_indexes"  # the meta key holding what `defer_indexes` dropped
@@ -173,6 +174,9 @@ class Ledger:
         # and migrating; a file lock does, for processes opening a fresh state dir at once.
         with (self.path.parent / "migrate.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            # Only an empty file takes it (a ledger keeps the size it was made with): pages of 8 KiB cut the
+            # writes of a first ingest's commits (and their system time) against SQLite's default of 4 KiB.
+            self.db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             # Switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database is
             # locked" at once, without waiting, when another process holds one: so under the file lock.
             self.db.execute("PRAGMA journal_mode=WAL")
