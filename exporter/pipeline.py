@@ -145,7 +145,7 @@ class Pipeline:
             prices = orjson.dumps({"fingerprint": self.fingerprint, "lookups": lookups}).decode()
         if result.deferred:
             state_dir = self.core.state_dir
-            self._finishing = _Beside(lambda: _finish(Ledger(state_dir), now, prices, close=True))
+            self._finishing = _Beside(lambda: _finish_apart(state_dir, now, prices))
         else:
             _finish(self.ledger, now, prices)
         return result
@@ -167,16 +167,21 @@ class Pipeline:
         self.pricer.remember(lookups)
 
 
-def _finish(ledger: Ledger, now_ms: int, prices: str | None, close: bool = False) -> None:
+def _finish(ledger: Ledger, now_ms: int, prices: str | None) -> None:
     """What follows an ingest: the deferred indexes, the prompts that are over, the price look-ups."""
+    ledger.build_indexes()
+    ledger.close_prompts(now_ms)
+    if prices is not None:
+        ledger.set_meta("prices", prices)
+
+
+def _finish_apart(state_dir: Path, now_ms: int, prices: str | None) -> None:
+    """`_finish` on a connection of its own (a thread's: SQLite connections stay with their thread)."""
+    ledger = Ledger(state_dir)
     try:
-        ledger.build_indexes()
-        ledger.close_prompts(now_ms)
-        if prices is not None:
-            ledger.set_meta("prices", prices)
+        _finish(ledger, now_ms, prices)
     finally:
-        if close:
-            ledger.close()
+        ledger.close()
 
 
 class _Beside(threading.Thread):
