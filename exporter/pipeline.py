@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from exporter.reports.budgets import BudgetSpec
 from exporter.reports.periods import WEEKDAYS
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from exporter.classify.rules import Classifier
     from exporter.config import Budget as BudgetSettings
     from exporter.config import PriceOverride, Settings
@@ -68,7 +69,7 @@ class Pipeline:
     core: Setup
     # "fork" starts parse workers in milliseconds; a process with threads (the daemon) must not fork.
     start_method: str = "fork"
-    _finishing: _Beside | None = field(default=None, init=False, repr=False)
+    _finishing: Future[None] | None = field(default=None, init=False, repr=False)
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -144,8 +145,11 @@ class Pipeline:
         if lookups != saved.get("lookups"):
             prices = orjson.dumps({"fingerprint": self.fingerprint, "lookups": lookups}).decode()
         if result.deferred:
-            state_dir = self.core.state_dir
-            self._finishing = _Beside(lambda: _finish_apart(state_dir, now, prices))
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-finish")
+            self._finishing = pool.submit(_finish_apart, self.core.state_dir, now, prices)
+            pool.shutdown(wait=False)  # its thread ends with this task; the interpreter waits for it at exit
         else:
             _finish(self.ledger, now, prices)
         return result
@@ -158,7 +162,7 @@ class Pipeline:
         """Waits for what `refresh(beside=True)` left running, and raises what it raised."""
         finishing, self._finishing = self._finishing, None
         if finishing is not None:
-            finishing.wait()
+            finishing.result()
 
     def remembered(self) -> dict[str, Any]:
         return self.pricer.remembered()
@@ -182,28 +186,6 @@ def _finish_apart(state_dir: Path, now_ms: int, prices: str | None) -> None:
         _finish(ledger, now_ms, prices)
     finally:
         ledger.close()
-
-
-class _Beside(threading.Thread):
-    """`work` run in a thread beside the caller; `wait` joins it and raises what it raised. Not a daemon
-    thread: the interpreter waits for it at exit, so a command that ends early still leaves the ledger whole."""
-
-    def __init__(self, work: Callable[[], None]) -> None:
-        super().__init__(name="ledger-finish")
-        self.work = work
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.work()
-        except BaseException as err:  # handed to `wait`'s caller
-            self.error = err
-
-    def wait(self) -> None:
-        self.join()
-        if self.error is not None:
-            raise self.error
 
 
 def budget(b: BudgetSettings) -> BudgetSpec:

@@ -137,10 +137,6 @@ class Quote:
     def cost(self, tokens: Tokens, web_search_requests: int = 0) -> Decimal:
         return self._rates_for(tokens).cost(tokens, web_search_requests)
 
-    def nanos(self, tokens: Tokens, web_search_requests: int = 0) -> int:
-        """`cost` in nano-USD, with integers only (see `Rates.nanos`)."""
-        return self._rates_for(tokens).nanos(tokens, web_search_requests)
-
     def nanos_and_uncached(self, tokens: Tokens, web_search_requests: int = 0) -> tuple[int, int]:
         """`Rates.nanos_and_uncached` at the request's tier: its uncached form has the same context, so the same."""
         return self._rates_for(tokens).nanos_and_uncached(tokens, web_search_requests)

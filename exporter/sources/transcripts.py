@@ -273,16 +273,9 @@ class _Message(msgspec.Struct, gc=False):
     content: list[_Block] | str | None = None
 
     def tools(self) -> frozenset[str]:
-        content = self.content
-        if type(content) is not list:
+        if not isinstance(self.content, list):
             return _NO_TOOLS
-        if len(content) == 1:  # Claude Code writes one block a line
-            if content[0].type != "tool_use":
-                return _NO_TOOLS
-            name = content[0].name
-            if type(name) is str and len(name) <= MAX_CHARS:
-                return _one_tool(name)
-        return _tool_names([b.name for b in content if b.type == "tool_use"])
+        return _tool_names([b.name for b in self.content if b.type == "tool_use"])
 
 
 class _Record(msgspec.Struct, gc=False):
